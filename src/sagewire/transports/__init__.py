@@ -1,1 +1,1 @@
-"""transports"""
+"""Transports on top of the core: the gRPC server today, a REST bridge later."""

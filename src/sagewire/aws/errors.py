@@ -1,0 +1,229 @@
+"""botocore/aiohttp failures → domain errors. The only place that knows AWS error codes.
+
+The gRPC status each domain error gets is decided later, at the edge
+(sagewire.transports.grpc.status); docs/errors.md shows the combined table.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+from botocore import exceptions as bx
+
+from sagewire.core.errors import ErrorKind, ModelFailure, SagewireError
+
+_MAX_MODEL_MESSAGE = 4096
+
+
+def _model_kind(status: int) -> ErrorKind:
+    """The gRPC-level meaning of the HTTP status a model container answered with."""
+    if status in (400, 413, 415, 422):
+        return ErrorKind.INVALID_ARGUMENT
+    if status == 401:
+        return ErrorKind.UNAUTHENTICATED
+    if status == 403:
+        return ErrorKind.PERMISSION_DENIED
+    if status == 404:
+        return ErrorKind.NOT_FOUND
+    if status in (408, 504):
+        return ErrorKind.DEADLINE_EXCEEDED
+    if status == 409:
+        return ErrorKind.ABORTED
+    if status == 429:
+        return ErrorKind.RESOURCE_EXHAUSTED
+    if status in (502, 503):
+        return ErrorKind.UNAVAILABLE
+    if 400 <= status < 500:
+        return ErrorKind.FAILED_PRECONDITION
+    return ErrorKind.INTERNAL
+
+
+def _model_error(endpoint: str, response: dict[str, object], message: str) -> SagewireError:
+    status = int(str(response.get("OriginalStatusCode") or 0))
+    original = str(response.get("OriginalMessage") or "")[:_MAX_MODEL_MESSAGE]
+    failure = ModelFailure(status, original, str(response.get("LogStreamArn") or ""))
+    # SageMaker reports a container that missed its 60 s window as original status 0.
+    if status == 0 and "timed out" in (original + message).lower():
+        return SagewireError(
+            message=f"model behind endpoint {endpoint!r} did not answer in time: {message}",
+            kind=ErrorKind.DEADLINE_EXCEEDED,
+            reason="MODEL_TIMEOUT",
+            model_failure=failure,
+        )
+    return SagewireError(
+        message=f"model behind endpoint {endpoint!r} failed with status {status}: "
+        f"{original or message}",
+        kind=_model_kind(status),
+        reason="MODEL_ERROR",
+        model_failure=failure,
+        retry_after_s=1.0 if status in (429, 502, 503) else None,
+        metadata={"original_status_code": str(status)},
+    )
+
+
+def _stream_error(
+    code: str, endpoint: str, response: dict[str, object], message: str
+) -> SagewireError:
+    """Failures reported inside an event stream, after some parts may have been relayed."""
+    stream_code = str(response.get("ErrorCode") or "")
+    meta = {"aws_error_code": code, "endpoint": endpoint}
+    if stream_code:
+        meta["stream_error_code"] = stream_code
+    if code == "InternalStreamFailure":
+        return SagewireError(
+            message=f"SageMaker's response stream from endpoint {endpoint!r} failed: {message}",
+            kind=ErrorKind.UNAVAILABLE,
+            reason="SAGEMAKER_STREAM_FAILURE",
+            retry_after_s=1.0,
+            metadata=meta,
+        )
+    if stream_code == "ModelInvocationTimeExceeded":
+        return SagewireError(
+            message=f"model behind endpoint {endpoint!r} exceeded its streaming time: {message}",
+            kind=ErrorKind.DEADLINE_EXCEEDED,
+            reason="MODEL_STREAM_TIMEOUT",
+            metadata=meta,
+        )
+    if stream_code == "StreamBroken":
+        return SagewireError(
+            message=f"the model's stream from endpoint {endpoint!r} broke: {message}",
+            kind=ErrorKind.UNAVAILABLE,
+            reason="MODEL_STREAM_BROKEN",
+            retry_after_s=1.0,
+            metadata=meta,
+        )
+    return SagewireError(
+        message=f"model behind endpoint {endpoint!r} failed mid-stream: {message}",
+        kind=ErrorKind.INTERNAL,
+        reason="MODEL_STREAM_ERROR",
+        metadata=meta,
+    )
+
+
+def _client_error(exc: bx.ClientError, endpoint: str) -> SagewireError:
+    response: dict[str, object] = dict(exc.response)
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    message = str(error.get("Message", "")) or code
+    meta = {"aws_error_code": code, "endpoint": endpoint}
+    if code == "ModelError":
+        return _model_error(endpoint, response, message)
+    if code in ("ModelStreamError", "InternalStreamFailure"):
+        return _stream_error(code, endpoint, response, message)
+    if code == "ValidationError" and "not found" in message.lower():
+        return SagewireError(
+            message=f"SageMaker endpoint {endpoint!r} does not exist in this account and region",
+            kind=ErrorKind.NOT_FOUND,
+            reason="ENDPOINT_NOT_FOUND",
+            metadata=meta,
+        )
+    if code in ("ValidationError", "ValidationException"):
+        return SagewireError(
+            message=f"SageMaker rejected the request: {message}",
+            kind=ErrorKind.INVALID_ARGUMENT,
+            reason="SAGEMAKER_VALIDATION",
+            metadata=meta,
+        )
+    if code == "ModelNotReadyException":
+        return SagewireError(
+            message=f"model behind endpoint {endpoint!r} is not ready yet (loading or scaling "
+            f"from zero); retry shortly: {message}",
+            kind=ErrorKind.UNAVAILABLE,
+            reason="MODEL_NOT_READY",
+            retry_after_s=5.0,
+            metadata=meta,
+        )
+    if code in ("ThrottlingException", "Throttling", "TooManyRequestsException"):
+        return SagewireError(
+            message=f"SageMaker is throttling calls to endpoint {endpoint!r}; slow down and "
+            "retry with backoff",
+            kind=ErrorKind.RESOURCE_EXHAUSTED,
+            reason="THROTTLED",
+            retry_after_s=1.0,
+            metadata=meta,
+        )
+    if code in ("ServiceUnavailable", "ServiceUnavailableException"):
+        return SagewireError(
+            message=f"SageMaker Runtime is unavailable for endpoint {endpoint!r}: {message}",
+            kind=ErrorKind.UNAVAILABLE,
+            reason="SAGEMAKER_UNAVAILABLE",
+            retry_after_s=1.0,
+            metadata=meta,
+        )
+    if code == "InternalDependencyException":
+        return SagewireError(
+            message=f"a SageMaker dependency failed for endpoint {endpoint!r}: {message}",
+            kind=ErrorKind.UNAVAILABLE,
+            reason="SAGEMAKER_DEPENDENCY_FAILURE",
+            retry_after_s=1.0,
+            metadata=meta,
+        )
+    if code in ("InternalFailure", "InternalServerError", "InternalFailureException"):
+        return SagewireError(
+            message=f"SageMaker Runtime failed internally for endpoint {endpoint!r}: {message}",
+            kind=ErrorKind.INTERNAL,
+            reason="SAGEMAKER_INTERNAL_FAILURE",
+            metadata=meta,
+        )
+    if code in (
+        "AccessDeniedException",
+        "AccessDenied",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "ExpiredTokenException",
+    ):
+        return SagewireError(
+            message=f"sagewire's AWS identity may not call endpoint {endpoint!r} ({code}); "
+            "check the IAM role of this deployment",
+            kind=ErrorKind.PERMISSION_DENIED,
+            reason="AWS_ACCESS_DENIED",
+            metadata=meta,
+        )
+    return SagewireError(
+        message=f"SageMaker returned {code or 'an error'} for endpoint {endpoint!r}: {message}",
+        kind=ErrorKind.INTERNAL,
+        reason="SAGEMAKER_ERROR",
+        metadata=meta,
+    )
+
+
+def map_aws_error(exc: BaseException, endpoint: str) -> SagewireError:
+    """Translate any failure of an AWS call into the domain error a caller should see."""
+    if isinstance(exc, SagewireError):
+        return exc
+    if isinstance(exc, bx.ClientError):
+        return _client_error(exc, endpoint)
+    if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
+        return SagewireError(
+            message="sagewire has no usable AWS credentials; configure the standard AWS "
+            "credential chain (environment, profile, or instance/task role)",
+            kind=ErrorKind.INTERNAL,
+            reason="AWS_CREDENTIALS_MISSING",
+        )
+    if isinstance(exc, bx.ReadTimeoutError):
+        return SagewireError(
+            message=f"SageMaker did not answer for endpoint {endpoint!r} within the read timeout",
+            kind=ErrorKind.DEADLINE_EXCEEDED,
+            reason="UPSTREAM_READ_TIMEOUT",
+        )
+    if isinstance(
+        exc,
+        bx.EndpointConnectionError
+        | bx.ConnectionClosedError
+        | bx.ConnectTimeoutError
+        | aiohttp.ClientError
+        | ConnectionError,
+    ):
+        return SagewireError(
+            message=f"could not reach SageMaker Runtime for endpoint {endpoint!r}: "
+            f"{type(exc).__name__}",
+            kind=ErrorKind.UNAVAILABLE,
+            reason="RUNTIME_UNREACHABLE",
+            retry_after_s=1.0,
+        )
+    if isinstance(exc, bx.BotoCoreError):
+        return SagewireError(
+            message=f"AWS client error for endpoint {endpoint!r}: {type(exc).__name__}",
+            kind=ErrorKind.INTERNAL,
+            reason="AWS_CLIENT_ERROR",
+        )
+    return SagewireError(message="internal error", kind=ErrorKind.INTERNAL, reason="INTERNAL")

@@ -1,0 +1,148 @@
+"""SageMaker Runtime on aioboto3: one shared client per process, requests built from domain
+types, every failure translated by sagewire.aws.errors.
+
+Cancelling a call (caller gone, deadline hit) cancels the awaiting task; aiohttp then drops the
+HTTP connection, so SageMaker sees the request end and no stream is left running upstream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aioboto3
+from botocore.config import Config
+
+from sagewire.aws.errors import map_aws_error
+from sagewire.config.settings import AwsSettings
+from sagewire.core.types import EndpointRequest, InvokeResult, StreamStart
+
+log = logging.getLogger(__name__)
+
+# InvocationOptions field → botocore parameter name.
+_OPTION_PARAMS = {
+    "custom_attributes": "CustomAttributes",
+    "target_variant": "TargetVariant",
+    "target_model": "TargetModel",
+    "inference_component": "InferenceComponentName",
+    "target_container_hostname": "TargetContainerHostname",
+    "inference_id": "InferenceId",
+    "session_id": "SessionId",
+    "enable_explanations": "EnableExplanations",
+}
+# Not accepted by InvokeEndpointWithResponseStream.
+_NOT_ON_STREAM = frozenset({"target_model", "enable_explanations"})
+
+
+def _params(request: EndpointRequest, streaming: bool) -> dict[str, Any]:
+    params: dict[str, Any] = {"EndpointName": request.endpoint, "Body": request.body}
+    if request.content_type:
+        params["ContentType"] = request.content_type
+    if request.accept:
+        params["Accept"] = request.accept
+    for name in request.options.set_fields():
+        if streaming and name in _NOT_ON_STREAM:
+            continue
+        params[_OPTION_PARAMS[name]] = getattr(request.options, name)
+    return params
+
+
+def client_config(settings: AwsSettings) -> Config:
+    return Config(
+        region_name=settings.region,
+        max_pool_connections=settings.max_pool_connections,
+        connect_timeout=settings.connect_timeout_s,
+        read_timeout=settings.read_timeout_s,
+        retries={"mode": settings.retry_mode, "max_attempts": settings.max_attempts},
+        tcp_keepalive=True,
+    )
+
+
+@dataclass
+class _ResponseStream:
+    start: StreamStart
+    _body: Any
+    _endpoint: str
+
+    async def parts(self) -> AsyncIterator[bytes]:
+        try:
+            async for event in self._body:
+                part = event.get("PayloadPart")
+                if part is not None and part.get("Bytes"):
+                    yield part["Bytes"]
+        except Exception as exc:
+            raise map_aws_error(exc, self._endpoint) from exc
+
+
+class SageMakerRuntime:
+    """The shared sagemaker-runtime client. Use as an async context manager."""
+
+    def __init__(self, settings: AwsSettings) -> None:
+        self._settings = settings
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+
+    async def __aenter__(self) -> SageMakerRuntime:
+        session = aioboto3.Session()
+        self._client = await self._stack.enter_async_context(
+            session.client(
+                "sagemaker-runtime",
+                endpoint_url=self._settings.runtime_endpoint_url,
+                config=client_config(self._settings),
+            )
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    async def invoke_endpoint(self, request: EndpointRequest) -> InvokeResult:
+        try:
+            response = await self._client.invoke_endpoint(**_params(request, streaming=False))
+            async with response["Body"] as body:
+                data = await body.read()
+        except Exception as exc:
+            raise map_aws_error(exc, request.endpoint) from exc
+        return InvokeResult(
+            body=data,
+            content_type=response.get("ContentType", ""),
+            invoked_variant=response.get("InvokedProductionVariant", ""),
+            custom_attributes=response.get("CustomAttributes", ""),
+            new_session_id=response.get("NewSessionId", ""),
+            closed_session_id=response.get("ClosedSessionId", ""),
+        )
+
+    @asynccontextmanager
+    async def invoke_endpoint_stream(
+        self, request: EndpointRequest
+    ) -> AsyncIterator[_ResponseStream]:
+        try:
+            response = await self._client.invoke_endpoint_with_response_stream(
+                **_params(request, streaming=True)
+            )
+        except Exception as exc:
+            raise map_aws_error(exc, request.endpoint) from exc
+        body = response["Body"]
+        try:
+            yield _ResponseStream(
+                start=StreamStart(
+                    content_type=response.get("ContentType", ""),
+                    invoked_variant=response.get("InvokedProductionVariant", ""),
+                ),
+                _body=body,
+                _endpoint=request.endpoint,
+            )
+        finally:
+            # Closing drops the HTTP connection: on early exit the model stops streaming.
+            with contextlib.suppress(Exception):
+                body.close()

@@ -1,0 +1,143 @@
+"""The configuration schema. Every field is documented in docs/configuration.md.
+
+Unknown keys are rejected (extra="forbid") so a typo fails start-up instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+SAGEMAKER_MAX_BODY_BYTES = 6_291_456
+# SageMaker gives a real-time model 60 s; a little margin lets its own timeout error arrive.
+REALTIME_TIMEOUT_CAP_S = 70.0
+
+EndpointName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")]
+ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RouteMode(StrEnum):
+    """Which SageMaker operation a route uses."""
+
+    REALTIME = "realtime"
+    STREAM = "stream"
+    ASYNC = "async"
+    BIDI = "bidi"
+
+
+class StreamFraming(StrEnum):
+    """How streamed bytes become messages (see docs/streaming.md)."""
+
+    RAW = "raw"
+    LINES = "lines"
+
+
+class OptionName(StrEnum):
+    """Per-call options a route may let callers set (InvocationOptions field names)."""
+
+    CUSTOM_ATTRIBUTES = "custom_attributes"
+    TARGET_VARIANT = "target_variant"
+    TARGET_MODEL = "target_model"
+    INFERENCE_COMPONENT = "inference_component"
+    TARGET_CONTAINER_HOSTNAME = "target_container_hostname"
+    INFERENCE_ID = "inference_id"
+    SESSION_ID = "session_id"
+    ENABLE_EXPLANATIONS = "enable_explanations"
+    FRAMING = "framing"
+
+
+class RouteDefaults(_Strict):
+    """SageMaker options applied to every call on a route unless the caller overrides them."""
+
+    custom_attributes: str = ""
+    target_variant: str = ""
+    target_model: str = ""
+    inference_component: str = ""
+    target_container_hostname: str = ""
+    enable_explanations: str = ""
+
+
+class RouteSettings(_Strict):
+    """A logical model name → one SageMaker endpoint and how to call it."""
+
+    endpoint: EndpointName
+    mode: RouteMode = RouteMode.REALTIME
+    description: str = ""
+    content_type: str = "application/json"
+    accept: str = ""
+    framing: StreamFraming = StreamFraming.RAW
+    timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    max_concurrency: int = Field(default=64, ge=1, le=100_000)
+    defaults: RouteDefaults = RouteDefaults()
+    allow: list[OptionName] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _realtime_timeout(self) -> RouteSettings:
+        if self.mode is RouteMode.REALTIME and self.timeout_s > REALTIME_TIMEOUT_CAP_S:
+            raise ValueError(
+                f"timeout_s={self.timeout_s:g} exceeds {REALTIME_TIMEOUT_CAP_S:g}s: SageMaker "
+                "stops real-time invocations after 60s"
+            )
+        return self
+
+
+class ServerSettings(_Strict):
+    """The gRPC listener and its limits."""
+
+    listen: str = Field(
+        default="127.0.0.1:50051", pattern=r"^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$"
+    )
+    shutdown_grace_s: float = Field(default=10.0, ge=0, le=3600)
+    max_body_bytes: int = Field(default=SAGEMAKER_MAX_BODY_BYTES, ge=1, le=SAGEMAKER_MAX_BODY_BYTES)
+    # gRPC message cap: the body limit plus room for the envelope and JSON-as-Value overhead.
+    max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    reflection: bool = True
+    allow_endpoint_passthrough: bool = False
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class AwsSettings(_Strict):
+    """How sagewire reaches AWS. Credentials always come from the standard AWS chain."""
+
+    region: str = Field(default="us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    # Overrides for the runtime and S3 endpoints; the standard AWS_ENDPOINT_URL_* variables
+    # work too when these are unset.
+    runtime_endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+    s3_endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+    max_pool_connections: int = Field(default=256, ge=1, le=10_000)
+    connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    read_timeout_s: float = Field(default=70.0, gt=0, le=3600)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
+
+
+class Settings(BaseSettings):
+    """Everything sagewire needs to run. TOML file first, then SAGEWIRE_* environment overrides
+    (nested with `__`, e.g. SAGEWIRE_SERVER__LISTEN=0.0.0.0:50051)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SAGEWIRE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    server: ServerSettings = ServerSettings()
+    aws: AwsSettings = AwsSettings()
+    routes: dict[ModelName, RouteSettings] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init kwargs; the environment wins over them.
+        return (env_settings, init_settings)

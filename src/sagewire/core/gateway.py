@@ -1,0 +1,147 @@
+"""The gateway: resolve route → validate → policies → call SageMaker → shape the result.
+
+Every transport calls these methods; none of them knows about gRPC or HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sagewire.config.settings import OptionName, RouteMode, Settings, StreamFraming
+from sagewire.core.errors import ErrorKind, SagewireError, deadline_exceeded, invalid_argument
+from sagewire.core.framing import frame_lines
+from sagewire.core.ports import ResponseStream, SageMakerRuntimePort
+from sagewire.core.routes import Route, RouteTable
+from sagewire.core.types import (
+    EndpointRequest,
+    InvokeCall,
+    InvokeResult,
+    RouteInfo,
+    StreamStart,
+)
+from sagewire.core.validation import (
+    NEW_SESSION,
+    validate_body_size,
+    validate_media_type,
+    validate_options,
+)
+
+
+def _wrong_mode(route: Route, rpc: str, wanted: str) -> SagewireError:
+    return SagewireError(
+        message=f"{rpc} needs a model of mode {wanted}; model {route.name!r} has mode "
+        f"{route.mode.value}",
+        kind=ErrorKind.FAILED_PRECONDITION,
+        reason="WRONG_MODE",
+        metadata={"model": route.name, "mode": route.mode.value},
+    )
+
+
+@dataclass(frozen=True)
+class OpenStream:
+    """A streaming response in progress."""
+
+    start: StreamStart
+    framing: StreamFraming
+    pieces: AsyncIterator[bytes]
+
+
+def _pieces(stream: ResponseStream, framing: StreamFraming) -> AsyncIterator[bytes]:
+    if framing is StreamFraming.LINES:
+        return frame_lines(stream.parts())
+    return stream.parts()
+
+
+class Gateway:
+    """Transport-neutral inference operations."""
+
+    def __init__(self, settings: Settings, runtime: SageMakerRuntimePort) -> None:
+        self._settings = settings
+        self._runtime = runtime
+        self.routes = RouteTable(settings.routes, settings.server.allow_endpoint_passthrough)
+
+    # -- ModelService ---------------------------------------------------------------------
+    def list_models(self) -> list[RouteInfo]:
+        return self.routes.infos()
+
+    def get_model(self, name: str) -> RouteInfo:
+        return self.routes.resolve(name).info()
+
+    # -- helpers --------------------------------------------------------------------------
+    def _prepare(self, route: Route, call: InvokeCall) -> EndpointRequest:
+        route.check_allowed(call.options)
+        options = call.options.over(route.defaults)
+        validate_options(options)
+        content_type = call.content_type or route.settings.content_type
+        accept = call.accept or route.settings.accept
+        validate_media_type("content_type", content_type)
+        validate_media_type("accept", accept)
+        validate_body_size(len(call.body), self._settings.server.max_body_bytes)
+        return EndpointRequest(
+            endpoint=route.settings.endpoint,
+            body=call.body,
+            content_type=content_type,
+            accept=accept,
+            options=options,
+        )
+
+    @staticmethod
+    def _timeout(route: Route, call: InvokeCall) -> float:
+        """The route's timeout, shortened by the caller's deadline when that comes first."""
+        timeout = route.settings.timeout_s
+        if call.time_remaining_s is not None:
+            timeout = min(timeout, max(call.time_remaining_s, 0.0))
+        return timeout
+
+    # -- Invoke ---------------------------------------------------------------------------
+    async def invoke(self, call: InvokeCall) -> InvokeResult:
+        route = self.routes.resolve(call.model)
+        if route.mode not in (RouteMode.REALTIME, RouteMode.STREAM):
+            raise _wrong_mode(route, "Invoke", "realtime or stream")
+        request = self._prepare(route, call)
+        timeout = self._timeout(route, call)
+        with route.slot():
+            try:
+                async with asyncio.timeout(timeout):
+                    return await self._runtime.invoke_endpoint(request)
+            except TimeoutError:
+                raise deadline_exceeded(f"model {route.name!r}", timeout) from None
+
+    # -- InvokeStream ---------------------------------------------------------------------
+    @asynccontextmanager
+    async def open_stream(self, call: InvokeCall) -> AsyncIterator[OpenStream]:
+        """Open InvokeEndpointWithResponseStream; iterate `pieces` inside the block.
+
+        Pieces are relayed one at a time as they arrive: nothing is read ahead, so a slow
+        reader holds the upstream connection back through TCP flow control.
+        """
+        route = self.routes.resolve(call.model)
+        if route.mode is not RouteMode.STREAM:
+            raise _wrong_mode(route, "InvokeStream", "stream")
+        request = self._prepare(route, call)
+        framing = route.settings.framing
+        if call.framing is not None and call.framing is not framing:
+            if OptionName.FRAMING.value not in route.allowed:
+                raise invalid_argument(
+                    "framing",
+                    f"model {route.name!r} streams with {framing.value} framing and does not "
+                    "allow callers to change it",
+                    reason="OPTION_NOT_ALLOWED",
+                )
+            framing = call.framing
+        if request.options.session_id == NEW_SESSION:
+            raise invalid_argument(
+                "options.session_id",
+                f"{NEW_SESSION} is only accepted by Invoke; open the session there first",
+            )
+        timeout = self._timeout(route, call)
+        with route.slot():
+            try:
+                async with asyncio.timeout(timeout):
+                    async with self._runtime.invoke_endpoint_stream(request) as stream:
+                        yield OpenStream(stream.start, framing, _pieces(stream, framing))
+            except TimeoutError:
+                raise deadline_exceeded(f"stream from model {route.name!r}", timeout) from None

@@ -1,0 +1,127 @@
+"""The route table: logical model names → endpoint, mode, defaults and per-call policy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sagewire.config.settings import OptionName, RouteMode, RouteSettings, StreamFraming
+from sagewire.core.errors import ErrorKind, SagewireError, invalid_argument, model_not_found
+from sagewire.core.types import InvocationOptions, RouteInfo
+
+# `model = "endpoint/<name>"` reaches an endpoint directly when pass-through is enabled.
+PASSTHROUGH_PREFIX = "endpoint/"
+
+
+@dataclass
+class Route:
+    """One resolved route, with its in-flight counter for the concurrency bound."""
+
+    name: str
+    settings: RouteSettings
+    defaults: InvocationOptions
+    allowed: frozenset[str]
+    in_flight: int = field(default=0)
+
+    @property
+    def mode(self) -> RouteMode:
+        return self.settings.mode
+
+    def info(self) -> RouteInfo:
+        s = self.settings
+        return RouteInfo(
+            name=self.name,
+            mode=s.mode,
+            endpoint=s.endpoint,
+            description=s.description,
+            content_type=s.content_type,
+            accept=s.accept,
+            framing=s.framing,
+            timeout_s=s.timeout_s,
+            allowed_options=tuple(sorted(self.allowed)),
+            defaults=self.defaults,
+        )
+
+    def check_allowed(self, options: InvocationOptions) -> None:
+        for name in options.set_fields():
+            if name not in self.allowed:
+                allowed = ", ".join(sorted(self.allowed)) or "none"
+                raise invalid_argument(
+                    f"options.{name}",
+                    f"is not allowed on model {self.name!r} (allowed: {allowed})",
+                    reason="OPTION_NOT_ALLOWED",
+                )
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of the route's concurrency slots, or fail fast when none is free."""
+        limit = self.settings.max_concurrency
+        if self.in_flight >= limit:
+            raise SagewireError(
+                message=f"model {self.name!r} already has {limit} calls in flight; retry shortly",
+                kind=ErrorKind.RESOURCE_EXHAUSTED,
+                reason="ROUTE_CONCURRENCY_LIMIT",
+                retry_after_s=0.2,
+                metadata={"model": self.name, "limit": str(limit)},
+            )
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+
+def _route(name: str, settings: RouteSettings) -> Route:
+    d = settings.defaults
+    return Route(
+        name=name,
+        settings=settings,
+        defaults=InvocationOptions(
+            custom_attributes=d.custom_attributes,
+            target_variant=d.target_variant,
+            target_model=d.target_model,
+            inference_component=d.inference_component,
+            target_container_hostname=d.target_container_hostname,
+            enable_explanations=d.enable_explanations,
+        ),
+        allowed=frozenset(str(o) for o in settings.allow),
+    )
+
+
+class RouteTable:
+    """Resolves a caller's `model` to a Route."""
+
+    def __init__(self, routes: Mapping[str, RouteSettings], passthrough: bool = False) -> None:
+        self._routes = {name: _route(name, s) for name, s in routes.items()}
+        self._passthrough = passthrough
+        # Pass-through routes are made on first use and kept, so their concurrency bound holds.
+        self._passthrough_routes: dict[str, Route] = {}
+
+    def resolve(self, model: str) -> Route:
+        if not model:
+            raise invalid_argument("model", "is required (a model name from ListModels)")
+        route = self._routes.get(model)
+        if route is not None:
+            return route
+        if self._passthrough and model.startswith(PASSTHROUGH_PREFIX):
+            return self._passthrough_routes.get(model) or self._passthrough_route(model)
+        raise model_not_found(model, list(self._routes))
+
+    def _passthrough_route(self, model: str) -> Route:
+        endpoint = model.removeprefix(PASSTHROUGH_PREFIX)
+        try:
+            settings = RouteSettings(
+                endpoint=endpoint,
+                mode=RouteMode.STREAM,
+                framing=StreamFraming.RAW,
+                allow=list(OptionName),
+            )
+        except ValueError:
+            raise invalid_argument(
+                "model", f"{endpoint!r} is not a valid SageMaker endpoint name"
+            ) from None
+        return self._passthrough_routes.setdefault(model, _route(model, settings))
+
+    def infos(self) -> list[RouteInfo]:
+        return sorted((r.info() for r in self._routes.values()), key=lambda r: r.name)

@@ -1,0 +1,90 @@
+"""Plain data passed between the transports, the core and the AWS adapter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+from sagewire.config.settings import RouteMode, StreamFraming
+
+
+@dataclass(frozen=True, slots=True)
+class InvocationOptions:
+    """Per-call SageMaker options; an empty string means "not set"."""
+
+    custom_attributes: str = ""
+    target_variant: str = ""
+    target_model: str = ""
+    inference_component: str = ""
+    target_container_hostname: str = ""
+    inference_id: str = ""
+    session_id: str = ""
+    enable_explanations: str = ""
+
+    def set_fields(self) -> list[str]:
+        """Names of the options that carry a value."""
+        return [f.name for f in fields(self) if getattr(self, f.name)]
+
+    def over(self, base: InvocationOptions) -> InvocationOptions:
+        """These options, falling back to `base` for each one left empty."""
+        return replace(base, **{name: getattr(self, name) for name in self.set_fields()})
+
+
+@dataclass(frozen=True, slots=True)
+class InvokeCall:
+    """A caller's request, before route resolution."""
+
+    model: str
+    body: bytes
+    content_type: str = ""
+    accept: str = ""
+    options: InvocationOptions = field(default_factory=InvocationOptions)
+    # Seconds left before the caller's deadline; None when the caller set none.
+    time_remaining_s: float | None = None
+    framing: StreamFraming | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRequest:
+    """A validated request, ready for the SageMaker adapter."""
+
+    endpoint: str
+    body: bytes
+    content_type: str
+    accept: str
+    options: InvocationOptions
+
+
+@dataclass(frozen=True, slots=True)
+class InvokeResult:
+    """What a real-time invocation returned."""
+
+    body: bytes
+    content_type: str
+    invoked_variant: str = ""
+    custom_attributes: str = ""
+    new_session_id: str = ""
+    closed_session_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    """Response metadata of a streaming invocation, known before the first part."""
+
+    content_type: str
+    invoked_variant: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    """A route as callers see it (ModelService)."""
+
+    name: str
+    mode: RouteMode
+    endpoint: str
+    description: str
+    content_type: str
+    accept: str
+    framing: StreamFraming
+    timeout_s: float
+    allowed_options: tuple[str, ...]
+    defaults: InvocationOptions

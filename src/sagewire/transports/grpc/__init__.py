@@ -1,0 +1,1 @@
+"""The grpc.aio transport: servicers, the error edge, health, reflection, server assembly."""

@@ -1,0 +1,112 @@
+"""InferenceService: each method converts the request, calls the core, converts the result."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sagewire.core.content import is_json
+from sagewire.core.errors import unimplemented
+from sagewire.core.gateway import Gateway
+from sagewire.core.types import InvokeCall
+from sagewire.transports.grpc import convert, edge
+from sagewire.transports.grpc.edge import Ctx
+from sagewire.v1 import (
+    async_jobs_pb2,
+    inference_service_pb2_grpc,
+    invoke_pb2,
+)
+
+# Initial metadata of InvokeStream (see invoke.proto).
+META_CONTENT_TYPE = "sagewire-content-type"
+META_VARIANT = "sagewire-invoked-production-variant"
+
+
+def _call(
+    request: invoke_pb2.InvokeRequest | invoke_pb2.InvokeStreamRequest, context: Ctx
+) -> InvokeCall:
+    body, content_type = convert.payload(request)
+    framing = (
+        convert.framing_from_proto(request.framing)
+        if isinstance(request, invoke_pb2.InvokeStreamRequest)
+        else None
+    )
+    return InvokeCall(
+        model=request.model,
+        body=body,
+        content_type=content_type,
+        accept=request.accept,
+        options=convert.options_from_proto(request.options),
+        time_remaining_s=context.time_remaining(),
+        framing=framing,
+    )
+
+
+class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    @edge.unary
+    async def Invoke(
+        self, request: invoke_pb2.InvokeRequest, context: Ctx
+    ) -> invoke_pb2.InvokeResponse:
+        result = await self._gateway.invoke(_call(request, context))
+        return convert.invoke_response(result, want_json=is_json(result.content_type))
+
+    @edge.streaming
+    async def InvokeStream(
+        self, request: invoke_pb2.InvokeStreamRequest, context: Ctx
+    ) -> AsyncIterator[invoke_pb2.InvokeStreamResponse]:
+        async with self._gateway.open_stream(_call(request, context)) as stream:
+            await context.send_initial_metadata(
+                (
+                    (META_CONTENT_TYPE, stream.start.content_type),
+                    (META_VARIANT, stream.start.invoked_variant),
+                )
+            )
+            lines = stream.framing.value == "lines"
+            index = 0
+            async for piece in stream.pieces:
+                message = invoke_pb2.InvokeStreamResponse(body=piece, index=index)
+                if lines:
+                    value = convert.json_bytes_to_value(piece)
+                    if value is not None:
+                        message.json.CopyFrom(value)
+                yield message
+                index += 1
+
+    # Not yet built: coroutines (not generators) so the error edge answers UNIMPLEMENTED
+    # before any message; grpc.aio accepts either form for streaming responses.
+    @edge.unary
+    async def Converse(self, request_iterator: Any, context: Ctx) -> None:  # type: ignore[override]
+        raise unimplemented("Converse (bidirectional sessions)")
+
+    @edge.unary
+    async def SubmitAsync(
+        self, request: async_jobs_pb2.SubmitAsyncRequest, context: Ctx
+    ) -> async_jobs_pb2.SubmitAsyncResponse:
+        raise unimplemented("SubmitAsync (async inference)")
+
+    @edge.unary
+    async def UploadAsync(
+        self, request_iterator: Any, context: Ctx
+    ) -> async_jobs_pb2.UploadAsyncResponse:
+        raise unimplemented("UploadAsync (streamed async inputs)")
+
+    @edge.unary
+    async def GetAsyncResult(
+        self, request: async_jobs_pb2.GetAsyncResultRequest, context: Ctx
+    ) -> async_jobs_pb2.GetAsyncResultResponse:
+        raise unimplemented("GetAsyncResult (async inference)")
+
+    @edge.unary
+    async def WatchAsync(  # type: ignore[override]
+        self, request: async_jobs_pb2.WatchAsyncRequest, context: Ctx
+    ) -> None:
+        raise unimplemented("WatchAsync (async inference)")
+
+    @edge.unary
+    async def ReadAsyncOutput(  # type: ignore[override]
+        self, request: async_jobs_pb2.ReadAsyncOutputRequest, context: Ctx
+    ) -> None:
+        raise unimplemented("ReadAsyncOutput (async inference)")

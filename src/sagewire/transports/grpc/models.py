@@ -1,0 +1,28 @@
+"""ModelService: the route table as callers see it."""
+
+from __future__ import annotations
+
+from sagewire.core.gateway import Gateway
+from sagewire.transports.grpc import convert, edge
+from sagewire.transports.grpc.edge import Ctx
+from sagewire.v1 import model_service_pb2, model_service_pb2_grpc
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    @edge.unary
+    async def ListModels(
+        self, request: model_service_pb2.ListModelsRequest, context: Ctx
+    ) -> model_service_pb2.ListModelsResponse:
+        return model_service_pb2.ListModelsResponse(
+            models=[convert.model_to_proto(info) for info in self._gateway.list_models()]
+        )
+
+    @edge.unary
+    async def GetModel(
+        self, request: model_service_pb2.GetModelRequest, context: Ctx
+    ) -> model_service_pb2.GetModelResponse:
+        info = self._gateway.get_model(request.name)
+        return model_service_pb2.GetModelResponse(model=convert.model_to_proto(info))

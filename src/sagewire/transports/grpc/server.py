@@ -1,0 +1,105 @@
+"""Server assembly: the gRPC server with its services, health, reflection and shutdown.
+
+Lifecycle: `start()` binds and marks every service SERVING; `stop()` flips health to
+NOT_SERVING, refuses new calls, lets in-flight calls finish within the grace period, then
+cancels what is left (their upstream HTTP requests are cancelled with them).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from sagewire.aws.runtime import SageMakerRuntime
+from sagewire.config.settings import Settings
+from sagewire.core.gateway import Gateway
+from sagewire.transports.grpc.inference import InferenceServicer
+from sagewire.transports.grpc.models import ModelServicer
+from sagewire.transports.grpc.reflection import enable_reflection
+from sagewire.v1 import (
+    inference_service_pb2,
+    inference_service_pb2_grpc,
+    model_service_pb2,
+    model_service_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = [
+    inference_service_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name,
+    model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+]
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    limit = settings.server.max_message_bytes
+    return [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        # One process owns its port: a second server on the same port must fail loudly.
+        ("grpc.so_reuseport", 0),
+        # Let clients keep idle channels alive with pings without being disconnected.
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+class SagewireServer:
+    """sagewire's gRPC server. Use `async with SagewireServer(settings) as server:`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = 0
+        self._stack = AsyncExitStack()
+        self._server: grpc.aio.Server | None = None
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+
+    async def start(self) -> int:
+        runtime = await self._stack.enter_async_context(SageMakerRuntime(self.settings.aws))
+        gateway = Gateway(self.settings, runtime)
+        server = grpc.aio.server(options=grpc_options(self.settings))
+        inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
+            InferenceServicer(gateway), server
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(gateway), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        if self.settings.server.reflection:
+            enable_reflection(server, [*SERVICE_NAMES, HEALTH_SERVICE])
+        listen = self.settings.server.listen
+        self.port = server.add_insecure_port(listen)
+        if self.port == 0:
+            raise OSError(f"could not listen on {listen}")
+        await server.start()
+        self._server = server
+        for name in ["", *SERVICE_NAMES]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("sagewire serving on %s (port %d)", listen, self.port)
+        return self.port
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        grace = self.settings.server.shutdown_grace_s if grace_s is None else grace_s
+        if self._server is not None:
+            await self.health.enter_graceful_shutdown()
+            log.info("shutting down: refusing new calls, %.1fs grace for in-flight calls", grace)
+            await self._server.stop(grace)
+            self._server = None
+        await self._stack.aclose()
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def __aenter__(self) -> SagewireServer:
+        try:
+            await self.start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

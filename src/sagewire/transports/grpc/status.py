@@ -1,0 +1,86 @@
+"""The one table from domain errors to gRPC statuses with rich details.
+
+Every error leaving sagewire passes through `to_grpc_status`; docs/errors.md documents the
+result. Details follow google.rpc conventions so any gRPC client can read them:
+ErrorInfo (stable `reason`, domain "sagewire"), BadRequest (the offending field), RetryInfo
+(when a retry may help) and sagewire.v1.ModelErrorDetail (the model's own status/message).
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from sagewire.core.errors import ErrorKind, SagewireError
+from sagewire.v1 import common_pb2
+
+ERROR_DOMAIN = "sagewire"
+
+GRPC_CODES: dict[ErrorKind, grpc.StatusCode] = {
+    ErrorKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorKind.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    ErrorKind.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ErrorKind.CANCELLED: grpc.StatusCode.CANCELLED,
+    ErrorKind.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
+    ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
+    ErrorKind.ABORTED: grpc.StatusCode.ABORTED,
+    ErrorKind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+}
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def to_rpc_status(error: SagewireError) -> status_pb2.Status:
+    """The google.rpc.Status for a domain error (also used in-band by Converse)."""
+    code = GRPC_CODES[error.kind]
+    details = [
+        _pack(
+            error_details_pb2.ErrorInfo(
+                reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+            )
+        )
+    ]
+    if error.violations:
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description
+                        )
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
+    if error.retry_after_s is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(error.retry_after_s * 1e9))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    if error.model_failure is not None:
+        failure = error.model_failure
+        details.append(
+            _pack(
+                common_pb2.ModelErrorDetail(
+                    original_status_code=failure.original_status_code,
+                    original_message=failure.original_message,
+                    log_stream_arn=failure.log_stream_arn,
+                )
+            )
+        )
+    return status_pb2.Status(code=code.value[0], message=error.message, details=details)
+
+
+def to_grpc_status(error: SagewireError) -> grpc.Status:
+    """A grpc.Status (code, message, trailing metadata with the details) for `context.abort`."""
+    return rpc_status.to_status(to_rpc_status(error))

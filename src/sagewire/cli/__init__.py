@@ -1,1 +1,1 @@
-"""cli"""
+"""Command line: `sagewire serve`, `sagewire local`, `sagewire check-config`."""

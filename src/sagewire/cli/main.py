@@ -1,0 +1,117 @@
+"""`sagewire` command line.
+
+sagewire serve --config FILE     run the gateway against AWS (or AWS_ENDPOINT_URL_* overrides)
+sagewire local [--config FILE]   run the gateway plus the local SageMaker emulator (no AWS)
+sagewire check-config FILE       validate a configuration file and exit
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+from sagewire.config import ConfigError, Settings, load_settings
+from sagewire.transports.grpc.server import SagewireServer
+
+log = logging.getLogger("sagewire")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sagewire", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="TOML configuration file")
+    local = sub.add_parser("local", help="run the gateway with the local SageMaker emulator")
+    local.add_argument("--config", help="gateway TOML configuration (routes to demo endpoints)")
+    local.add_argument("--emulator-config", help="emulator TOML (default: built-in demo models)")
+    local.add_argument("--emulator-port", type=int, default=0, help="emulator port (0 = any)")
+    check = sub.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("config")
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    # botocore logs request bodies at DEBUG; never let them through by default.
+    logging.getLogger("botocore").setLevel(max(logging.getLevelName(level), logging.INFO))
+
+
+async def _serve(settings: Settings, stack: AsyncExitStack) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with stack:
+        server = SagewireServer(settings)
+        async with server:
+            host = settings.server.listen.rsplit(":", 1)[0]
+            print(f"sagewire ready on {host}:{server.port}", file=sys.stderr, flush=True)
+            await stop.wait()
+            log.info("signal received")
+
+
+async def _local(args: argparse.Namespace) -> None:
+    from sagewire.emulator.config import default_config, load_config
+    from sagewire.emulator.server import running_emulator
+
+    emulator_config = (
+        load_config(args.emulator_config) if args.emulator_config else default_config()
+    )
+    stack = AsyncExitStack()
+    emulator = await stack.enter_async_context(
+        running_emulator(emulator_config, port=args.emulator_port)
+    )
+    # The emulator accepts any signature; dummy credentials keep a fresh machine AWS-free.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+    settings = load_settings(args.config, overrides={"aws": {"runtime_endpoint_url": emulator.url}})
+    print(f"SageMaker emulator on {emulator.url}", file=sys.stderr, flush=True)
+    await _serve(settings, stack)
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "check-config":
+            load_settings(args.config)
+            print(f"{args.config}: OK")
+            return 0
+        if args.command == "serve":
+            settings = load_settings(args.config)
+            _configure_logging(settings.server.log_level)
+            _run(_serve(settings, AsyncExitStack()))
+            return 0
+        load_settings(args.config)  # fail fast, before starting anything
+        _configure_logging("INFO")
+        _run(_local(args))
+        return 0
+    except ConfigError as exc:
+        print(f"sagewire: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"sagewire: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

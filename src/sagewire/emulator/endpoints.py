@@ -1,0 +1,72 @@
+"""Live emulator state: each configured endpoint with its model, current fault and stats.
+
+Why: the config is immutable data; tests need to flip faults and read counters while the server
+runs. ``EmulatorState`` is that one mutable place, shared by the HTTP handlers and the
+``running_emulator`` handle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+
+from sagewire.emulator.config import EmulatorConfig, EndpointConfig
+from sagewire.emulator.container import ContainerModel
+from sagewire.emulator.faults import Fault
+from sagewire.emulator.models import BUILTIN_MODELS, Model
+from sagewire.emulator.stats import EndpointStats
+
+HEALTHY = Fault()
+
+
+@dataclass
+class Endpoint:
+    name: str
+    config: EndpointConfig
+    model: Model
+    fault: Fault
+    stats: EndpointStats
+
+
+class EmulatorState:
+    """All endpoints by name. Create it inside a running event loop (it owns an HTTP session
+    for container-backed endpoints); ``close()`` it when done."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.http = aiohttp.ClientSession()
+        self.endpoints = {
+            name: Endpoint(name, cfg, self._model(cfg), cfg.fault or HEALTHY, EndpointStats())
+            for name, cfg in config.endpoints.items()
+        }
+
+    def _model(self, cfg: EndpointConfig) -> Model:
+        if cfg.container_url is not None:
+            return ContainerModel(cfg.container_url, self.http, cfg.container_timeout_s)
+        assert cfg.model is not None  # guaranteed by EndpointConfig
+        return BUILTIN_MODELS[cfg.model]()
+
+    def get(self, name: str) -> Endpoint:
+        try:
+            return self.endpoints[name]
+        except KeyError:
+            known = ", ".join(sorted(self.endpoints))
+            raise KeyError(f"no emulated endpoint {name!r}; endpoints: {known}") from None
+
+    def set_fault(self, name: str, fault: Fault | None) -> None:
+        """Replace the endpoint's fault (None = healthy) for calls that start from now on."""
+        self.get(name).fault = fault or HEALTHY
+
+    def reset(self) -> None:
+        """Restore every configured fault and start fresh stats (in-flight streams keep
+        updating the stats object they started with)."""
+        for endpoint in self.endpoints.values():
+            endpoint.fault = endpoint.config.fault or HEALTHY
+            endpoint.stats = EndpointStats()
+
+    def all_stats(self) -> dict[str, dict[str, int]]:
+        return {name: ep.stats.as_dict() for name, ep in sorted(self.endpoints.items())}
+
+    async def close(self) -> None:
+        await self.http.close()

@@ -1,0 +1,111 @@
+"""Fault injection: what can go wrong on an endpoint, as data.
+
+Why: the gateway's error mapping, retries, deadlines and stream handling can only be tested
+against failures that happen on the wire. A ``Fault`` is plain, validated data (loaded from
+TOML or built in a test and swapped in with ``emulator.set_fault``); ``error_for`` turns its
+``error`` into the exact SageMaker error response.
+
+Request-level faults (``latency_ms``, ``error``) apply to both InvokeEndpoint and
+InvokeEndpointWithResponseStream, before any response byte. Stream faults (``*_after_parts``,
+``part_delay_ms``) only apply to the response stream.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sagewire.emulator import errors
+from sagewire.emulator.errors import ApiError
+
+ErrorKind = Literal[
+    "model_error",
+    "model_timeout",
+    "model_not_ready",
+    "service_unavailable",
+    "throttling",
+    "internal_failure",
+    "internal_dependency",
+    "validation",
+]
+StreamErrorKind = Literal["model_stream_error", "internal_stream_failure"]
+StreamErrorCode = Literal["ModelInvocationTimeExceeded", "StreamBroken"]
+
+
+class Fault(BaseModel):
+    """One endpoint's injected misbehaviour. All fields are optional; the default is healthy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    latency_ms: int = Field(default=0, ge=0, description="Added before the model runs.")
+    error: ErrorKind | None = Field(default=None, description="Answer every call with this error.")
+    message: str | None = Field(default=None, description="Override the error's Message.")
+    original_status: int = Field(
+        default=500, ge=100, le=599, description="model_error: container status"
+    )
+    original_message: str = Field(
+        default="Internal server error", description="model_error: the container's message"
+    )
+    timeout_after_ms: int = Field(
+        default=60_000,
+        ge=0,
+        description="model_timeout: how long the emulator waits before answering",
+    )
+    stream_error_after_parts: int | None = Field(default=None, ge=0)
+    stream_error: StreamErrorKind = "model_stream_error"
+    stream_error_code: StreamErrorCode = "ModelInvocationTimeExceeded"
+    stall_after_parts: int | None = Field(
+        default=None, ge=0, description="Stop sending after N parts, keep the connection open."
+    )
+    drop_after_parts: int | None = Field(
+        default=None, ge=0, description="Abort the TCP connection after N parts."
+    )
+    part_delay_ms: int = Field(default=0, ge=0, description="Sleep before each PayloadPart.")
+
+    @model_validator(mode="after")
+    def _one_stream_ending(self) -> Fault:
+        endings = [
+            name
+            for name in ("stream_error_after_parts", "stall_after_parts", "drop_after_parts")
+            if getattr(self, name) is not None
+        ]
+        if len(endings) > 1:
+            raise ValueError(f"set at most one of {', '.join(endings)}")
+        return self
+
+
+def error_for(fault: Fault, endpoint: str) -> ApiError | None:
+    """The error response ``fault.error`` stands for (None when no error is configured).
+
+    ``model_timeout`` returns the error only; the caller waits ``timeout_after_ms`` first.
+    """
+    if fault.error is None:
+        return None
+    msg = fault.message
+    match fault.error:
+        case "model_error":
+            return errors.model_error(
+                endpoint, fault.original_status, fault.original_message, message=msg
+            )
+        case "model_timeout":
+            err = errors.model_timeout(endpoint)
+            if msg is not None:
+                err.message = msg
+            return err
+        case "model_not_ready":
+            return errors.model_not_ready(*_opt(msg))
+        case "service_unavailable":
+            return errors.service_unavailable(*_opt(msg))
+        case "throttling":
+            return errors.throttling(*_opt(msg))
+        case "internal_failure":
+            return errors.internal_failure(*_opt(msg))
+        case "internal_dependency":
+            return errors.internal_dependency(*_opt(msg))
+        case "validation":
+            return errors.validation_error(msg or "Injected validation error.")
+
+
+def _opt(message: str | None) -> tuple[str, ...]:
+    return () if message is None else (message,)

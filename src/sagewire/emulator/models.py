@@ -1,0 +1,185 @@
+"""Demo models and the small interface every emulated model implements.
+
+Why: the emulator should let the gateway be exercised end to end without AWS or a real model.
+A model is anything with ``async def invoke(request) -> ModelReply``; the reply carries the
+response metadata (content type, custom attributes, session headers) and an async iterator of
+body chunks. Real-time calls join the chunks; response streams send each chunk as one
+``PayloadPart``. So one model serves both paths, and a model may be slow, stateful or proxy a
+real container (see ``container.py``) without the HTTP layer knowing.
+
+A model signals "the container answered with an error" by raising ``ModelFailure``: before the
+first chunk it becomes ModelError 424, after it a ``ModelStreamError`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What SageMaker passes on to a model container (plus where the call came in)."""
+
+    endpoint: str
+    variant: str
+    body: bytes
+    streaming: bool
+    content_type: str | None = None
+    accept: str | None = None
+    custom_attributes: str | None = None
+    target_model: str | None = None
+    target_container_hostname: str | None = None
+    inference_id: str | None = None
+    enable_explanations: str | None = None
+    inference_component: str | None = None
+    session_id: str | None = None
+
+
+@dataclass
+class ModelReply:
+    """A model's answer: metadata known up front, then the body as it is produced."""
+
+    chunks: AsyncGenerator[bytes, None]  # closed early if the client goes away
+    content_type: str = DEFAULT_CONTENT_TYPE
+    custom_attributes: str | None = None
+    new_session_id: str | None = None
+    closed_session_id: str | None = None
+
+
+class ModelFailure(Exception):
+    """The model container failed: ``status`` None means it gave no answer at all."""
+
+    def __init__(self, status: int | None, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.timed_out = timed_out
+
+
+class Model(Protocol):
+    async def invoke(self, request: ModelRequest) -> ModelReply: ...
+
+
+async def _once(*chunks: bytes) -> AsyncGenerator[bytes, None]:
+    for chunk in chunks:
+        yield chunk
+
+
+class EchoModel:
+    """Returns the request body, content type and custom attributes unchanged.
+
+    On the response stream the body goes out in parts of at most ``part_size`` bytes.
+    """
+
+    def __init__(self, part_size: int = 4096) -> None:
+        self.part_size = part_size
+
+    async def invoke(self, request: ModelRequest) -> ModelReply:
+        body, size = request.body, self.part_size
+        parts = [body[i : i + size] for i in range(0, len(body), size)]
+        return ModelReply(
+            chunks=_once(*parts),
+            content_type=request.content_type or DEFAULT_CONTENT_TYPE,
+            custom_attributes=request.custom_attributes,
+        )
+
+
+class Rechunker:
+    """Cuts a byte stream into parts whose sizes cycle through ``sizes``.
+
+    Why: real PayloadPart boundaries are arbitrary, so the demo LLM deliberately splits lines
+    across parts and packs several lines into one, making clients prove they re-frame.
+    """
+
+    def __init__(self, sizes: Iterable[int]) -> None:
+        sizes = tuple(sizes)
+        if not sizes or min(sizes) < 1:
+            raise ValueError("part sizes must be positive")
+        self._sizes = itertools.cycle(sizes)
+        self._next = next(self._sizes)
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add ``data``; return every part that is now complete."""
+        self._buffer += data
+        parts: list[bytes] = []
+        while len(self._buffer) >= self._next:
+            parts.append(bytes(self._buffer[: self._next]))
+            del self._buffer[: self._next]
+            self._next = next(self._sizes)
+        return parts
+
+    def flush(self) -> bytes:
+        """Whatever is buffered (possibly empty), as one short part."""
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        if rest:
+            self._next = next(self._sizes)
+        return rest
+
+
+TOKENS_CONTENT_TYPE = "application/jsonlines"
+TOKENS_PART_SIZES = (7, 40, 3, 64)
+
+
+class TokensModel:
+    """A streaming LLM stand-in.
+
+    Request ``{"text": "...", "delay_ms": 0}``; answers one JSON line per whitespace-separated
+    word, ``{"token": w, "index": i}``, then ``{"done": true, "count": n}``, re-chunked with
+    ``TOKENS_PART_SIZES``. ``delay_ms`` sleeps between words (the first goes out at once);
+    buffered bytes are flushed before each sleep so nothing waits on the next word.
+    Malformed requests fail as the container would: status 400 (ModelError 424 on the wire).
+    """
+
+    def __init__(self, part_sizes: Iterable[int] = TOKENS_PART_SIZES) -> None:
+        self.part_sizes = tuple(part_sizes)
+
+    async def invoke(self, request: ModelRequest) -> ModelReply:
+        words, delay = self._parse(request.body)
+        return ModelReply(chunks=self._generate(words, delay), content_type=TOKENS_CONTENT_TYPE)
+
+    @staticmethod
+    def _parse(body: bytes) -> tuple[list[str], float]:
+        try:
+            doc = json.loads(body)
+        except ValueError as exc:
+            raise ModelFailure(400, f"request body is not JSON: {exc}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
+            raise ModelFailure(400, 'request must be a JSON object with a string "text"')
+        delay_ms = doc.get("delay_ms", 0)
+        if not isinstance(delay_ms, int) or isinstance(delay_ms, bool) or delay_ms < 0:
+            raise ModelFailure(400, '"delay_ms" must be a non-negative integer')
+        return doc["text"].split(), delay_ms / 1000
+
+    async def _generate(self, words: list[str], delay: float) -> AsyncGenerator[bytes, None]:
+        rechunker = Rechunker(self.part_sizes)
+        for index, word in enumerate(words):
+            if index and delay:
+                if rest := rechunker.flush():
+                    yield rest
+                await asyncio.sleep(delay)
+            for part in rechunker.feed(_line({"token": word, "index": index})):
+                yield part
+        for part in rechunker.feed(_line({"done": True, "count": len(words)})):
+            yield part
+        if rest := rechunker.flush():
+            yield rest
+
+
+def _line(doc: Mapping[str, object]) -> bytes:
+    return json.dumps(doc).encode() + b"\n"
+
+
+BUILTIN_MODELS: Mapping[str, Callable[[], Model]] = {
+    "echo": EchoModel,
+    "tokens": TokensModel,
+}
+"""Demo models selectable by ``model = "<name>"`` in the emulator config."""

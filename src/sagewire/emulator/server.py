@@ -1,0 +1,116 @@
+"""Run the emulator: ``running_emulator()`` for tests and embedding, ``main()`` for a terminal.
+
+Why: integration tests and ``sagewire local`` both need a real SageMaker-compatible HTTP server
+on loopback with a known URL, plus a handle to flip faults and read stats while it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+
+from aiohttp import web
+
+from sagewire.emulator.app import build_app
+from sagewire.emulator.config import ConfigError, EmulatorConfig, default_config, load_config
+from sagewire.emulator.endpoints import EmulatorState
+from sagewire.emulator.faults import Fault
+from sagewire.emulator.stats import EndpointStats
+
+log = logging.getLogger(__name__)
+
+
+class RunningEmulator:
+    """Handle on a started emulator."""
+
+    def __init__(self, url: str, state: EmulatorState) -> None:
+        self.url = url
+        self._state = state
+
+    @property
+    def config(self) -> EmulatorConfig:
+        return self._state.config
+
+    def stats(self, endpoint: str) -> EndpointStats:
+        """The endpoint's live counters (KeyError naming the known endpoints if unknown)."""
+        return self._state.get(endpoint).stats
+
+    def all_stats(self) -> dict[str, dict[str, int]]:
+        return self._state.all_stats()
+
+    def set_fault(self, endpoint: str, fault: Fault | None) -> None:
+        """Inject ``fault`` into calls that start from now on; None makes the endpoint healthy."""
+        self._state.set_fault(endpoint, fault)
+
+    def reset(self) -> None:
+        """Configured faults back, all counters zero."""
+        self._state.reset()
+
+
+@contextlib.asynccontextmanager
+async def running_emulator(
+    config: EmulatorConfig | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    shutdown_timeout: float = 1.0,
+) -> AsyncIterator[RunningEmulator]:
+    """Serve ``config`` (default: the demo endpoints) on ``host:port`` (0 = a free port)."""
+    state = EmulatorState(config or default_config())
+    runner = web.AppRunner(
+        build_app(state),
+        handler_cancellation=True,
+        shutdown_timeout=shutdown_timeout,
+        access_log=None,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+        yield RunningEmulator(f"http://{url_host}:{bound_port}", state)
+    finally:
+        await runner.cleanup()
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m sagewire.emulator",
+        description="Local SageMaker Runtime emulator (InvokeEndpoint and response streams).",
+    )
+    parser.add_argument("--config", help="TOML file with [endpoints.<name>] tables")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+async def serve(config: EmulatorConfig, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_emulator(config, host, port, shutdown_timeout=5.0) as emulator:
+        names = ", ".join(sorted(config.endpoints)) or "(none)"
+        print(f"SageMaker Runtime emulator on {emulator.url} endpoints: {names}", flush=True)
+        await stop.wait()
+        log.info("stopping")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    try:
+        config = load_config(args.config) if args.config else default_config()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    asyncio.run(serve(config, args.host, args.port))
+    return 0

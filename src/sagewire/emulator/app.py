@@ -34,7 +34,7 @@ MAX_BODY_BYTES = 6_291_456
 """SageMaker's InvokeEndpoint payload limit (6 MiB)."""
 
 STATE = web.AppKey("state", EmulatorState)
-_REQUEST_ID = "request_id"
+_REQUEST_ID = web.RequestKey("request_id", str)
 _SM = "X-Amzn-SageMaker-"
 VARIANT_HEADER = "x-Amzn-Invoked-Production-Variant"
 

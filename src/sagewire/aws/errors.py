@@ -118,7 +118,7 @@ def _client_error(exc: bx.ClientError, endpoint: str) -> SagewireError:
         )
     if code in ("ValidationError", "ValidationException"):
         return SagewireError(
-            message=f"SageMaker rejected the request: {message}",
+            message=f"SageMaker rejected the request to endpoint {endpoint!r}: {message}",
             kind=ErrorKind.INVALID_ARGUMENT,
             reason="SAGEMAKER_VALIDATION",
             metadata=meta,

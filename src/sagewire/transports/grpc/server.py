@@ -11,11 +11,12 @@ import logging
 from contextlib import AsyncExitStack
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sagewire.aws.runtime import SageMakerRuntime
 from sagewire.config.settings import Settings
 from sagewire.core.gateway import Gateway
+from sagewire.transports.grpc.health import SERVING, HealthService
 from sagewire.transports.grpc.inference import InferenceServicer
 from sagewire.transports.grpc.models import ModelServicer
 from sagewire.transports.grpc.reflection import enable_reflection
@@ -56,7 +57,7 @@ class SagewireServer:
         self.port = 0
         self._stack = AsyncExitStack()
         self._server: grpc.aio.Server | None = None
-        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.health = HealthService()
 
     async def start(self) -> int:
         runtime = await self._stack.enter_async_context(SageMakerRuntime(self.settings.aws))
@@ -76,7 +77,7 @@ class SagewireServer:
         await server.start()
         self._server = server
         for name in ["", *SERVICE_NAMES]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self.health.set(name, SERVING)
         log.info("sagewire serving on %s (port %d)", listen, self.port)
         return self.port
 

@@ -1,0 +1,52 @@
+"""Shared fixtures: a real SageMaker emulator and real sagewire servers on free loopback ports.
+
+Nothing here stubs AWS: sagewire talks real aioboto3 over HTTP to the emulator, and tests talk
+real grpc.aio to sagewire.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+# The emulator accepts any SigV4 signature; these keep tests off any real AWS account.
+for _key, _value in {
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}.items():
+    os.environ[_key] = _value
+for _key in (
+    "AWS_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME",
+):
+    os.environ.pop(_key, None)
+
+from sagewire.emulator.server import RunningEmulator, running_emulator  # noqa: E402
+from support import TEST_EMULATOR_CONFIG, Sagewire, start_sagewire  # noqa: E402
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def emulator() -> AsyncIterator[RunningEmulator]:
+    async with running_emulator(TEST_EMULATOR_CONFIG) as emu:
+        yield emu
+
+
+@pytest.fixture(autouse=True)
+def _healthy_emulator(request: pytest.FixtureRequest) -> None:
+    """Tests that touch the emulator start from configured faults and zero counters."""
+    if "emulator" in request.fixturenames:
+        request.getfixturevalue("emulator").reset()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def sagewire(emulator: RunningEmulator) -> AsyncIterator[Sagewire]:
+    """A sagewire server with the standard test routes, shared by the session."""
+    async with start_sagewire(emulator.url) as server:
+        yield server

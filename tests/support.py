@@ -1,0 +1,151 @@
+"""Test helpers: the emulator endpoints and sagewire routes tests use, server start-up, and
+reading rich error details off a failed call."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import grpc
+from google.protobuf import message as pb_message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2_grpc
+
+from sagewire.config import Settings, load_settings
+from sagewire.emulator.config import EmulatorConfig, EndpointConfig
+from sagewire.emulator.faults import Fault
+from sagewire.transports.grpc.server import SagewireServer
+from sagewire.v1 import common_pb2, inference_service_pb2_grpc, model_service_pb2_grpc
+
+TEST_EMULATOR_CONFIG = EmulatorConfig(
+    endpoints={
+        "echo": EndpointConfig(model="echo", variants=["AllTraffic", "B"]),
+        "tokens": EndpointConfig(model="tokens"),
+        # Faults are set per test with emulator.set_fault().
+        "faulty": EndpointConfig(model="echo"),
+        "faulty-stream": EndpointConfig(model="tokens"),
+        "slow-echo": EndpointConfig(model="echo", fault=Fault(latency_ms=1000)),
+    }
+)
+
+TEST_ROUTES: dict[str, dict[str, Any]] = {
+    "echo": {
+        "endpoint": "echo",
+        "allow": ["custom_attributes", "target_variant", "inference_id", "session_id"],
+    },
+    "echo-strict": {"endpoint": "echo"},
+    "faulty": {"endpoint": "faulty"},
+    "slow-echo": {"endpoint": "slow-echo", "timeout_s": 30},
+    "slow-echo-short": {"endpoint": "slow-echo", "timeout_s": 0.3},
+    "single-file": {"endpoint": "slow-echo", "max_concurrency": 1},
+    "missing": {"endpoint": "no-such-endpoint"},
+    "tokens": {
+        "endpoint": "tokens",
+        "mode": "stream",
+        "framing": "lines",
+        "allow": ["framing", "custom_attributes"],
+        "timeout_s": 60,
+    },
+    "tokens-raw": {"endpoint": "tokens", "mode": "stream", "framing": "raw"},
+    "faulty-stream": {
+        "endpoint": "faulty-stream",
+        "mode": "stream",
+        "framing": "lines",
+        "timeout_s": 60,
+    },
+    "async-only": {"endpoint": "echo", "mode": "async"},
+}
+
+
+def settings_for(
+    runtime_url: str,
+    routes: Mapping[str, Mapping[str, Any]] | None = None,
+    server: Mapping[str, Any] | None = None,
+    aws: Mapping[str, Any] | None = None,
+) -> Settings:
+    return load_settings(
+        overrides={
+            "server": {"listen": "127.0.0.1:0", "shutdown_grace_s": 5, **(server or {})},
+            # One attempt: tests see each upstream error exactly as the emulator sent it.
+            "aws": {"runtime_endpoint_url": runtime_url, "max_attempts": 1, **(aws or {})},
+            "routes": dict(routes if routes is not None else TEST_ROUTES),
+        }
+    )
+
+
+@dataclass
+class Sagewire:
+    """A running sagewire server and stubs on one channel to it."""
+
+    server: SagewireServer
+    channel: grpc.aio.Channel
+    target: str
+    inference: inference_service_pb2_grpc.InferenceServiceAsyncStub = field(init=False)
+    models: model_service_pb2_grpc.ModelServiceAsyncStub = field(init=False)
+    health: Any = field(init=False)  # grpc_health ships no async stub types
+
+    def __post_init__(self) -> None:
+        self.inference = inference_service_pb2_grpc.InferenceServiceStub(self.channel)
+        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+
+@asynccontextmanager
+async def start_sagewire(
+    runtime_url: str, settings: Settings | None = None, **kwargs: Any
+) -> AsyncIterator[Sagewire]:
+    server = SagewireServer(settings or settings_for(runtime_url, **kwargs))
+    async with server:
+        target = f"127.0.0.1:{server.port}"
+        async with grpc.aio.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ],
+        ) as channel:
+            yield Sagewire(server, channel, target)
+
+
+@dataclass
+class RpcFailure:
+    """A failed call's status, message and decoded google.rpc details."""
+
+    code: grpc.StatusCode
+    message: str
+    details: list[pb_message.Message]
+
+    def detail(self, kind: type[pb_message.Message]) -> Any:
+        found = [d for d in self.details if isinstance(d, kind)]
+        return found[0] if found else None
+
+    @property
+    def reason(self) -> str:
+        info = self.detail(error_details_pb2.ErrorInfo)
+        return str(info.reason) if info is not None else ""
+
+
+_DETAIL_TYPES: list[type[pb_message.Message]] = [
+    error_details_pb2.ErrorInfo,
+    error_details_pb2.BadRequest,
+    error_details_pb2.RetryInfo,
+    common_pb2.ModelErrorDetail,
+]
+
+
+def failure(error: grpc.aio.AioRpcError) -> RpcFailure:
+    details: list[pb_message.Message] = []
+    # grpc.aio yields (key, value) tuples; grpc-stubs types them otherwise.
+    trailers = cast("list[tuple[str, bytes]]", list(error.trailing_metadata() or ()))
+    for key, value in trailers:
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            for packed in status.details:
+                for kind in _DETAIL_TYPES:
+                    if packed.Is(kind.DESCRIPTOR):
+                        item = kind()
+                        packed.Unpack(item)
+                        details.append(item)
+    return RpcFailure(error.code(), error.details() or "", details)

@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError, EventStreamError
 from sagewire.emulator import RunningEmulator
 
 if TYPE_CHECKING:
-    from tests.emulator.conftest import Eventually, FakeContainer
+    from emulator.conftest import Eventually, FakeContainer
 
 
 async def read_into(received: list[bytes], response: Any) -> None:

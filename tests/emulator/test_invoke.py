@@ -15,7 +15,7 @@ from sagewire.emulator import Fault, RunningEmulator
 from sagewire.emulator.errors import MODEL_TIMEOUT_MESSAGE
 
 if TYPE_CHECKING:
-    from tests.emulator.conftest import ClientFactory
+    from emulator.conftest import ClientFactory
 
 SIX_MIB = 6_291_456
 

@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError, EventStreamError
 from sagewire.emulator import Fault, RunningEmulator
 
 if TYPE_CHECKING:
-    from tests.emulator.conftest import Eventually
+    from emulator.conftest import Eventually
 
 WORDS = [f"w{i}" for i in range(30)]
 EXPECTED_LINES = [
@@ -168,6 +168,7 @@ async def test_drop_after_parts_cuts_the_connection(
     # aiobotocore lets aiohttp's error through (sync botocore would raise ResponseStreamingError).
     with pytest.raises(aiohttp.ClientPayloadError):
         await read_into(received, response)
+    response["Body"].close()  # aiobotocore leaves the broken connection to the caller
     assert len(received) == 2
     stats = emulator.stats("tokens")
     await eventually(lambda: stats.active_streams == 0)

@@ -86,7 +86,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--config", help="TOML file with [endpoints.<name>] tables")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
-    parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    parser.add_argument(
+        "--port", type=int, default=8090, help="default 8090 (8080 is the container port); 0 = any"
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 

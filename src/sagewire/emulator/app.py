@@ -61,6 +61,10 @@ async def _render_errors(
         return error_response(err)
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
         return error_response(errors.unknown_operation(request.method, request.path))
+    except Exception:
+        # An emulator or model bug still answers in SageMaker's shape, so botocore maps it.
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return error_response(errors.simple_error("internal_failure"))
 
 
 async def _add_request_id(request: web.BaseRequest, response: web.StreamResponse) -> None:

@@ -35,7 +35,7 @@ class ApiError(Exception):
 
 
 def validation_error(message: str) -> ApiError:
-    return ApiError(400, "ValidationError", message)
+    return simple_error("validation", message)
 
 
 def endpoint_not_found(name: str) -> ApiError:
@@ -95,24 +95,21 @@ def model_timeout(endpoint: str) -> ApiError:
     )
 
 
-def model_not_ready(message: str = "Model is not ready to serve requests yet.") -> ApiError:
-    return ApiError(429, "ModelNotReadyException", message)
+# Errors that are just a status, a code and a message, keyed by the names faults use.
+SIMPLE_ERRORS: dict[str, tuple[int, str, str]] = {
+    "validation": (400, "ValidationError", "Injected validation error."),
+    "throttling": (400, "ThrottlingException", "Rate exceeded"),
+    "model_not_ready": (429, "ModelNotReadyException", "Model is not ready to serve requests yet."),
+    "internal_failure": (500, "InternalFailure", "An internal failure occurred."),
+    "service_unavailable": (503, "ServiceUnavailable", "Service is temporarily unavailable."),
+    "internal_dependency": (530, "InternalDependencyException", "An internal dependency failed."),
+}
 
 
-def throttling(message: str = "Rate exceeded") -> ApiError:
-    return ApiError(400, "ThrottlingException", message)
-
-
-def service_unavailable(message: str = "Service is temporarily unavailable.") -> ApiError:
-    return ApiError(503, "ServiceUnavailable", message)
-
-
-def internal_failure(message: str = "An internal failure occurred.") -> ApiError:
-    return ApiError(500, "InternalFailure", message)
-
-
-def internal_dependency(message: str = "An internal dependency failed.") -> ApiError:
-    return ApiError(530, "InternalDependencyException", message)
+def simple_error(kind: str, message: str | None = None) -> ApiError:
+    """One of ``SIMPLE_ERRORS``, with its default message unless ``message`` is given."""
+    status, code, default = SIMPLE_ERRORS[kind]
+    return ApiError(status, code, message or default)
 
 
 def unknown_operation(method: str, path: str) -> ApiError:

@@ -80,32 +80,16 @@ def error_for(fault: Fault, endpoint: str) -> ApiError | None:
 
     ``model_timeout`` returns the error only; the caller waits ``timeout_after_ms`` first.
     """
-    if fault.error is None:
-        return None
-    msg = fault.message
     match fault.error:
+        case None:
+            return None
         case "model_error":
             return errors.model_error(
-                endpoint, fault.original_status, fault.original_message, message=msg
+                endpoint, fault.original_status, fault.original_message, message=fault.message
             )
         case "model_timeout":
             err = errors.model_timeout(endpoint)
-            if msg is not None:
-                err.message = msg
+            err.message = fault.message or err.message
             return err
-        case "model_not_ready":
-            return errors.model_not_ready(*_opt(msg))
-        case "service_unavailable":
-            return errors.service_unavailable(*_opt(msg))
-        case "throttling":
-            return errors.throttling(*_opt(msg))
-        case "internal_failure":
-            return errors.internal_failure(*_opt(msg))
-        case "internal_dependency":
-            return errors.internal_dependency(*_opt(msg))
-        case "validation":
-            return errors.validation_error(msg or "Injected validation error.")
-
-
-def _opt(message: str | None) -> tuple[str, ...]:
-    return () if message is None else (message,)
+        case _:
+            return errors.simple_error(fault.error, fault.message)

@@ -8,6 +8,7 @@ HTTP connection, so SageMaker sees the request end and no stream is left running
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -17,6 +18,8 @@ from typing import Any
 
 import aioboto3
 from botocore.config import Config
+from botocore.eventstream import EventStreamBuffer, EventStreamMessage
+from botocore.exceptions import ClientError
 
 from sagewire.aws.errors import map_aws_error
 from sagewire.config.settings import AwsSettings
@@ -63,6 +66,28 @@ def client_config(settings: AwsSettings) -> Config:
     )
 
 
+def _stream_exception(message: EventStreamMessage) -> ClientError:
+    """An exception event as botocore would raise it, but keeping the payload's ErrorCode
+    (botocore's own event parser drops it, and it decides the gRPC status)."""
+    kind = message.headers.get(":exception-type") or message.headers.get(":error-code", "")
+    try:
+        payload = json.loads(message.payload or b"{}")
+    except ValueError:
+        payload = {}
+    response: dict[str, Any] = {
+        "Error": {
+            "Code": str(kind),
+            "Message": str(
+                payload.get("Message")
+                or payload.get("message")
+                or message.headers.get(":error-message", "")
+            ),
+        },
+        "ErrorCode": str(payload.get("ErrorCode", "")),
+    }
+    return ClientError(response, "InvokeEndpointWithResponseStream")
+
+
 @dataclass
 class _ResponseStream:
     start: StreamStart
@@ -70,11 +95,22 @@ class _ResponseStream:
     _endpoint: str
 
     async def parts(self) -> AsyncIterator[bytes]:
+        """Decode the event stream straight off the HTTP body with botocore's frame parser.
+
+        The aiohttp response is botocore's EventStream `_raw_stream`; reading it directly keeps
+        ModelStreamError.ErrorCode and skips a per-event shape parse on the hot path.
+        """
+        frames = EventStreamBuffer()
         try:
-            async for event in self._body:
-                part = event.get("PayloadPart")
-                if part is not None and part.get("Bytes"):
-                    yield part["Bytes"]
+            async for chunk, _ in self._body._raw_stream.content.iter_chunks():
+                frames.add_data(chunk)
+                for message in frames:
+                    kind = message.headers.get(":message-type")
+                    if kind == "event":
+                        if message.headers.get(":event-type") == "PayloadPart" and message.payload:
+                            yield message.payload
+                    elif kind in ("exception", "error"):
+                        raise _stream_exception(message)
         except Exception as exc:
             raise map_aws_error(exc, self._endpoint) from exc
 

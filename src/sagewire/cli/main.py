@@ -34,7 +34,28 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--emulator-port", type=int, default=0, help="emulator port (0 = any)")
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("config")
+    probe = sub.add_parser("health", help="probe a running sagewire's gRPC health service")
+    probe.add_argument("--target", default="127.0.0.1:50051")
+    probe.add_argument("--service", default="", help="service name ('' = overall)")
+    probe.add_argument("--timeout", type=float, default=3.0)
     return parser
+
+
+def _probe(target: str, service: str, timeout: float) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError as exc:
+            print(f"{target}: {exc.code().name}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    print(f"{target}: {status}")
+    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
 def _configure_logging(level: str) -> None:
@@ -92,6 +113,8 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "health":
+            return _probe(args.target, args.service, args.timeout)
         if args.command == "check-config":
             load_settings(args.config)
             print(f"{args.config}: OK")

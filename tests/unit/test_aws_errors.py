@@ -1,0 +1,288 @@
+"""botocore/aiohttp failures → domain errors (sagewire.aws.errors), one row at a time.
+
+The exceptions are the real botocore/aiohttp classes, built the way botocore builds them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+from botocore import exceptions as bx
+from botocore.eventstream import EventStreamBuffer
+
+from sagewire.aws.errors import map_aws_error
+from sagewire.aws.runtime import _stream_exception
+from sagewire.core.errors import ErrorKind, ModelFailure, SagewireError
+from sagewire.emulator.eventstream import internal_stream_failure, model_stream_error
+
+ENDPOINT = "my-endpoint"
+LOG_STREAM = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/my-endpoint"
+
+
+def client_error(
+    code: str, message: str, operation: str = "InvokeEndpoint", **fields: Any
+) -> bx.ClientError:
+    return bx.ClientError({"Error": {"Code": code, "Message": message}, **fields}, operation)
+
+
+def model_error(status: int, original: str = "model says no") -> bx.ClientError:
+    return client_error(
+        "ModelError",
+        f'Received server error ({status}) from primary with message "{original}".',
+        OriginalStatusCode=status,
+        OriginalMessage=original,
+        LogStreamArn=LOG_STREAM,
+    )
+
+
+def mapped(exc: BaseException) -> SagewireError:
+    return map_aws_error(exc, ENDPOINT)
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "retry_after_s"),
+    [
+        (400, ErrorKind.INVALID_ARGUMENT, None),
+        (401, ErrorKind.UNAUTHENTICATED, None),
+        (403, ErrorKind.PERMISSION_DENIED, None),
+        (404, ErrorKind.NOT_FOUND, None),
+        (408, ErrorKind.DEADLINE_EXCEEDED, None),
+        (409, ErrorKind.ABORTED, None),
+        (413, ErrorKind.INVALID_ARGUMENT, None),
+        (415, ErrorKind.INVALID_ARGUMENT, None),
+        (418, ErrorKind.FAILED_PRECONDITION, None),
+        (422, ErrorKind.INVALID_ARGUMENT, None),
+        (424, ErrorKind.FAILED_PRECONDITION, None),
+        (429, ErrorKind.RESOURCE_EXHAUSTED, 1.0),
+        (500, ErrorKind.INTERNAL, None),
+        (502, ErrorKind.UNAVAILABLE, 1.0),
+        (503, ErrorKind.UNAVAILABLE, 1.0),
+        (504, ErrorKind.DEADLINE_EXCEEDED, None),
+    ],
+)
+def test_model_error_takes_the_meaning_of_the_models_status(
+    status: int, kind: ErrorKind, retry_after_s: float | None
+) -> None:
+    error = mapped(model_error(status))
+    assert error.kind is kind
+    assert error.reason == "MODEL_ERROR"
+    assert error.retry_after_s == retry_after_s
+    assert error.model_failure == ModelFailure(status, "model says no", LOG_STREAM)
+    assert error.metadata == {"original_status_code": str(status)}
+    assert error.message == (
+        f"model behind endpoint 'my-endpoint' failed with status {status}: model says no"
+    )
+
+
+def test_model_error_message_is_truncated_to_4_kib() -> None:
+    error = mapped(model_error(500, "x" * 10_000))
+    assert error.model_failure is not None
+    assert error.model_failure.original_message == "x" * 4096
+
+
+def test_model_error_without_original_message_uses_sagemakers_message() -> None:
+    error = mapped(
+        client_error("ModelError", "Received server error (500)", OriginalStatusCode=500)
+    )
+    assert error.message.endswith("failed with status 500: Received server error (500)")
+    assert error.model_failure == ModelFailure(500, "", "")
+
+
+def test_model_that_timed_out_is_model_timeout() -> None:
+    message = (
+        "Your invocation timed out while waiting for a response from container primary. "
+        "Review the latency metrics for each container in Amazon CloudWatch"
+    )
+    error = mapped(client_error("ModelError", message, OriginalStatusCode=0))
+    assert error.kind is ErrorKind.DEADLINE_EXCEEDED
+    assert error.reason == "MODEL_TIMEOUT"
+    assert error.retry_after_s is None
+    assert error.model_failure == ModelFailure(0, "", "")
+    assert "did not answer in time" in error.message
+
+
+def test_original_status_zero_without_timeout_text_is_a_model_error() -> None:
+    error = mapped(client_error("ModelError", "container crashed", OriginalStatusCode=0))
+    assert (error.kind, error.reason) == (ErrorKind.INTERNAL, "MODEL_ERROR")
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "kind", "reason", "retry_after_s"),
+    [
+        (
+            "ValidationError",
+            "Endpoint my-endpoint of account 123456789012 not found.",
+            ErrorKind.NOT_FOUND,
+            "ENDPOINT_NOT_FOUND",
+            None,
+        ),
+        (
+            "ValidationError",
+            "Inference Component Name header is required for endpoints to which you plan to "
+            "deploy inference components.",
+            ErrorKind.INVALID_ARGUMENT,
+            "SAGEMAKER_VALIDATION",
+            None,
+        ),
+        ("ModelNotReadyException", "loading", ErrorKind.UNAVAILABLE, "MODEL_NOT_READY", 5.0),
+        ("ThrottlingException", "Rate exceeded", ErrorKind.RESOURCE_EXHAUSTED, "THROTTLED", 1.0),
+        ("ServiceUnavailable", "busy", ErrorKind.UNAVAILABLE, "SAGEMAKER_UNAVAILABLE", 1.0),
+        ("InternalFailure", "oops", ErrorKind.INTERNAL, "SAGEMAKER_INTERNAL_FAILURE", None),
+        (
+            "InternalDependencyException",
+            "dep",
+            ErrorKind.UNAVAILABLE,
+            "SAGEMAKER_DEPENDENCY_FAILURE",
+            1.0,
+        ),
+        ("AccessDeniedException", "no", ErrorKind.PERMISSION_DENIED, "AWS_ACCESS_DENIED", None),
+        ("ExpiredTokenException", "old", ErrorKind.PERMISSION_DENIED, "AWS_ACCESS_DENIED", None),
+        ("BrandNewException", "new", ErrorKind.INTERNAL, "SAGEMAKER_ERROR", None),
+    ],
+)
+def test_client_error_codes(
+    code: str, message: str, kind: ErrorKind, reason: str, retry_after_s: float | None
+) -> None:
+    error = mapped(client_error(code, message))
+    assert (error.kind, error.reason, error.retry_after_s) == (kind, reason, retry_after_s)
+    assert error.metadata == {"aws_error_code": code, "endpoint": ENDPOINT}
+    assert ENDPOINT in error.message
+    assert error.model_failure is None
+
+
+def test_sagemaker_validation_message_is_relayed() -> None:
+    error = mapped(client_error("ValidationError", "1 validation error detected: Value"))
+    assert error.message == (
+        "SageMaker rejected the request to endpoint 'my-endpoint': "
+        "1 validation error detected: Value"
+    )
+
+
+def test_access_denied_names_the_aws_code() -> None:
+    assert "(AccessDeniedException)" in mapped(client_error("AccessDeniedException", "")).message
+
+
+@pytest.mark.parametrize(
+    ("stream_code", "kind", "reason", "retry_after_s"),
+    [
+        ("ModelInvocationTimeExceeded", ErrorKind.DEADLINE_EXCEEDED, "MODEL_STREAM_TIMEOUT", None),
+        ("StreamBroken", ErrorKind.UNAVAILABLE, "MODEL_STREAM_BROKEN", 1.0),
+        ("SomethingElse", ErrorKind.INTERNAL, "MODEL_STREAM_ERROR", None),
+        ("", ErrorKind.INTERNAL, "MODEL_STREAM_ERROR", None),
+    ],
+)
+def test_model_stream_error_by_error_code(
+    stream_code: str, kind: ErrorKind, reason: str, retry_after_s: float | None
+) -> None:
+    exc = client_error(
+        "ModelStreamError",
+        "stream failed",
+        "InvokeEndpointWithResponseStream",
+        ErrorCode=stream_code,
+    )
+    error = mapped(exc)
+    assert (error.kind, error.reason, error.retry_after_s) == (kind, reason, retry_after_s)
+    expected_meta = {"aws_error_code": "ModelStreamError", "endpoint": ENDPOINT}
+    if stream_code:
+        expected_meta["stream_error_code"] = stream_code
+    assert error.metadata == expected_meta
+
+
+def test_internal_stream_failure() -> None:
+    error = mapped(
+        client_error("InternalStreamFailure", "broken", "InvokeEndpointWithResponseStream")
+    )
+    assert (error.kind, error.reason, error.retry_after_s) == (
+        ErrorKind.UNAVAILABLE,
+        "SAGEMAKER_STREAM_FAILURE",
+        1.0,
+    )
+
+
+def stream_exception(frame: bytes) -> bx.ClientError:
+    """An exception event decoded the way the adapter decodes the response stream."""
+    frames = EventStreamBuffer()
+    frames.add_data(frame)
+    [message] = list(frames)
+    return _stream_exception(message)
+
+
+@pytest.mark.parametrize(
+    ("stream_code", "reason"),
+    [
+        ("ModelInvocationTimeExceeded", "MODEL_STREAM_TIMEOUT"),
+        ("StreamBroken", "MODEL_STREAM_BROKEN"),
+    ],
+)
+def test_stream_error_code_survives_the_adapters_decoding(stream_code: str, reason: str) -> None:
+    error = mapped(stream_exception(model_stream_error("stream failed", stream_code)))
+    assert error.reason == reason
+    assert error.metadata["stream_error_code"] == stream_code
+    assert "stream failed" in error.message
+
+
+def test_internal_stream_failure_as_the_adapter_decodes_it() -> None:
+    error = mapped(stream_exception(internal_stream_failure("broken")))
+    assert error.reason == "SAGEMAKER_STREAM_FAILURE"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [bx.NoCredentialsError(), bx.PartialCredentialsError(provider="env", cred_var="AWS_SECRET")],
+)
+def test_missing_credentials(exc: Exception) -> None:
+    error = mapped(exc)
+    assert (error.kind, error.reason, error.retry_after_s) == (
+        ErrorKind.INTERNAL,
+        "AWS_CREDENTIALS_MISSING",
+        None,
+    )
+    assert "credential chain" in error.message
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        bx.EndpointConnectionError(
+            endpoint_url="https://runtime.sagemaker.us-east-1.amazonaws.com"
+        ),
+        bx.ConnectTimeoutError(endpoint_url="https://runtime.sagemaker.us-east-1.amazonaws.com"),
+        bx.ConnectionClosedError(endpoint_url="https://runtime.sagemaker.us-east-1.amazonaws.com"),
+        aiohttp.ServerDisconnectedError(),
+        ConnectionResetError(),
+    ],
+)
+def test_unreachable_runtime_is_unavailable(exc: Exception) -> None:
+    error = mapped(exc)
+    assert (error.kind, error.reason, error.retry_after_s) == (
+        ErrorKind.UNAVAILABLE,
+        "RUNTIME_UNREACHABLE",
+        1.0,
+    )
+    assert error.message.endswith(f": {type(exc).__name__}")
+
+
+def test_read_timeout_is_deadline_exceeded() -> None:
+    exc = bx.ReadTimeoutError(endpoint_url="https://runtime.sagemaker.us-east-1.amazonaws.com")
+    error = mapped(exc)
+    assert (error.kind, error.reason) == (ErrorKind.DEADLINE_EXCEEDED, "UPSTREAM_READ_TIMEOUT")
+
+
+def test_other_botocore_errors_are_internal_client_errors() -> None:
+    error = mapped(bx.ParamValidationError(report="Invalid length for parameter Body"))
+    assert (error.kind, error.reason) == (ErrorKind.INTERNAL, "AWS_CLIENT_ERROR")
+    assert error.message.endswith("ParamValidationError")
+
+
+def test_domain_errors_pass_through_unchanged() -> None:
+    original = SagewireError("already mapped", ErrorKind.NOT_FOUND, "UNKNOWN_MODEL")
+    assert mapped(original) is original
+
+
+def test_unknown_exception_is_internal_and_does_not_leak_its_text() -> None:
+    error = mapped(RuntimeError("secret payload {'ssn': '123-45-6789'}"))
+    assert (error.kind, error.reason) == (ErrorKind.INTERNAL, "INTERNAL")
+    assert error.message == "internal error"
+    assert error.metadata == {}

@@ -45,24 +45,31 @@ def encode_frame(headers: Mapping[str, str], payload: bytes) -> bytes:
     raw_headers = _encode_headers(headers)
     if len(raw_headers) > MAX_HEADERS_BYTES:
         raise ValueError(f"event-stream headers exceed {MAX_HEADERS_BYTES} bytes")
+    return _frame(raw_headers, payload)
+
+
+def _frame(raw_headers: bytes, payload: bytes) -> bytes:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ValueError(f"event-stream payload exceeds {MAX_PAYLOAD_BYTES} bytes")
     total = _PRELUDE_LEN + len(raw_headers) + len(payload) + _CRC.size
     prelude = _PRELUDE.pack(total, len(raw_headers))
-    head = prelude + _CRC.pack(binascii.crc32(prelude)) + raw_headers + payload
-    return head + _CRC.pack(binascii.crc32(head))
+    head = prelude + _CRC.pack(binascii.crc32(prelude)) + raw_headers
+    return b"".join((head, payload, _CRC.pack(binascii.crc32(payload, binascii.crc32(head)))))
+
+
+# PayloadPart headers never change: encode them once (streams send one frame per part).
+_PAYLOAD_PART_HEADERS = _encode_headers(
+    {
+        ":event-type": "PayloadPart",
+        ":content-type": "application/octet-stream",
+        ":message-type": "event",
+    }
+)
 
 
 def payload_part(data: bytes) -> bytes:
     """A ``PayloadPart`` event carrying ``data`` (the model's bytes, boundaries arbitrary)."""
-    return encode_frame(
-        {
-            ":event-type": "PayloadPart",
-            ":content-type": "application/octet-stream",
-            ":message-type": "event",
-        },
-        data,
-    )
+    return _frame(_PAYLOAD_PART_HEADERS, data)
 
 
 def _exception(exception_type: str, body: Mapping[str, str]) -> bytes:

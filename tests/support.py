@@ -19,6 +19,9 @@ from sagewire.emulator.faults import Fault
 from sagewire.transports.grpc.server import SagewireServer
 from sagewire.v1 import common_pb2, inference_service_pb2_grpc, model_service_pb2_grpc
 
+# End-of-stream marker of grpc.aio's read(); grpc-stubs predates it.
+EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
+
 TEST_EMULATOR_CONFIG = EmulatorConfig(
     endpoints={
         "echo": EndpointConfig(model="echo", variants=["AllTraffic", "B"]),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import grpc
 import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
-from support import Sagewire, failure, start_sagewire
 
 from sagewire.emulator.server import RunningEmulator
 from sagewire.v1 import (
@@ -16,6 +17,7 @@ from sagewire.v1 import (
     invoke_pb2,
     model_service_pb2,
 )
+from support import Sagewire, failure, start_sagewire
 
 
 async def test_list_models_shows_routes(sagewire: Sagewire) -> None:
@@ -60,9 +62,9 @@ async def test_reflection_lists_and_describes(sagewire: Sagewire, version: str) 
         request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
         response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
     )
-    call = method()
+    call = method()  # type: ignore[call-arg]  # grpc-stubs predates optional iterators
     await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
-    listed = await call.read()
+    listed = cast(reflection_pb2.ServerReflectionResponse, await call.read())
     names = {s.name for s in listed.list_services_response.service}
     assert {"sagewire.v1.InferenceService", "grpc.health.v1.Health"} <= names
     assert {
@@ -74,7 +76,7 @@ async def test_reflection_lists_and_describes(sagewire: Sagewire, version: str) 
             file_containing_symbol=f"grpc.reflection.{version}.ServerReflection"
         )
     )
-    described = await call.read()
+    described = cast(reflection_pb2.ServerReflectionResponse, await call.read())
     files = [
         descriptor_pb2.FileDescriptorProto.FromString(raw)
         for raw in described.file_descriptor_response.file_descriptor_proto
@@ -90,7 +92,7 @@ async def test_unimplemented_rpcs_name_the_capability(sagewire: Sagewire) -> Non
         )
     assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
     assert "SubmitAsync" in (caught.value.details() or "")
-    call = sagewire.inference.Converse()
+    call = sagewire.inference.Converse()  # type: ignore[call-arg]
     await call.write(converse_pb2.ConverseRequest(open=converse_pb2.ConverseOpen(model="echo")))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call.read()

@@ -1,0 +1,82 @@
+"""Run sagewire as a real process, the way `make run` does, on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+READY = re.compile(r"sagewire ready on (\S+)")
+
+
+@dataclass
+class Process:
+    popen: subprocess.Popen[str]
+    target: str
+    log: list[str] = field(default_factory=list)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+        return self.popen.wait(timeout=timeout)
+
+
+@contextmanager
+def sagewire_process(*args: str, env: dict[str, str] | None = None) -> Iterator[Process]:
+    """Start `sagewire ARGS` listening on 127.0.0.1:0 and wait for its ready line."""
+    environ = {**os.environ, "SAGEWIRE_SERVER__LISTEN": "127.0.0.1:0", **(env or {})}
+    popen = subprocess.Popen(
+        [str(BIN / "sagewire"), *args],
+        cwd=REPO,
+        env=environ,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    log: list[str] = []
+    ready = threading.Event()
+    target: list[str] = []
+
+    def drain() -> None:
+        assert popen.stderr is not None
+        for line in popen.stderr:
+            log.append(line)
+            match = READY.search(line)
+            if match and not ready.is_set():
+                target.append(match.group(1))
+                ready.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    deadline = time.monotonic() + 30
+    while not ready.wait(0.1):
+        if popen.poll() is not None or time.monotonic() > deadline:
+            popen.kill()
+            raise RuntimeError("sagewire did not start:\n" + "".join(log))
+    process = Process(popen, target[0], log)
+    try:
+        yield process
+    finally:
+        if popen.poll() is None:
+            popen.kill()
+            popen.wait()
+
+
+def grpcurl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "grpcurl"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )

@@ -143,7 +143,7 @@ def test_invoke_response_leaves_json_unset_for_invalid_json() -> None:
     "gets RESOURCE_EXHAUSTED 'Sent message larger than max' for a call that succeeded",
 )
 def test_large_json_answer_fits_the_default_message_limit() -> None:
-    body = json.dumps({"embedding": [0.123456] * 450_000}).encode()  # 4.5 MB < 6 MiB
+    body = json.dumps({"text": "x" * 4_500_000}).encode()  # 4.5 MB < 6 MiB
     result = InvokeResult(body=body, content_type="application/json")
     response = convert.invoke_response(result, want_json=is_json(result.content_type))
     assert response.ByteSize() <= ServerSettings().max_message_bytes

@@ -26,6 +26,7 @@ TEST_EMULATOR_CONFIG = EmulatorConfig(
     endpoints={
         "echo": EndpointConfig(model="echo", variants=["AllTraffic", "B"]),
         "tokens": EndpointConfig(model="tokens"),
+        "firehose": EndpointConfig(model="firehose"),
         # Faults are set per test with emulator.set_fault().
         "faulty": EndpointConfig(model="echo"),
         "faulty-stream": EndpointConfig(model="tokens"),
@@ -52,6 +53,7 @@ TEST_ROUTES: dict[str, dict[str, Any]] = {
         "timeout_s": 60,
     },
     "tokens-raw": {"endpoint": "tokens", "mode": "stream", "framing": "raw"},
+    "firehose": {"endpoint": "firehose", "mode": "stream", "framing": "raw"},
     "faulty-stream": {
         "endpoint": "faulty-stream",
         "mode": "stream",

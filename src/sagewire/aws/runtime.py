@@ -61,7 +61,8 @@ def client_config(settings: AwsSettings) -> Config:
         max_pool_connections=settings.max_pool_connections,
         connect_timeout=settings.connect_timeout_s,
         read_timeout=settings.read_timeout_s,
-        retries={"mode": settings.retry_mode, "max_attempts": settings.max_attempts},
+        # total_max_attempts counts the first try; botocore's max_attempts counts only retries.
+        retries={"mode": settings.retry_mode, "total_max_attempts": settings.max_attempts},
         tcp_keepalive=True,
     )
 

@@ -134,6 +134,7 @@ def default_config() -> EmulatorConfig:
         endpoints={
             "echo": echo,
             "tokens": EndpointConfig(model="tokens"),
+            "firehose": EndpointConfig(model="firehose"),
             "model-error": EndpointConfig(
                 model="echo",
                 fault=Fault(

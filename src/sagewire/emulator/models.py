@@ -174,6 +174,45 @@ class TokensModel:
             yield rest
 
 
+class FirehoseModel:
+    """Volume on demand, for back-pressure tests and benchmarks.
+
+    Request ``{"bytes": N, "part_size": K, "delay_ms": 0}``: answers N bytes in parts of K
+    bytes (default 16 KiB), each part a line of ``x`` ending in a newline. It produces only as
+    fast as the client reads, so a stalled reader shows up as a stalled ``stream_parts_sent``.
+    """
+
+    MAX_BYTES = 4 * 1024**3
+    MAX_PART = 1024 * 1024
+
+    async def invoke(self, request: ModelRequest) -> ModelReply:
+        try:
+            doc = json.loads(request.body)
+            total = int(doc.get("bytes", 0))
+            part_size = int(doc.get("part_size", 16384))
+            delay = int(doc.get("delay_ms", 0)) / 1000
+        except (ValueError, TypeError, AttributeError):
+            raise ModelFailure(
+                400, 'request must be JSON {"bytes": N, "part_size": K, "delay_ms": D}'
+            ) from None
+        if not 0 <= total <= self.MAX_BYTES or not 1 <= part_size <= self.MAX_PART or delay < 0:
+            raise ModelFailure(
+                400, f"bytes must be 0..{self.MAX_BYTES}, part_size 1..{self.MAX_PART}"
+            )
+        return ModelReply(chunks=self._generate(total, part_size, delay), content_type="text/plain")
+
+    @staticmethod
+    async def _generate(total: int, part_size: int, delay: float) -> AsyncGenerator[bytes, None]:
+        part = b"x" * (part_size - 1) + b"\n"
+        sent = 0
+        while sent < total:
+            if delay and sent:
+                await asyncio.sleep(delay)
+            chunk = part if total - sent >= part_size else part[-(total - sent) :]
+            sent += len(chunk)
+            yield chunk
+
+
 def _line(doc: Mapping[str, object]) -> bytes:
     return json.dumps(doc).encode() + b"\n"
 
@@ -181,5 +220,6 @@ def _line(doc: Mapping[str, object]) -> bytes:
 BUILTIN_MODELS: Mapping[str, Callable[[], Model]] = {
     "echo": EchoModel,
     "tokens": TokensModel,
+    "firehose": FirehoseModel,
 }
 """Demo models selectable by ``model = "<name>"`` in the emulator config."""

@@ -8,8 +8,12 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from sagewire.config.async_jobs import AsyncJobSettings, AsyncRouteSettings
+from sagewire.config.base import Strict
+from sagewire.config.converse import ConverseSettings
 
 SAGEMAKER_MAX_BODY_BYTES = 6_291_456
 # SageMaker gives a real-time model 60 s; a little margin lets its own timeout error arrive.
@@ -17,10 +21,6 @@ REALTIME_TIMEOUT_CAP_S = 70.0
 
 EndpointName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class RouteMode(StrEnum):
@@ -53,7 +53,7 @@ class OptionName(StrEnum):
     FRAMING = "framing"
 
 
-class RouteDefaults(_Strict):
+class RouteDefaults(Strict):
     """SageMaker options applied to every call on a route unless the caller overrides them."""
 
     custom_attributes: str = ""
@@ -64,7 +64,7 @@ class RouteDefaults(_Strict):
     enable_explanations: str = ""
 
 
-class RouteSettings(_Strict):
+class RouteSettings(Strict):
     """A logical model name → one SageMaker endpoint and how to call it."""
 
     endpoint: EndpointName
@@ -77,6 +77,9 @@ class RouteSettings(_Strict):
     max_concurrency: int = Field(default=64, ge=1, le=100_000)
     defaults: RouteDefaults = RouteDefaults()
     allow: list[OptionName] = Field(default_factory=list)
+    converse: ConverseSettings = ConverseSettings()
+    # `async` is a Python keyword: the TOML table is [routes.<name>.async].
+    async_: AsyncRouteSettings = Field(default=AsyncRouteSettings(), alias="async")
 
     @model_validator(mode="after")
     def _realtime_timeout(self) -> RouteSettings:
@@ -88,7 +91,7 @@ class RouteSettings(_Strict):
         return self
 
 
-class ServerSettings(_Strict):
+class ServerSettings(Strict):
     """The gRPC listener and its limits."""
 
     listen: str = Field(
@@ -103,7 +106,7 @@ class ServerSettings(_Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
-class AwsSettings(_Strict):
+class AwsSettings(Strict):
     """How sagewire reaches AWS. Credentials always come from the standard AWS chain."""
 
     region: str = Field(default="us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
@@ -128,6 +131,7 @@ class Settings(BaseSettings):
 
     server: ServerSettings = ServerSettings()
     aws: AwsSettings = AwsSettings()
+    async_jobs: AsyncJobSettings = AsyncJobSettings()
     routes: dict[ModelName, RouteSettings] = Field(default_factory=dict)
 
     @classmethod

@@ -76,10 +76,12 @@ def test_model_error_takes_the_meaning_of_the_models_status(
     )
 
 
-def test_model_error_message_is_truncated_to_4_kib() -> None:
-    error = mapped(model_error(500, "x" * 10_000))
+def test_model_error_text_is_capped_in_bytes_and_quoted_short() -> None:
+    error = mapped(model_error(500, "é" * 10_000))
     assert error.model_failure is not None
-    assert error.model_failure.original_message == "x" * 4096
+    # 2 KiB of UTF-8 (1024 two-byte characters), cut on a character boundary.
+    assert error.model_failure.original_message == "é" * 1024 + "…"
+    assert error.message.endswith(": " + "é" * 100 + "…")
 
 
 def test_model_error_without_original_message_uses_sagemakers_message() -> None:

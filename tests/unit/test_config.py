@@ -227,11 +227,6 @@ def test_bad_env_values_name_their_key(
     assert any(p.startswith(key) for p in info.value.problems), info.value.problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a SAGEWIRE_* value that must be JSON (a list or table) but is not raises "
-    "pydantic_settings.SettingsError, which load_settings does not turn into ConfigError",
-)
 def test_non_json_env_for_a_list_is_a_config_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -240,21 +235,11 @@ def test_non_json_env_for_a_list_is_a_config_error(
         load_settings(write(tmp_path, FILE))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="EndpointName (settings.py) limits the number of `-*[a-zA-Z0-9]` groups to 62, "
-    "not the length: hyphen runs pass names longer than SageMaker's 63 characters",
-)
 def test_endpoint_name_longer_than_63_is_rejected() -> None:
     with pytest.raises(ValueError, match="endpoint"):
         RouteSettings(endpoint="a" + "-" * 70 + "b")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="route [defaults] are plain strings: a default SageMaker would reject loads fine "
-    "and then fails every call as the caller's INVALID_ARGUMENT options.<name>",
-)
 def test_route_defaults_are_validated_at_load(tmp_path: Path) -> None:
     found = problems(
         tmp_path, '[routes.x]\nendpoint = "a"\n[routes.x.defaults]\ntarget_variant = "bad one"\n'

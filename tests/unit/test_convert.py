@@ -40,11 +40,6 @@ def test_json_payload_keeps_an_explicit_content_type() -> None:
     assert convert.payload(request) == (b"[1.5]", "application/jsonlines")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="value_to_json_bytes renders every number as a double: {'max_new_tokens': 20} "
-    "reaches the model as 20.0, which integer-typed model schemas reject",
-)
 def test_json_payload_keeps_integers_integral() -> None:
     request = invoke_pb2.InvokeRequest(json=value({"max_new_tokens": 20}))
     assert convert.payload(request)[0] == b'{"max_new_tokens":20}'
@@ -136,12 +131,6 @@ def test_invoke_response_leaves_json_unset_for_invalid_json() -> None:
     assert response.body == b"{oops"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="InvokeResponse carries the body twice (bytes and parsed `json`), so a valid JSON "
-    "answer over ~4 MB exceeds the default server.max_message_bytes (8 MiB) and the caller "
-    "gets RESOURCE_EXHAUSTED 'Sent message larger than max' for a call that succeeded",
-)
 def test_large_json_answer_fits_the_default_message_limit() -> None:
     body = json.dumps({"text": "x" * 4_500_000}).encode()  # 4.5 MB < 6 MiB
     result = InvokeResult(body=body, content_type="application/json")

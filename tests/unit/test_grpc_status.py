@@ -194,12 +194,6 @@ def wire_metadata_bytes(error: SagewireError) -> int:
     return size
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a 4 KiB model error body is sent twice (status message and ModelErrorDetail), so "
-    "the trailers exceed gRPC's default 8 KiB metadata limit and clients randomly get "
-    "RESOURCE_EXHAUSTED 'received metadata size exceeds' instead of the mapped status",
-)
 def test_model_error_trailers_fit_the_default_metadata_limit() -> None:
     exc = botocore.exceptions.ClientError(
         {

@@ -101,7 +101,7 @@ class InvocationOptions(_message.Message):
     session_id: _builtins.str
     """SageMaker stateful session id, or "NEW_SESSION" to open one (unary Invoke only)."""
     enable_explanations: _builtins.str
-    """JMESPath expression for SageMaker Clarify online explanations (≤1024 chars)."""
+    """JMESPath expression for SageMaker Clarify online explanations (1–64 chars)."""
     def __init__(
         self,
         *,

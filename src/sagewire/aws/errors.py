@@ -11,7 +11,17 @@ from botocore import exceptions as bx
 
 from sagewire.core.errors import ErrorKind, ModelFailure, SagewireError
 
-_MAX_MODEL_MESSAGE = 4096
+# The model's text travels in gRPC trailers, which peers cap at 8 KiB by default: keep the
+# detail copy to 2 KiB and quote only a short excerpt in the status message.
+_MAX_MODEL_DETAIL_BYTES = 2048
+_MAX_MODEL_EXCERPT_BYTES = 200
+
+
+def _clip_utf8(text: str, limit: int) -> str:
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode(errors="ignore") + "…"
 
 
 def _model_kind(status: int) -> ErrorKind:
@@ -39,7 +49,7 @@ def _model_kind(status: int) -> ErrorKind:
 
 def _model_error(endpoint: str, response: dict[str, object], message: str) -> SagewireError:
     status = int(str(response.get("OriginalStatusCode") or 0))
-    original = str(response.get("OriginalMessage") or "")[:_MAX_MODEL_MESSAGE]
+    original = _clip_utf8(str(response.get("OriginalMessage") or ""), _MAX_MODEL_DETAIL_BYTES)
     failure = ModelFailure(status, original, str(response.get("LogStreamArn") or ""))
     # SageMaker reports a container that missed its 60 s window as original status 0.
     if status == 0 and "timed out" in (original + message).lower():
@@ -51,7 +61,7 @@ def _model_error(endpoint: str, response: dict[str, object], message: str) -> Sa
         )
     return SagewireError(
         message=f"model behind endpoint {endpoint!r} failed with status {status}: "
-        f"{original or message}",
+        f"{_clip_utf8(original or message, _MAX_MODEL_EXCERPT_BYTES)}",
         kind=_model_kind(status),
         reason="MODEL_ERROR",
         model_failure=failure,
@@ -184,6 +194,16 @@ def _client_error(exc: bx.ClientError, endpoint: str) -> SagewireError:
         reason="SAGEMAKER_ERROR",
         metadata=meta,
     )
+
+
+# What an AWS call can fail with. Anything else is a bug in sagewire and is left to the edge,
+# which logs it with a traceback and an incident id.
+AWS_FAILURES: tuple[type[BaseException], ...] = (
+    bx.BotoCoreError,
+    bx.ClientError,
+    aiohttp.ClientError,
+    ConnectionError,
+)
 
 
 def map_aws_error(exc: BaseException, endpoint: str) -> SagewireError:

@@ -21,7 +21,7 @@ from botocore.config import Config
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage
 from botocore.exceptions import ClientError
 
-from sagewire.aws.errors import map_aws_error
+from sagewire.aws.errors import AWS_FAILURES, map_aws_error
 from sagewire.config.settings import AwsSettings
 from sagewire.core.types import EndpointRequest, InvokeResult, StreamStart
 
@@ -112,7 +112,7 @@ class _ResponseStream:
                             yield message.payload
                     elif kind in ("exception", "error"):
                         raise _stream_exception(message)
-        except Exception as exc:
+        except AWS_FAILURES as exc:
             raise map_aws_error(exc, self._endpoint) from exc
 
 
@@ -148,7 +148,7 @@ class SageMakerRuntime:
             response = await self._client.invoke_endpoint(**_params(request, streaming=False))
             async with response["Body"] as body:
                 data = await body.read()
-        except Exception as exc:
+        except AWS_FAILURES as exc:
             raise map_aws_error(exc, request.endpoint) from exc
         return InvokeResult(
             body=data,
@@ -167,7 +167,7 @@ class SageMakerRuntime:
             response = await self._client.invoke_endpoint_with_response_stream(
                 **_params(request, streaming=True)
             )
-        except Exception as exc:
+        except AWS_FAILURES as exc:
             raise map_aws_error(exc, request.endpoint) from exc
         body = response["Body"]
         try:

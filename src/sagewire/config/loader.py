@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from sagewire.config.settings import Settings
 
@@ -58,3 +59,7 @@ def load_settings(
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(source, _problems(exc)) from None
+    except SettingsError as exc:
+        # A SAGEWIRE_* variable for a list or table that is not valid JSON.
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise ConfigError("the environment", [f"{exc}{cause}"]) from None

@@ -6,9 +6,9 @@ Unknown keys are rejected (extra="forbid") so a typo fails start-up instead of b
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from sagewire.config.async_jobs import AsyncJobSettings, AsyncRouteSettings
@@ -19,7 +19,9 @@ SAGEMAKER_MAX_BODY_BYTES = 6_291_456
 # SageMaker gives a real-time model 60 s; a little margin lets its own timeout error arrive.
 REALTIME_TIMEOUT_CAP_S = 70.0
 
-EndpointName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")]
+EndpointName = Annotated[
+    str, StringConstraints(max_length=63, pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
+]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
 
 
@@ -53,6 +55,14 @@ class OptionName(StrEnum):
     FRAMING = "framing"
 
 
+def _sagemaker_rules() -> Any:
+    # Imported late: the rules live with the per-call validation in the core, which itself
+    # imports this module.
+    from sagewire.core import validation
+
+    return validation
+
+
 class RouteDefaults(Strict):
     """SageMaker options applied to every call on a route unless the caller overrides them."""
 
@@ -62,6 +72,15 @@ class RouteDefaults(Strict):
     inference_component: str = ""
     target_container_hostname: str = ""
     enable_explanations: str = ""
+
+    @field_validator("*")
+    @classmethod
+    def _as_sagemaker_accepts(cls, value: str, info: ValidationInfo) -> str:
+        if value:
+            error = _sagemaker_rules().option_error(str(info.field_name), value)
+            if error is not None:
+                raise ValueError(error.violations[0].description)
+        return value
 
 
 class RouteSettings(Strict):
@@ -81,6 +100,14 @@ class RouteSettings(Strict):
     # `async` is a Python keyword: the TOML table is [routes.<name>.async].
     async_: AsyncRouteSettings = Field(default=AsyncRouteSettings(), alias="async")
 
+    @field_validator("content_type", "accept")
+    @classmethod
+    def _header_safe(cls, value: str) -> str:
+        error = _sagemaker_rules().media_type_error(value)
+        if error is not None:
+            raise ValueError(error.violations[0].description)
+        return value
+
     @model_validator(mode="after")
     def _realtime_timeout(self) -> RouteSettings:
         if self.mode is RouteMode.REALTIME and self.timeout_s > REALTIME_TIMEOUT_CAP_S:
@@ -98,9 +125,19 @@ class ServerSettings(Strict):
         default="127.0.0.1:50051", pattern=r"^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$"
     )
     shutdown_grace_s: float = Field(default=10.0, ge=0, le=3600)
+
+    @field_validator("listen")
+    @classmethod
+    def _port_in_range(cls, value: str) -> str:
+        if int(value.rsplit(":", 1)[1]) > 65535:
+            raise ValueError("port must be 0..65535 (0 picks a free port)")
+        return value
+
     max_body_bytes: int = Field(default=SAGEMAKER_MAX_BODY_BYTES, ge=1, le=SAGEMAKER_MAX_BODY_BYTES)
     # gRPC message cap: the body limit plus room for the envelope and JSON-as-Value overhead.
     max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Responses with JSON bodies up to this size also carry the parsed `json` view.
+    max_json_view_bytes: int = Field(default=1024 * 1024, ge=0, le=8 * 1024 * 1024)
     reflection: bool = True
     allow_endpoint_passthrough: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -75,17 +75,26 @@ _RULES: dict[str, _Rule] = {
 }
 
 
+def option_error(name: str, value: str) -> SagewireError | None:
+    """The error SageMaker's rules give for option `name` = `value`, or None when valid."""
+    return _RULES[name](value)
+
+
 def validate_options(options: InvocationOptions) -> None:
     """Raise INVALID_ARGUMENT for the first option that SageMaker would reject."""
     for name in options.set_fields():
-        error = _RULES[name](getattr(options, name))
+        error = option_error(name, getattr(options, name))
         if error is not None:
             raise error
 
 
-def validate_media_type(field: str, value: str) -> None:
+def media_type_error(value: str, field: str = "content_type") -> SagewireError | None:
     """Content-Type / Accept travel as headers: ≤1024 printable ASCII."""
-    error = _check(field, value, 1024, _PRINTABLE, "printable ASCII")
+    return _check(field, value, 1024, _PRINTABLE, "printable ASCII")
+
+
+def validate_media_type(field: str, value: str) -> None:
+    error = media_type_error(value, field)
     if error is not None:
         raise error
 

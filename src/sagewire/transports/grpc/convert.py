@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from google.protobuf import duration_pb2, json_format, struct_pb2
 
@@ -44,17 +45,50 @@ def options_to_proto(options: InvocationOptions) -> common_pb2.InvocationOptions
     )
 
 
+# Integers beyond this are not exact in a double, so they stay floats.
+_MAX_EXACT_INT = 2**53
+
+
+def _to_python(value: struct_pb2.Value) -> Any:
+    """A Value as plain Python. Value stores every number as a double; integral ones become
+    ints again so {"max_new_tokens": 20} reaches the model as 20, not 20.0."""
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+        if number.is_integer() and abs(number) < _MAX_EXACT_INT:
+            return int(number)
+        return number
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return {key: _to_python(item) for key, item in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_to_python(item) for item in value.list_value.values]
+    return None
+
+
 def value_to_json_bytes(value: struct_pb2.Value) -> bytes:
     """A google.protobuf.Value as compact UTF-8 JSON."""
-    return json.dumps(
-        json_format.MessageToDict(value), separators=(",", ":"), ensure_ascii=False
-    ).encode()
+    try:
+        return json.dumps(
+            _to_python(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()
+    except ValueError:
+        raise invalid_argument("json", "NaN and Infinity are not valid JSON numbers") from None
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def json_bytes_to_value(data: bytes) -> struct_pb2.Value | None:
     """Parse JSON into a Value, or None when it is not valid JSON."""
     try:
-        return json_format.ParseDict(json.loads(data), struct_pb2.Value())
+        return json_format.ParseDict(
+            json.loads(data, parse_constant=_no_constants), struct_pb2.Value()
+        )
     except (ValueError, json_format.ParseError, RecursionError):
         return None
 
@@ -80,7 +114,14 @@ def framing_from_proto(value: int) -> StreamFraming | None:
     raise invalid_argument("framing", f"unknown value {value}")
 
 
-def invoke_response(result: InvokeResult, want_json: bool) -> invoke_pb2.InvokeResponse:
+# Bodies larger than this get no parsed `json` view: the view can be several times the size
+# of the JSON text and would push a valid answer past the gRPC message limit.
+DEFAULT_JSON_VIEW_BYTES = 1024 * 1024
+
+
+def invoke_response(
+    result: InvokeResult, want_json: bool, json_limit: int = DEFAULT_JSON_VIEW_BYTES
+) -> invoke_pb2.InvokeResponse:
     response = invoke_pb2.InvokeResponse(
         body=result.body,
         content_type=result.content_type,
@@ -89,7 +130,7 @@ def invoke_response(result: InvokeResult, want_json: bool) -> invoke_pb2.InvokeR
         new_session_id=result.new_session_id,
         closed_session_id=result.closed_session_id,
     )
-    if want_json:
+    if want_json and len(result.body) <= json_limit:
         value = json_bytes_to_value(result.body)
         if value is not None:
             response.json.CopyFrom(value)

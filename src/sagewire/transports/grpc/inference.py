@@ -43,15 +43,18 @@ def _call(
 
 
 class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, json_view_limit: int) -> None:
         self._gateway = gateway
+        self._json_limit = json_view_limit
 
     @edge.unary
     async def Invoke(
         self, request: invoke_pb2.InvokeRequest, context: Ctx
     ) -> invoke_pb2.InvokeResponse:
         result = await self._gateway.invoke(_call(request, context))
-        return convert.invoke_response(result, want_json=is_json(result.content_type))
+        return convert.invoke_response(
+            result, want_json=is_json(result.content_type), json_limit=self._json_limit
+        )
 
     @edge.streaming
     async def InvokeStream(
@@ -68,7 +71,7 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
             index = 0
             async for piece in stream.pieces:
                 message = invoke_pb2.InvokeStreamResponse(body=piece, index=index)
-                if lines:
+                if lines and len(piece) <= self._json_limit:
                     value = convert.json_bytes_to_value(piece)
                     if value is not None:
                         message.json.CopyFrom(value)

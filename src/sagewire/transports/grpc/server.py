@@ -64,7 +64,7 @@ class SagewireServer:
         gateway = Gateway(self.settings, runtime)
         server = grpc.aio.server(options=grpc_options(self.settings))
         inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
-            InferenceServicer(gateway), server
+            InferenceServicer(gateway, self.settings.server.max_json_view_bytes), server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(gateway), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

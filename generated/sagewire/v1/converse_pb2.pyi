@@ -201,6 +201,7 @@ class ConverseResponse(_message.Message):
     CHUNK_FIELD_NUMBER: _builtins.int
     TURN_END_FIELD_NUMBER: _builtins.int
     TURN_ERROR_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def opened(self) -> Global___ConverseOpened:
         """The session is open (always the first message)."""
@@ -217,6 +218,12 @@ class ConverseResponse(_message.Message):
     def turn_error(self) -> Global___ConverseTurnError:
         """A turn failed; the session goes on."""
 
+    @_builtins.property
+    def session(self) -> Global___ConverseSession:
+        """The SageMaker stateful session was opened by a turn, or replaced after SageMaker
+        rejected the old one.
+        """
+
     def __init__(
         self,
         *,
@@ -224,12 +231,13 @@ class ConverseResponse(_message.Message):
         chunk: Global___ConverseChunk | None = ...,
         turn_end: Global___ConverseTurnEnd | None = ...,
         turn_error: Global___ConverseTurnError | None = ...,
+        session: Global___ConverseSession | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "kind", b"kind", "opened", b"opened", "turn_end", b"turn_end", "turn_error", b"turn_error"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "kind", b"kind", "opened", b"opened", "session", b"session", "turn_end", b"turn_end", "turn_error", b"turn_error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "kind", b"kind", "opened", b"opened", "turn_end", b"turn_end", "turn_error", b"turn_error"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "kind", b"kind", "opened", b"opened", "session", b"session", "turn_end", b"turn_end", "turn_error", b"turn_error"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["opened", "chunk", "turn_end", "turn_error"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["opened", "chunk", "turn_end", "turn_error", "session"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -247,10 +255,12 @@ class ConverseOpened(_message.Message):
     model: _builtins.str
     """The route the session runs on."""
     session_id: _builtins.str
-    """SageMaker stateful session id, once the first turn opened one; empty otherwise."""
+    """SageMaker stateful session id, when the route's open request opened one before any turn;
+    empty otherwise (a later `session` message reports a session opened by a turn).
+    """
     @_builtins.property
     def session_expires_at(self) -> _timestamp_pb2.Timestamp:
-        """When the SageMaker session expires, if known."""
+        """When the SageMaker session expires, if the model said."""
 
     def __init__(
         self,
@@ -266,6 +276,44 @@ class ConverseOpened(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConverseOpened: _TypeAlias = ConverseOpened  # noqa: Y015
+
+@_typing.final
+class ConverseSession(_message.Message):
+    """The SageMaker stateful session behind the Converse changed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    SESSION_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    TURN_ID_FIELD_NUMBER: _builtins.int
+    REOPENED_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session id every later turn is sent with."""
+    turn_id: _builtins.str
+    """The turn whose call opened the session; empty when the route's open request did."""
+    reopened: _builtins.bool
+    """True when this session replaces one SageMaker no longer accepted (expired or closed):
+    the model's memory of earlier turns is gone.
+    """
+    @_builtins.property
+    def session_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the session expires, if the model said."""
+
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        session_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        turn_id: _builtins.str = ...,
+        reopened: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session_expires_at", b"session_expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reopened", b"reopened", "session_expires_at", b"session_expires_at", "session_id", b"session_id", "turn_id", b"turn_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConverseSession: _TypeAlias = ConverseSession  # noqa: Y015
 
 @_typing.final
 class ConverseChunk(_message.Message):

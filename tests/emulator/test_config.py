@@ -45,9 +45,10 @@ def test_loads_models_containers_variants_and_faults(tmp_path: Path) -> None:
 
 def test_default_config_has_the_documented_demo_endpoints() -> None:
     endpoints = default_config().endpoints
-    assert set(endpoints) == {
+    assert set(endpoints) >= {
         "echo",
         "tokens",
+        "firehose",
         "model-error",
         "not-ready",
         "throttled",

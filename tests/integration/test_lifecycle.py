@@ -35,12 +35,21 @@ async def test_route_timeout_bounds_the_call_when_caller_sets_none(sagewire: Sag
     assert "0.3s" in f.message
 
 
-async def test_cancelled_call_releases_its_route_slot(sagewire: Sagewire) -> None:
+async def test_cancelled_call_cancels_upstream_and_frees_its_slot(
+    sagewire: Sagewire, emulator: RunningEmulator
+) -> None:
     call = sagewire.inference.Invoke(invoke_pb2.InvokeRequest(model="single-file", body=b"{}"))
     await asyncio.sleep(0.2)
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
+    # The upstream HTTP request is dropped: the emulator sees its handler cancelled.
+    stats = emulator.stats("slow-echo")
+    for _ in range(100):
+        if stats.invocations_cancelled:
+            break
+        await asyncio.sleep(0.01)
+    assert stats.invocations_cancelled == 1
     # The slot is free again at once: the next call is accepted (and runs to completion).
     response = await sagewire.inference.Invoke(
         invoke_pb2.InvokeRequest(model="single-file", body=b"{}"), timeout=5

@@ -14,6 +14,7 @@ model's generator is closed at once and the stream is counted as aborted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -178,6 +179,16 @@ def _reply_headers(call: ModelRequest, reply: ModelReply) -> dict[str, str]:
 
 
 async def invoke_endpoint(request: web.Request) -> web.Response:
+    try:
+        return await _invoke_endpoint(request)
+    except asyncio.CancelledError:
+        # aiohttp cancels the handler when the client goes away: the model's work stops here.
+        with contextlib.suppress(KeyError):
+            request.app[STATE].get(request.match_info["endpoint"]).stats.invocations_cancelled += 1
+        raise
+
+
+async def _invoke_endpoint(request: web.Request) -> web.Response:
     endpoint, call = await _admit(request, streaming=False)
     reply = await _start_model(endpoint, call)
     try:

@@ -22,6 +22,7 @@ class StreamOutcome(StrEnum):
 class EndpointStats:
     invocations: int = 0  # requests that reached the endpoint, both operations, errors included
     errors: int = 0  # HTTP error answers (injected faults, model errors, validation)
+    invocations_cancelled: int = 0  # real-time calls whose client went away before the answer
     stream_parts_sent: int = 0
     streams_started: int = 0  # 200 + event-stream headers sent
     streams_completed: int = 0

@@ -23,6 +23,8 @@ async def read_into(received: list[bytes], response: Any) -> None:
 async def test_realtime_forwards_headers_and_returns_the_container_answer(
     client: Any, container: FakeContainer, emulator: RunningEmulator
 ) -> None:
+    # Only session ids the endpoint's model opened get through (see test_sessions.py).
+    emulator.sessions("container").learn("sess-1")
     response = await client.invoke_endpoint(
         EndpointName="container",
         Body=b"payload",

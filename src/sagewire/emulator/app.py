@@ -27,6 +27,7 @@ from sagewire.emulator.endpoints import EmulatorState, Endpoint
 from sagewire.emulator.errors import ERROR_TYPE_HEADER, ApiError
 from sagewire.emulator.faults import Fault, error_for
 from sagewire.emulator.models import ModelFailure, ModelReply, ModelRequest
+from sagewire.emulator.sessions import NEW_SESSION
 from sagewire.emulator.stats import EndpointStats, StreamOutcome
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,8 @@ async def _admit(request: web.Request, *, streaming: bool) -> tuple[Endpoint, Mo
                 "NEW_SESSION is not allowed on InvokeEndpointWithResponseStream; "
                 "start the session with InvokeEndpoint."
             )
+        if session_id is not None and session_id != NEW_SESSION:
+            endpoint.sessions.check(name, session_id)
         call = ModelRequest(
             endpoint=name,
             variant=_variant(endpoint, h.get(_SM + "Target-Variant")),
@@ -158,10 +161,16 @@ def _failure_error(endpoint: str, failure: ModelFailure) -> ApiError:
 
 async def _start_model(endpoint: Endpoint, call: ModelRequest) -> ModelReply:
     try:
-        return await endpoint.model.invoke(call)
+        reply = await endpoint.model.invoke(call)
     except ModelFailure as failure:
         endpoint.stats.errors += 1
         raise _failure_error(endpoint.name, failure) from None
+    # SageMaker learns sessions from the model's answer headers, as the router does.
+    if reply.new_session_id:
+        endpoint.sessions.learn(reply.new_session_id)
+    if reply.closed_session_id:
+        endpoint.sessions.forget(reply.closed_session_id)
+    return reply
 
 
 def _reply_headers(call: ModelRequest, reply: ModelReply) -> dict[str, str]:

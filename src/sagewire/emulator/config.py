@@ -135,6 +135,7 @@ def default_config() -> EmulatorConfig:
             "echo": echo,
             "tokens": EndpointConfig(model="tokens"),
             "firehose": EndpointConfig(model="firehose"),
+            "chat": EndpointConfig(model="chat"),
             "model-error": EndpointConfig(
                 model="echo",
                 fault=Fault(

@@ -67,6 +67,9 @@ class ContainerModel:
             chunks=_relay(response),
             content_type=response.headers.get("Content-Type", DEFAULT_CONTENT_TYPE),
             custom_attributes=response.headers.get(CUSTOM_ATTRIBUTES),
+            # A stateful container opens and closes sessions with these answer headers.
+            new_session_id=response.headers.get("X-Amzn-SageMaker-New-Session-Id"),
+            closed_session_id=response.headers.get("X-Amzn-SageMaker-Closed-Session-Id"),
         )
 
 

@@ -7,7 +7,7 @@ runs. ``EmulatorState`` is that one mutable place, shared by the HTTP handlers a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -15,6 +15,7 @@ from sagewire.emulator.config import EmulatorConfig, EndpointConfig
 from sagewire.emulator.container import ContainerModel
 from sagewire.emulator.faults import Fault
 from sagewire.emulator.models import BUILTIN_MODELS, Model
+from sagewire.emulator.sessions import SessionTable
 from sagewire.emulator.stats import EndpointStats
 
 HEALTHY = Fault()
@@ -27,6 +28,8 @@ class Endpoint:
     model: Model
     fault: Fault
     stats: EndpointStats
+    # Stateful sessions its model opened and has not closed (SageMaker's routing memory).
+    sessions: SessionTable = field(default_factory=SessionTable)
 
 
 class EmulatorState:
@@ -64,6 +67,7 @@ class EmulatorState:
         for endpoint in self.endpoints.values():
             endpoint.fault = endpoint.config.fault or HEALTHY
             endpoint.stats = EndpointStats()
+            endpoint.sessions = SessionTable()
 
     def all_stats(self) -> dict[str, dict[str, int]]:
         return {name: ep.stats.as_dict() for name, ep in sorted(self.endpoints.items())}

@@ -20,6 +20,8 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from sagewire.emulator import sessions
+
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 
@@ -213,6 +215,111 @@ class FirehoseModel:
             yield chunk
 
 
+@dataclass
+class _Conversation:
+    turns: int = 0
+    last_text: str | None = None
+
+
+class ChatModel:
+    """A stateful chat stand-in that makes SageMaker session stickiness visible.
+
+    ``{"requestType": "NEW_SESSION"}`` sent with SessionId ``NEW_SESSION`` opens a session
+    (answered with ``X-Amzn-SageMaker-New-Session-Id: <id>; Expires=<time>``);
+    ``{"requestType": "CLOSE"}`` sent with the session's id closes it. A turn is
+    ``{"text": "...", "delay_ms": 0}``: the answer is JSON lines, ``{"turn": n, "previous":
+    <the session's previous turn text or null>}``, one ``{"token": w, "index": i}`` per word,
+    then ``{"done": true, "turn": n}``, re-chunked like ``tokens``. A turn sent with
+    ``NEW_SESSION`` opens a session and is its turn 1; without a session every turn is turn 1.
+    The model holds each session's memory; the emulator's router rejects unknown or expired ids
+    before a call gets here (see ``sessions.py``).
+    """
+
+    MAX_SESSIONS = 100_000
+
+    def __init__(self, ttl_s: float = sessions.DEFAULT_TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._conversations: dict[str, _Conversation] = {}
+
+    async def invoke(self, request: ModelRequest) -> ModelReply:
+        doc = _json_object(request.body)
+        session_id = request.session_id
+        kind = doc.get("requestType")
+        if kind == "NEW_SESSION":
+            if session_id != sessions.NEW_SESSION:
+                raise ModelFailure(400, "open a session with SessionId NEW_SESSION")
+            return ModelReply(
+                _once(_line({"opened": True})), TOKENS_CONTENT_TYPE, new_session_id=self._open()
+            )
+        if kind == "CLOSE":
+            conversation = self._conversations.pop(session_id or "", None)
+            if conversation is None:
+                raise ModelFailure(400, "CLOSE needs the SessionId of an open session")
+            body = _line({"closed": True, "turns": conversation.turns})
+            return ModelReply(_once(body), TOKENS_CONTENT_TYPE, closed_session_id=session_id)
+        if kind is not None:
+            raise ModelFailure(400, f"unknown requestType {kind!r}; use NEW_SESSION or CLOSE")
+        text, delay = _chat_turn(doc)
+        header: str | None = None
+        if session_id == sessions.NEW_SESSION:
+            header = self._open()
+            session_id = sessions.parse_new_session(header)[0]
+        conversation = _Conversation()
+        if session_id:
+            found = self._conversations.get(session_id)
+            if found is None:
+                raise ModelFailure(400, f"this model holds no session {session_id}")
+            conversation = found
+        conversation.turns += 1
+        previous, conversation.last_text = conversation.last_text, text
+        lines = [_line({"turn": conversation.turns, "previous": previous})]
+        lines += [_line({"token": w, "index": i}) for i, w in enumerate(text.split())]
+        lines.append(_line({"done": True, "turn": conversation.turns}))
+        return ModelReply(
+            chunks=_paced(lines, delay), content_type=TOKENS_CONTENT_TYPE, new_session_id=header
+        )
+
+    def _open(self) -> str:
+        if len(self._conversations) >= self.MAX_SESSIONS:  # oldest first: dicts keep order
+            del self._conversations[next(iter(self._conversations))]
+        session_id, header = sessions.new_session_header(self.ttl_s)
+        self._conversations[session_id] = _Conversation()
+        return header
+
+
+def _json_object(body: bytes) -> dict[str, object]:
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise ModelFailure(400, f"request body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ModelFailure(400, "request must be a JSON object")
+    return doc
+
+
+def _chat_turn(doc: dict[str, object]) -> tuple[str, float]:
+    text, delay_ms = doc.get("text"), doc.get("delay_ms", 0)
+    if not isinstance(text, str):
+        raise ModelFailure(400, 'a turn must be a JSON object with a string "text"')
+    if not isinstance(delay_ms, int) or isinstance(delay_ms, bool) or delay_ms < 0:
+        raise ModelFailure(400, '"delay_ms" must be a non-negative integer')
+    return text, delay_ms / 1000
+
+
+async def _paced(lines: list[bytes], delay: float) -> AsyncGenerator[bytes, None]:
+    """Lines re-chunked like ``tokens``, sleeping ``delay`` before each line after the first."""
+    rechunker = Rechunker(TOKENS_PART_SIZES)
+    for index, line in enumerate(lines):
+        if index and delay:
+            if rest := rechunker.flush():
+                yield rest
+            await asyncio.sleep(delay)
+        for part in rechunker.feed(line):
+            yield part
+    if rest := rechunker.flush():
+        yield rest
+
+
 def _line(doc: Mapping[str, object]) -> bytes:
     return json.dumps(doc).encode() + b"\n"
 
@@ -221,5 +328,6 @@ BUILTIN_MODELS: Mapping[str, Callable[[], Model]] = {
     "echo": EchoModel,
     "tokens": TokensModel,
     "firehose": FirehoseModel,
+    "chat": ChatModel,
 }
 """Demo models selectable by ``model = "<name>"`` in the emulator config."""

@@ -20,6 +20,7 @@ from sagewire.emulator.app import build_app
 from sagewire.emulator.config import ConfigError, EmulatorConfig, default_config, load_config
 from sagewire.emulator.endpoints import EmulatorState
 from sagewire.emulator.faults import Fault
+from sagewire.emulator.sessions import SessionTable
 from sagewire.emulator.stats import EndpointStats
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,10 @@ class RunningEmulator:
 
     def all_stats(self) -> dict[str, dict[str, int]]:
         return self._state.all_stats()
+
+    def sessions(self, endpoint: str) -> SessionTable:
+        """The endpoint's live stateful sessions (expire one with ``.expire(id)``)."""
+        return self._state.get(endpoint).sessions
 
     def set_fault(self, endpoint: str, fault: Fault | None) -> None:
         """Inject ``fault`` into calls that start from now on; None makes the endpoint healthy."""

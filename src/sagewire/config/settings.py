@@ -158,6 +158,14 @@ class AwsSettings(Strict):
     retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
 
 
+class TelemetrySettings(Strict):
+    """Tracing. Spans go to whatever OpenTelemetry provider is installed (for example by
+    `opentelemetry-instrument`); `console_spans` installs one that prints them, for debugging."""
+
+    console_spans: bool = False
+    service_name: str = "sagewire"
+
+
 class Settings(BaseSettings):
     """Everything sagewire needs to run. TOML file first, then SAGEWIRE_* environment overrides
     (nested with `__`, e.g. SAGEWIRE_SERVER__LISTEN=0.0.0.0:50051)."""
@@ -168,6 +176,7 @@ class Settings(BaseSettings):
 
     server: ServerSettings = ServerSettings()
     aws: AwsSettings = AwsSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     async_jobs: AsyncJobSettings = AsyncJobSettings()
     routes: dict[ModelName, RouteSettings] = Field(default_factory=dict)
 

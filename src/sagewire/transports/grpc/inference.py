@@ -43,6 +43,8 @@ def _call(
 
 
 class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
+    SERVICE = "sagewire.v1.InferenceService"
+
     def __init__(self, gateway: Gateway, json_view_limit: int) -> None:
         self._gateway = gateway
         self._json_limit = json_view_limit

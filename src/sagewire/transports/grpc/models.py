@@ -9,6 +9,8 @@ from sagewire.v1 import model_service_pb2, model_service_pb2_grpc
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    SERVICE = "sagewire.v1.ModelService"
+
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
 

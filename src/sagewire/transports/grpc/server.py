@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from sagewire import telemetry
 from sagewire.aws.runtime import SageMakerRuntime
 from sagewire.config.settings import Settings
 from sagewire.core.gateway import Gateway
@@ -60,6 +61,9 @@ class SagewireServer:
         self.health = HealthService()
 
     async def start(self) -> int:
+        telemetry.configure(
+            self.settings.telemetry.console_spans, self.settings.telemetry.service_name
+        )
         runtime = await self._stack.enter_async_context(SageMakerRuntime(self.settings.aws))
         gateway = Gateway(self.settings, runtime)
         server = grpc.aio.server(options=grpc_options(self.settings))

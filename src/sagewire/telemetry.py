@@ -1,0 +1,62 @@
+"""OpenTelemetry tracing: one SERVER span per RPC, continuing the caller's W3C trace context.
+
+sagewire only uses the OpenTelemetry API at call time; which provider and exporter receive the
+spans is the deployer's choice (e.g. `opentelemetry-instrument` with an OTLP exporter installed
+next to sagewire). `telemetry.console_spans = true` installs the SDK with a console exporter for
+debugging. With no provider configured, tracing costs one flag check per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+_tracer = trace.get_tracer("sagewire")
+
+
+class _State:
+    active = False
+
+
+def configure(console_spans: bool, service_name: str = "sagewire") -> None:
+    """Install a console exporter if asked; then trace only when some provider is installed."""
+    if console_spans:
+        provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        trace.set_tracer_provider(provider)
+    _State.active = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+@contextmanager
+def rpc_span(service: str, method: str, metadata: Iterable[Any] | None) -> Iterator[Span | None]:
+    """A SERVER span for one RPC (None when tracing is off). Never records payloads.
+
+    `metadata` is the call's invocation metadata: (key, value) pairs.
+    """
+    if not _State.active:
+        yield None
+        return
+    carrier = {item[0]: item[1] for item in (metadata or ()) if isinstance(item[1], str)}
+    with _tracer.start_as_current_span(
+        f"{service}/{method}",
+        context=propagate.extract(carrier),
+        kind=SpanKind.SERVER,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": method},
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        yield span
+
+
+def record_failure(span: Span | None, code: str, reason: str) -> None:
+    if span is not None:
+        span.set_attribute("rpc.grpc.status_code", code)
+        span.set_attribute("sagewire.error.reason", reason)
+        span.set_status(Status(StatusCode.ERROR, reason))

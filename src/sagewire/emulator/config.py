@@ -152,5 +152,6 @@ def default_config() -> EmulatorConfig:
                 model="tokens",
                 fault=Fault(stream_error_after_parts=3, stream_error_code="StreamBroken"),
             ),
+            "bidi-echo": EndpointConfig(model="bidi-echo"),
         }
     )

@@ -7,7 +7,8 @@ TOML or built in a test and swapped in with ``emulator.set_fault``); ``error_for
 
 Request-level faults (``latency_ms``, ``error``) apply to both InvokeEndpoint and
 InvokeEndpointWithResponseStream, before any response byte. Stream faults (``*_after_parts``,
-``part_delay_ms``) only apply to the response stream.
+``part_delay_ms``) apply to the response stream and the bidirectional stream, where N counts
+the parts the emulator sent; ``close_after_parts`` only to the bidirectional stream.
 """
 
 from __future__ import annotations
@@ -62,12 +63,22 @@ class Fault(BaseModel):
         default=None, ge=0, description="Abort the TCP connection after N parts."
     )
     part_delay_ms: int = Field(default=0, ge=0, description="Sleep before each PayloadPart.")
+    close_after_parts: int | None = Field(
+        default=None,
+        ge=0,
+        description="Bidirectional streams: end the response after N parts, input still open.",
+    )
 
     @model_validator(mode="after")
     def _one_stream_ending(self) -> Fault:
         endings = [
             name
-            for name in ("stream_error_after_parts", "stall_after_parts", "drop_after_parts")
+            for name in (
+                "stream_error_after_parts",
+                "stall_after_parts",
+                "drop_after_parts",
+                "close_after_parts",
+            )
             if getattr(self, name) is not None
         ]
         if len(endings) > 1:

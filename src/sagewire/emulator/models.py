@@ -324,10 +324,18 @@ def _line(doc: Mapping[str, object]) -> bytes:
     return json.dumps(doc).encode() + b"\n"
 
 
+def _bidi_echo() -> Model:
+    # Imported late: the bidirectional models build on this module's types.
+    from sagewire.emulator.bidi_models import BidiEchoModel
+
+    return BidiEchoModel()
+
+
 BUILTIN_MODELS: Mapping[str, Callable[[], Model]] = {
     "echo": EchoModel,
     "tokens": TokensModel,
     "firehose": FirehoseModel,
     "chat": ChatModel,
+    "bidi-echo": _bidi_echo,
 }
 """Demo models selectable by ``model = "<name>"`` in the emulator config."""

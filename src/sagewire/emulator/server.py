@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 from aiohttp import web
 
@@ -29,9 +30,19 @@ log = logging.getLogger(__name__)
 class RunningEmulator:
     """Handle on a started emulator."""
 
-    def __init__(self, url: str, state: EmulatorState) -> None:
+    def __init__(
+        self,
+        url: str,
+        state: EmulatorState,
+        bidi_url: str | None = None,
+        ca_file: Path | None = None,
+    ) -> None:
         self.url = url
         self._state = state
+        # The HTTP/2 TLS listener for bidirectional streams (running_emulator(bidi=True)) and
+        # the throwaway CA its certificate chains to; None without it.
+        self.bidi_url = bidi_url
+        self.ca_file = ca_file
 
     @property
     def config(self) -> EmulatorConfig:
@@ -64,8 +75,14 @@ async def running_emulator(
     port: int = 0,
     *,
     shutdown_timeout: float = 1.0,
+    bidi: bool = False,
+    bidi_port: int = 0,
 ) -> AsyncIterator[RunningEmulator]:
-    """Serve ``config`` (default: the demo endpoints) on ``host:port`` (0 = a free port)."""
+    """Serve ``config`` (default: the demo endpoints) on ``host:port`` (0 = a free port).
+
+    With ``bidi`` also serve InvokeEndpointWithBidirectionalStream over HTTP/2 + TLS on
+    ``host:bidi_port``, with a certificate from a throwaway CA made now and deleted on exit.
+    """
     state = EmulatorState(config or default_config())
     runner = web.AppRunner(
         build_app(state),
@@ -79,7 +96,23 @@ async def running_emulator(
         await site.start()
         bound_host, bound_port = runner.addresses[0][:2]
         url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
-        yield RunningEmulator(f"http://{url_host}:{bound_port}", state)
+        url = f"http://{url_host}:{bound_port}"
+        if not bidi:
+            yield RunningEmulator(url, state)
+            return
+        # Imported here: h2 and trustme come with the `local` extra, not the gateway's install.
+        from sagewire.emulator.bidi import BidiListener
+        from sagewire.emulator.tls import throwaway_tls
+
+        with throwaway_tls() as tls:
+            listener = BidiListener(state, tls.server_context())
+            await listener.start(host, bidi_port)
+            try:
+                yield RunningEmulator(
+                    url, state, f"https://{url_host}:{listener.port}", tls.ca_file
+                )
+            finally:
+                await listener.close(shutdown_timeout)
     finally:
         await runner.cleanup()
 

@@ -30,6 +30,27 @@ class EndpointStats:
     streams_failed: int = 0
     streams_dropped: int = 0
     active_streams: int = 0
+    # InvokeEndpointWithBidirectionalStream (the HTTP/2 listener)
+    bidi_parts_received: int = 0
+    bidi_parts_sent: int = 0
+    bidi_streams_started: int = 0  # 200 + event-stream headers sent
+    bidi_streams_completed: int = 0  # the model finished (after or before the client's input)
+    bidi_streams_aborted: int = 0  # the client reset the stream or went away
+    bidi_streams_failed: int = 0  # ended with an exception event
+    bidi_streams_dropped: int = 0  # the emulator cut the connection (drop_after_parts)
+    active_bidi_streams: int = 0
+
+    def finish_bidi(self, outcome: StreamOutcome) -> None:
+        self.active_bidi_streams -= 1
+        match outcome:
+            case StreamOutcome.COMPLETED:
+                self.bidi_streams_completed += 1
+            case StreamOutcome.ABORTED:
+                self.bidi_streams_aborted += 1
+            case StreamOutcome.FAILED:
+                self.bidi_streams_failed += 1
+            case StreamOutcome.DROPPED:
+                self.bidi_streams_dropped += 1
 
     def finish_stream(self, outcome: StreamOutcome) -> None:
         self.active_streams -= 1

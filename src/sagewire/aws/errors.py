@@ -206,6 +206,89 @@ AWS_FAILURES: tuple[type[BaseException], ...] = (
 )
 
 
+# -- HTTP/2 bidirectional streams (aws-sdk-sagemaker-runtime-http2) ---------------------------
+
+# The HTTP/2 API's Smithy model names some errors differently from the HTTP/1.1 one.
+_HTTP2_ERROR_CODES = {
+    "InputValidationError": "ValidationError",
+    "ServiceUnavailableError": "ServiceUnavailable",
+    "InternalServerError": "InternalFailure",
+}
+_TLS_ERROR_PREFIXES = ("AWS_IO_TLS_", "S2N_", "AWS_ERROR_PKI_")
+
+
+def map_bidi_error(
+    code: str, message: str, fields: dict[str, object], endpoint: str
+) -> SagewireError:
+    """An error the HTTP/2 SDK raised for a bidirectional stream, by its modelled name
+    (ModelStreamError, InternalStreamFailure, ModelError, InputValidationError, ...) and extra
+    fields (ErrorCode, OriginalStatusCode, OriginalMessage, LogStreamArn). Same table as the
+    HTTP/1.1 operations."""
+    response: dict[str, object] = {
+        "Error": {"Code": _HTTP2_ERROR_CODES.get(code, code), "Message": message},
+        **fields,
+    }
+    error = bx.ClientError(response, "InvokeEndpointWithBidirectionalStream")
+    return _client_error(error, endpoint)
+
+
+def map_bidi_transport_error(crt_name: str, endpoint: str) -> SagewireError:
+    """A connection-level failure of the HTTP/2 stream, by the CRT's error name (e.g.
+    AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE, AWS_IO_SOCKET_CONNECTION_REFUSED), or a plain
+    description when the SDK gave none."""
+    if crt_name.startswith(_TLS_ERROR_PREFIXES):
+        return SagewireError(
+            message=f"TLS with SageMaker's HTTP/2 endpoint failed for endpoint {endpoint!r} "
+            f"({crt_name}); check aws.bidi_endpoint_url and aws.ca_bundle",
+            kind=ErrorKind.UNAVAILABLE,
+            reason="UPSTREAM_TLS_FAILURE",
+            metadata={"endpoint": endpoint, "transport_error": crt_name},
+        )
+    return SagewireError(
+        message=f"could not reach SageMaker's HTTP/2 endpoint for endpoint {endpoint!r}: "
+        f"{crt_name}",
+        kind=ErrorKind.UNAVAILABLE,
+        reason="RUNTIME_UNREACHABLE",
+        retry_after_s=1.0,
+        metadata={"endpoint": endpoint, "transport_error": crt_name},
+    )
+
+
+def bidi_connection_lost(endpoint: str) -> SagewireError:
+    """The HTTP/2 stream broke after it had started (reset, connection dropped)."""
+    return SagewireError(
+        message=f"the bidirectional stream to endpoint {endpoint!r} broke mid-way; the model's "
+        "state for this stream is gone: open a new stream",
+        kind=ErrorKind.UNAVAILABLE,
+        reason="UPSTREAM_CONNECTION_LOST",
+        retry_after_s=1.0,
+        metadata={"endpoint": endpoint},
+    )
+
+
+def bidi_input_stalled(endpoint: str, timeout_s: float) -> SagewireError:
+    """SageMaker took no input for `timeout_s` while sagewire's send buffer was full."""
+    return SagewireError(
+        message=f"the model behind endpoint {endpoint!r} accepted no input for "
+        f"{timeout_s:.3g}s; send more slowly or wait for its answers",
+        kind=ErrorKind.RESOURCE_EXHAUSTED,
+        reason="UPSTREAM_INPUT_STALLED",
+        retry_after_s=1.0,
+        metadata={"endpoint": endpoint},
+    )
+
+
+def bidi_read_timeout(endpoint: str, timeout_s: float) -> SagewireError:
+    """Nothing arrived from SageMaker on a bidirectional stream within the read timeout."""
+    return SagewireError(
+        message=f"SageMaker sent nothing on the bidirectional stream to endpoint {endpoint!r} "
+        f"for {timeout_s:.3g}s (aws.read_timeout_s)",
+        kind=ErrorKind.DEADLINE_EXCEEDED,
+        reason="UPSTREAM_READ_TIMEOUT",
+        metadata={"endpoint": endpoint},
+    )
+
+
 def map_aws_error(exc: BaseException, endpoint: str) -> SagewireError:
     """Translate any failure of an AWS call into the domain error a caller should see."""
     if isinstance(exc, SagewireError):

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from sagewire.config.async_jobs import AsyncJobSettings, AsyncRouteSettings
 from sagewire.config.base import Strict
+from sagewire.config.bidi import BidiRouteSettings
 from sagewire.config.converse import ConverseSettings
 
 SAGEMAKER_MAX_BODY_BYTES = 6_291_456
@@ -97,6 +98,7 @@ class RouteSettings(Strict):
     defaults: RouteDefaults = RouteDefaults()
     allow: list[OptionName] = Field(default_factory=list)
     converse: ConverseSettings = ConverseSettings()
+    bidi: BidiRouteSettings = BidiRouteSettings()
     # `async` is a Python keyword: the TOML table is [routes.<name>.async].
     async_: AsyncRouteSettings = Field(default=AsyncRouteSettings(), alias="async")
 
@@ -156,6 +158,12 @@ class AwsSettings(Strict):
     read_timeout_s: float = Field(default=70.0, gt=0, le=3600)
     max_attempts: int = Field(default=3, ge=1, le=10)
     retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
+    # InvokeEndpointWithBidirectionalStream (HTTP/2, its own port); unset: the regional
+    # https://runtime.sagemaker.{region}.amazonaws.com:8443.
+    bidi_endpoint_url: str | None = Field(default=None, pattern=r"^https://")
+    # PEM file of the CAs trusted for the HTTP/2 endpoint instead of the system store (private
+    # endpoints, the local emulator); unset: the system trust store.
+    ca_bundle: str | None = None
 
 
 class TelemetrySettings(Strict):

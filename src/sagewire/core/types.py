@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from typing import Literal
 
 from sagewire.config.settings import RouteMode, StreamFraming
 
@@ -88,3 +89,38 @@ class RouteInfo:
     timeout_s: float
     allowed_options: tuple[str, ...]
     defaults: InvocationOptions
+
+
+# -- bidirectional streams (InvokeEndpointWithBidirectionalStream) ----------------------------
+
+BidiDataType = Literal["UTF8", "BINARY"]
+
+
+@dataclass(frozen=True, slots=True)
+class BidiPart:
+    """One PayloadPart of a bidirectional stream, either direction.
+
+    `data_type` says how the model should read the bytes (UTF8 text/JSON, or BINARY); `partial`
+    False marks the last part of a turn (CompletionState COMPLETE).
+    """
+
+    data: bytes
+    data_type: BidiDataType = "UTF8"
+    partial: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class BidiRequest:
+    """A validated request to open InvokeEndpointWithBidirectionalStream; "" = not sent."""
+
+    endpoint: str
+    target_variant: str = ""
+    model_invocation_path: str = ""
+    model_query_string: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BidiStart:
+    """Response metadata of a bidirectional stream, known before its first part."""
+
+    invoked_variant: str = ""

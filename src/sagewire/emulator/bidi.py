@@ -15,6 +15,7 @@ event frame, as soon as it is produced. Stream faults count the parts sent.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import ssl
@@ -54,7 +55,8 @@ async def _send_error(stream: H2Stream, err: ApiError, request_id: str) -> None:
             "content-type": "application/json",
             "x-amzn-requestid": request_id,
         },
-        body=err.body(),
+        # The HTTP/2 API's error shapes name the member "Message" (restJson1 is case-sensitive).
+        body=json.dumps({"Message": err.message, **err.fields}).encode(),
     )
 
 

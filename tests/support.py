@@ -27,6 +27,7 @@ TEST_EMULATOR_CONFIG = EmulatorConfig(
         "echo": EndpointConfig(model="echo", variants=["AllTraffic", "B"]),
         "tokens": EndpointConfig(model="tokens"),
         "firehose": EndpointConfig(model="firehose"),
+        "chat": EndpointConfig(model="chat"),
         # Faults are set per test with emulator.set_fault().
         "faulty": EndpointConfig(model="echo"),
         "faulty-stream": EndpointConfig(model="tokens"),

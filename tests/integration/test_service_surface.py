@@ -85,19 +85,25 @@ async def test_reflection_lists_and_describes(sagewire: Sagewire, version: str) 
     await call.done_writing()
 
 
-async def test_unimplemented_rpcs_name_the_capability(sagewire: Sagewire) -> None:
+async def test_unimplemented_rpcs_name_the_capability(
+    sagewire: Sagewire, emulator: RunningEmulator
+) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await sagewire.inference.SubmitAsync(
             async_jobs_pb2.SubmitAsyncRequest(model="echo", body=b"x")
         )
     assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
     assert "SubmitAsync" in (caught.value.details() or "")
-    call = sagewire.inference.Converse()  # type: ignore[call-arg]
-    await call.write(converse_pb2.ConverseRequest(open=converse_pb2.ConverseOpen(model="echo")))
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call.read()
+    routes = {"duplex": {"endpoint": "echo", "mode": "bidi"}}
+    async with start_sagewire(emulator.url, routes=routes) as sw:
+        call = sw.inference.Converse()  # type: ignore[call-arg]
+        await call.write(
+            converse_pb2.ConverseRequest(open=converse_pb2.ConverseOpen(model="duplex"))
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call.read()
     assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    assert "Converse" in (caught.value.details() or "")
+    assert "Converse on bidi routes" in (caught.value.details() or "")
 
 
 async def test_endpoint_passthrough_only_when_enabled(

@@ -122,6 +122,20 @@ def test_original_status_zero_without_timeout_text_is_a_model_error() -> None:
         ),
         (
             "ValidationError",
+            "Invalid session ID: session 4f2a of endpoint chat does not exist or was closed.",
+            ErrorKind.ABORTED,
+            "SESSION_REJECTED",
+            None,
+        ),
+        (
+            "ValidationError",
+            "Session ID abc not found.",  # must not read as an unknown endpoint
+            ErrorKind.ABORTED,
+            "SESSION_REJECTED",
+            None,
+        ),
+        (
+            "ValidationError",
             "Inference Component Name header is required for endpoints to which you plan to "
             "deploy inference components.",
             ErrorKind.INVALID_ARGUMENT,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import aiohttp
 from botocore import exceptions as bx
 
-from sagewire.core.errors import ErrorKind, ModelFailure, SagewireError
+from sagewire.core.errors import SESSION_REJECTED, ErrorKind, ModelFailure, SagewireError
 
 # The model's text travels in gRPC trailers, which peers cap at 8 KiB by default: keep the
 # detail copy to 2 KiB and quote only a short excerpt in the status message.
@@ -119,6 +119,16 @@ def _client_error(exc: bx.ClientError, endpoint: str) -> SagewireError:
         return _model_error(endpoint, response, message)
     if code in ("ModelStreamError", "InternalStreamFailure"):
         return _stream_error(code, endpoint, response, message)
+    # SageMaker's wording for a stale session id is unconfirmed: any ValidationError that names
+    # the session id. Checked first, as such a message may also say "not found".
+    if code == "ValidationError" and "session" in message.lower():
+        return SagewireError(
+            message=f"SageMaker no longer accepts the stateful session on endpoint {endpoint!r} "
+            f"(expired, closed or unknown); open a new session: {message}",
+            kind=ErrorKind.ABORTED,
+            reason=SESSION_REJECTED,
+            metadata=meta,
+        )
     if code == "ValidationError" and "not found" in message.lower():
         return SagewireError(
             message=f"SageMaker endpoint {endpoint!r} does not exist in this account and region",

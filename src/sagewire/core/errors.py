@@ -28,6 +28,11 @@ class ErrorKind(StrEnum):
     UNAUTHENTICATED = "unauthenticated"
 
 
+# Reason of the error for a SageMaker stateful session id SageMaker no longer accepts; Converse
+# reopens the session on it when the route says so.
+SESSION_REJECTED = "SESSION_REJECTED"
+
+
 @dataclass(frozen=True)
 class FieldViolation:
     """One bad request field (google.rpc.BadRequest.FieldViolation)."""

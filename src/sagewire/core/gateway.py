@@ -8,10 +8,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sagewire.config.settings import OptionName, RouteMode, Settings, StreamFraming
-from sagewire.core.errors import ErrorKind, SagewireError, deadline_exceeded, invalid_argument
+from sagewire.core.errors import (
+    ErrorKind,
+    SagewireError,
+    deadline_exceeded,
+    invalid_argument,
+    unimplemented,
+)
 from sagewire.core.framing import frame_lines
 from sagewire.core.ports import ResponseStream, SageMakerRuntimePort
 from sagewire.core.routes import Route, RouteTable
@@ -71,9 +77,11 @@ class Gateway:
         return self.routes.resolve(name).info()
 
     # -- helpers --------------------------------------------------------------------------
-    def _prepare(self, route: Route, call: InvokeCall) -> EndpointRequest:
+    def _prepare(self, route: Route, call: InvokeCall, session_id: str = "") -> EndpointRequest:
         route.check_allowed(call.options)
         options = call.options.over(route.defaults)
+        if session_id:  # set by sagewire itself (Converse), so not subject to `allow`
+            options = replace(options, session_id=session_id)
         validate_options(options)
         content_type = call.content_type or route.settings.content_type
         accept = call.accept or route.settings.accept
@@ -89,39 +97,7 @@ class Gateway:
         )
 
     @staticmethod
-    def _timeout(route: Route, call: InvokeCall) -> float:
-        """The route's timeout, shortened by the caller's deadline when that comes first."""
-        timeout = route.settings.timeout_s
-        if call.time_remaining_s is not None:
-            timeout = min(timeout, max(call.time_remaining_s, 0.0))
-        return timeout
-
-    # -- Invoke ---------------------------------------------------------------------------
-    async def invoke(self, call: InvokeCall) -> InvokeResult:
-        route = self.routes.resolve(call.model)
-        if route.mode not in (RouteMode.REALTIME, RouteMode.STREAM):
-            raise _wrong_mode(route, "Invoke", "realtime or stream")
-        request = self._prepare(route, call)
-        timeout = self._timeout(route, call)
-        with route.slot():
-            try:
-                async with asyncio.timeout(timeout):
-                    return await self._runtime.invoke_endpoint(request)
-            except TimeoutError:
-                raise deadline_exceeded(f"model {route.name!r}", timeout) from None
-
-    # -- InvokeStream ---------------------------------------------------------------------
-    @asynccontextmanager
-    async def open_stream(self, call: InvokeCall) -> AsyncIterator[OpenStream]:
-        """Open InvokeEndpointWithResponseStream; iterate `pieces` inside the block.
-
-        Pieces are relayed one at a time as they arrive: nothing is read ahead, so a slow
-        reader holds the upstream connection back through TCP flow control.
-        """
-        route = self.routes.resolve(call.model)
-        if route.mode is not RouteMode.STREAM:
-            raise _wrong_mode(route, "InvokeStream", "stream")
-        request = self._prepare(route, call)
+    def _framing(route: Route, call: InvokeCall) -> StreamFraming:
         framing = route.settings.framing
         if call.framing is not None and call.framing is not framing:
             if OptionName.FRAMING.value not in route.allowed:
@@ -132,6 +108,47 @@ class Gateway:
                     reason="OPTION_NOT_ALLOWED",
                 )
             framing = call.framing
+        return framing
+
+    @staticmethod
+    def _timeout(route: Route, call: InvokeCall) -> float:
+        """The route's timeout, shortened by the caller's deadline when that comes first."""
+        timeout = route.settings.timeout_s
+        if call.time_remaining_s is not None:
+            timeout = min(timeout, max(call.time_remaining_s, 0.0))
+        return timeout
+
+    # -- Invoke ---------------------------------------------------------------------------
+    async def invoke(self, call: InvokeCall, *, session_id: str = "") -> InvokeResult:
+        """InvokeEndpoint. `session_id` pins the call to a stateful session sagewire manages
+        (Converse); callers' own session ids travel in `call.options`."""
+        route = self.routes.resolve(call.model)
+        if route.mode not in (RouteMode.REALTIME, RouteMode.STREAM):
+            raise _wrong_mode(route, "Invoke", "realtime or stream")
+        request = self._prepare(route, call, session_id)
+        timeout = self._timeout(route, call)
+        with route.slot():
+            try:
+                async with asyncio.timeout(timeout):
+                    return await self._runtime.invoke_endpoint(request)
+            except TimeoutError:
+                raise deadline_exceeded(f"model {route.name!r}", timeout) from None
+
+    # -- InvokeStream ---------------------------------------------------------------------
+    @asynccontextmanager
+    async def open_stream(
+        self, call: InvokeCall, *, session_id: str = ""
+    ) -> AsyncIterator[OpenStream]:
+        """Open InvokeEndpointWithResponseStream; iterate `pieces` inside the block.
+
+        Pieces are relayed one at a time as they arrive: nothing is read ahead, so a slow
+        reader holds the upstream connection back through TCP flow control.
+        """
+        route = self.routes.resolve(call.model)
+        if route.mode is not RouteMode.STREAM:
+            raise _wrong_mode(route, "InvokeStream", "stream")
+        request = self._prepare(route, call, session_id)
+        framing = self._framing(route, call)
         if request.options.session_id == NEW_SESSION:
             raise invalid_argument(
                 "options.session_id",
@@ -145,3 +162,18 @@ class Gateway:
                         yield OpenStream(stream.start, framing, _pieces(stream, framing))
             except TimeoutError:
                 raise deadline_exceeded(f"stream from model {route.name!r}", timeout) from None
+
+    # -- Converse -------------------------------------------------------------------------
+    def check_session(self, call: InvokeCall) -> tuple[Route, StreamFraming]:
+        """The route and framing of a Converse session whose turns look like `call`.
+
+        Raises, once when the session opens, what every turn would otherwise fail with:
+        unknown model, wrong mode, options the route does not allow or SageMaker would reject.
+        """
+        route = self.routes.resolve(call.model)
+        if route.mode is RouteMode.BIDI:
+            raise unimplemented("Converse on bidi routes")
+        if route.mode not in (RouteMode.REALTIME, RouteMode.STREAM):
+            raise _wrong_mode(route, "Converse", "realtime or stream")
+        self._prepare(route, call)
+        return route, self._framing(route, call)

@@ -9,10 +9,11 @@ from sagewire.core.content import is_json
 from sagewire.core.errors import unimplemented
 from sagewire.core.gateway import Gateway
 from sagewire.core.types import InvokeCall
-from sagewire.transports.grpc import convert, edge
+from sagewire.transports.grpc import converse, convert, edge
 from sagewire.transports.grpc.edge import Ctx
 from sagewire.v1 import (
     async_jobs_pb2,
+    converse_pb2,
     inference_service_pb2_grpc,
     invoke_pb2,
 )
@@ -80,11 +81,16 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
                 yield message
                 index += 1
 
+    # A coroutine writing with context.write rather than a generator, so the core bounds the
+    # whole session (maximum duration) even while a write waits on a slow reader.
+    @edge.unary
+    async def Converse(  # type: ignore[override]
+        self, request_iterator: AsyncIterator[converse_pb2.ConverseRequest], context: Ctx
+    ) -> None:
+        await converse.serve(self._gateway, request_iterator, context, self._json_limit)
+
     # Not yet built: coroutines (not generators) so the error edge answers UNIMPLEMENTED
     # before any message; grpc.aio accepts either form for streaming responses.
-    @edge.unary
-    async def Converse(self, request_iterator: Any, context: Ctx) -> None:  # type: ignore[override]
-        raise unimplemented("Converse (bidirectional sessions)")
 
     @edge.unary
     async def SubmitAsync(

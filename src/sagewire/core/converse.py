@@ -342,6 +342,12 @@ class ConverseSession:
         except SagewireError as error:
             self._fail(error)
             return
+        except Exception:
+            # A transport failure reading the client: end the session rather than hang on it.
+            incident = uuid.uuid4().hex[:12]
+            log.exception("reading a Converse stream failed, incident %s", incident)
+            self._fail(SagewireError(message=f"internal error in sagewire (incident {incident})"))
+            return
         self._closing = True  # half-close
         self._wake()
 

@@ -70,7 +70,8 @@ log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0
-_UNKNOWN_CODE = re.compile(r" - code: ([A-Za-z0-9_.#:-]+)")
+# How the SDK names an error code it has no class for ("... - id: <namespace>#Code").
+_UNKNOWN_CODE = re.compile(r" - (?:code|id): (?:[\w.]+#)?([A-Za-z0-9_.:-]+)")
 # SDK exception attribute → the error field name aws/errors.py reads.
 _ERROR_FIELDS = {
     "error_code": "ErrorCode",
@@ -112,8 +113,13 @@ def set_nodelay_on_new_sockets(before: dict[str, int], port: int) -> int:
         if inode in before:
             continue
         try:
-            sock = socket.socket(fileno=os.dup(fd))
+            dup = os.dup(fd)
         except OSError:
+            continue
+        try:
+            sock = socket.socket(fileno=dup)
+        except OSError:
+            os.close(dup)
             continue
         with sock:
             if sock.family not in (socket.AF_INET, socket.AF_INET6):
@@ -132,6 +138,7 @@ class _StreamTransport(AWSCRTHTTPClient):
     """The CRT HTTP/2 transport carrying one bidirectional stream on its own connection."""
 
     _nodelay: bool = True
+    crt_stream: Any = None
 
     @classmethod
     def prototype(
@@ -150,6 +157,7 @@ class _StreamTransport(AWSCRTHTTPClient):
         transport = copy.copy(self)
         transport._connections = {}
         transport._closed = False
+        transport.crt_stream = None
         return transport
 
     def __deepcopy__(self, memo: Any) -> _StreamTransport:
@@ -163,11 +171,27 @@ class _StreamTransport(AWSCRTHTTPClient):
         writer = getattr(stream, "_writer", None)
         if isinstance(writer, asyncio.Task):
             writer.add_done_callback(_consume_outcome)
+        self.crt_stream = stream
         return await super()._await_response(stream)
+
+    def broken(self) -> str | None:
+        """The CRT's error name when the HTTP/2 stream ended in an error (connection dropped,
+        reset): the SDK then reports a plain end of output, indistinguishable from a clean end.
+        """
+        completion = getattr(self.crt_stream, "_completion_future", None)
+        if completion is None or not completion.done() or completion.cancelled():
+            return None
+        error = completion.exception()
+        return None if error is None else str(getattr(error, "name", type(error).__name__))
 
     async def _create_connection(self, url: Any) -> Any:
         before = _tcp_sockets() if self._nodelay else {}
         connection = await super()._create_connection(url)
+        if self._closed:
+            # The stream was closed while this connection was still being made (slow connect,
+            # TLS failure delay): do not let it outlive the stream.
+            await connection.close()
+            raise ConnectionAbortedError("bidi stream closed while connecting")
         if self._nodelay:
             port = url.port or (443 if url.scheme == "https" else 80)
             if not set_nodelay_on_new_sockets(before, port):
@@ -248,6 +272,7 @@ class BidiStream:
         self.input_closed = False
         self.output_done = False
         self._failed: SagewireError | None = None
+        self._receiving: asyncio.Future[Any] | None = None
 
     async def start(self) -> BidiStart:
         if self._start is not None:
@@ -256,7 +281,8 @@ class BidiStream:
             raise self._failed
         try:
             async with asyncio.timeout(self._read_timeout):
-                response, self._output = await self._sdk.await_output()
+                # Shielded: a timeout here must not cancel the SDK's own task.
+                response, self._output = await asyncio.shield(self._sdk.await_output())
         except TimeoutError:
             raise self._fail(bidi_read_timeout(self._endpoint, self._read_timeout)) from None
         except Exception as exc:
@@ -293,16 +319,26 @@ class BidiStream:
         if self.output_done:
             return None
         while True:
+            # The SDK's receive runs in a task of its own that a cancelled or timed-out caller
+            # leaves alone: cancelling it mid-wait makes the CRT fail later on a cancelled
+            # future from its own thread. Closing the connection ends it.
+            if self._receiving is None:
+                self._receiving = asyncio.ensure_future(self._output.receive())
             try:
                 async with asyncio.timeout(self._read_timeout):
-                    event = await self._output.receive()
+                    event = await asyncio.shield(self._receiving)
+                self._receiving = None
             except TimeoutError:
                 raise self._fail(bidi_read_timeout(self._endpoint, self._read_timeout)) from None
             except Exception as exc:
+                self._receiving = None
                 self.output_done = True
                 raise self._fail(_failure(exc, self._endpoint, started=True)) from exc
             if event is None:
                 self.output_done = True
+                if (crt_error := self._transport.broken()) is not None:
+                    log.debug("bidi stream to %s ended with %s", self._endpoint, crt_error)
+                    raise self._fail(bidi_connection_lost(self._endpoint))
                 return None
             if isinstance(event, ResponseStreamEventPayloadPart):
                 value = event.value
@@ -346,11 +382,15 @@ class BidiStream:
             log.warning("closing a bidi stream to endpoint %s timed out", self._endpoint)
         except Exception:
             log.debug("error while closing a bidi stream", exc_info=True)
+        if self._receiving is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._receiving), self._close_timeout)
+            self._receiving.cancel()
         # Retrieve the SDK's background outcome so no task is left with an unread exception.
         if self._start is None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self._close_timeout):
-                    await self._sdk.await_output()
+            # Not awaited: a connection stuck in the TLS failure delay may take 10-30 s.
+            outcome = asyncio.ensure_future(self._sdk.await_output())
+            outcome.add_done_callback(_consume_outcome)
         # End the SDK's input buffer without flushing (nobody will drain it now), so the CRT's
         # body writer task finishes instead of waiting forever.
         writer = getattr(self._sdk.input_stream, "_writer", None)

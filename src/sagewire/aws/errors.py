@@ -109,6 +109,11 @@ def _stream_error(
     )
 
 
+def _endpoint_missing(message: str) -> bool:
+    lowered = message.lower()
+    return "not found" in lowered and "variant" not in lowered
+
+
 def _client_error(exc: bx.ClientError, endpoint: str) -> SagewireError:
     response: dict[str, object] = dict(exc.response)
     error = exc.response.get("Error", {})
@@ -129,7 +134,8 @@ def _client_error(exc: bx.ClientError, endpoint: str) -> SagewireError:
             reason=SESSION_REJECTED,
             metadata=meta,
         )
-    if code == "ValidationError" and "not found" in message.lower():
+    # "Endpoint X of account N not found."; not "Target variant V not found for endpoint X".
+    if code == "ValidationError" and _endpoint_missing(message):
         return SagewireError(
             message=f"SageMaker endpoint {endpoint!r} does not exist in this account and region",
             kind=ErrorKind.NOT_FOUND,

@@ -74,7 +74,8 @@ def test_route_defaults_are_sane() -> None:
 
 def test_the_shipped_local_config_loads() -> None:
     settings = load_settings(LOCAL_TOML)
-    assert set(settings.routes) == {"echo", "tokens"}
+    assert set(settings.routes) == {"echo", "tokens", "chat", "bidi-echo"}
+    assert settings.routes["bidi-echo"].mode is RouteMode.BIDI
     tokens = settings.routes["tokens"]
     assert (tokens.mode, tokens.framing, tokens.timeout_s) == (
         RouteMode.STREAM,

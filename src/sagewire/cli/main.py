@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--config", help="gateway TOML configuration (routes to demo endpoints)")
     local.add_argument("--emulator-config", help="emulator TOML (default: built-in demo models)")
     local.add_argument("--emulator-port", type=int, default=0, help="emulator port (0 = any)")
+    local.add_argument(
+        "--emulator-bidi-port", type=int, default=0, help="emulator HTTP/2 TLS port (0 = any)"
+    )
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("config")
     probe = sub.add_parser("health", help="probe a running sagewire's gRPC health service")
@@ -64,8 +67,16 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    # botocore logs request bodies at DEBUG; never let them through by default.
-    logging.getLogger("botocore").setLevel(max(logging.getLevelName(level), logging.INFO))
+    # botocore and the HTTP/2 SDK's smithy layers log request bodies (and signing details) at
+    # DEBUG; never let them through by default.
+    for name in (
+        "botocore",
+        "smithy_core",
+        "smithy_http",
+        "smithy_aws_core",
+        "smithy_aws_event_stream",
+    ):
+        logging.getLogger(name).setLevel(max(logging.getLevelName(level), logging.INFO))
 
 
 async def _serve(settings: Settings, stack: AsyncExitStack) -> None:
@@ -90,14 +101,27 @@ async def _local(args: argparse.Namespace) -> None:
         load_config(args.emulator_config) if args.emulator_config else default_config()
     )
     stack = AsyncExitStack()
+    # bidi=True: the HTTP/2 TLS listener too, with a throwaway CA made now (never on disk
+    # after exit) that sagewire is told to trust.
     emulator = await stack.enter_async_context(
-        running_emulator(emulator_config, port=args.emulator_port)
+        running_emulator(
+            emulator_config, port=args.emulator_port, bidi=True, bidi_port=args.emulator_bidi_port
+        )
     )
     # The emulator accepts any signature; dummy credentials keep a fresh machine AWS-free.
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
-    settings = load_settings(args.config, overrides={"aws": {"runtime_endpoint_url": emulator.url}})
-    print(f"SageMaker emulator on {emulator.url}", file=sys.stderr, flush=True)
+    aws = {
+        "runtime_endpoint_url": emulator.url,
+        "bidi_endpoint_url": emulator.bidi_url,
+        "ca_bundle": str(emulator.ca_file),
+    }
+    settings = load_settings(args.config, overrides={"aws": aws})
+    print(
+        f"SageMaker emulator on {emulator.url} (HTTP/2 bidi: {emulator.bidi_url})",
+        file=sys.stderr,
+        flush=True,
+    )
     await _serve(settings, stack)
 
 

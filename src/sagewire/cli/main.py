@@ -118,7 +118,8 @@ async def _local(args: argparse.Namespace) -> None:
     }
     settings = load_settings(args.config, overrides={"aws": aws})
     print(
-        f"SageMaker emulator on {emulator.url} (HTTP/2 bidi: {emulator.bidi_url})",
+        f"SageMaker emulator on {emulator.url} (HTTP/2 bidi: {emulator.bidi_url}, "
+        f"CA: {emulator.ca_file})",
         file=sys.stderr,
         flush=True,
     )

@@ -495,7 +495,7 @@ async def test_queue_bound_and_cancelling_a_queued_turn(stub: Any) -> None:
 async def test_slow_reader_throttles_the_model_instead_of_buffering(
     stub: Any, emulator: RunningEmulator
 ) -> None:
-    total, part = 96 * 1024 * 1024, 64 * 1024
+    total, part = 64 * 1024 * 1024, 64 * 1024
     conversation, _ = await start(stub, "firehose", timeout=60)
     await conversation.send(turn("big", {"bytes": total, "part_size": part}))
     await conversation.until(lambda m: m.HasField("chunk"))
@@ -533,6 +533,20 @@ async def test_caller_deadline_bounds_the_session(stub: Any, emulator: RunningEm
     await _eventually(lambda: emulator.stats("chat").streams_aborted == 1)
     # The session is still closed upstream, in the background.
     await _eventually(lambda: emulator.sessions("chat").counters.closed == 1)
+
+
+async def test_shutdown_closes_the_sessions_it_cancels(emulator: RunningEmulator) -> None:
+    server = start_sagewire(
+        emulator.url, routes={"chat": ROUTES["chat"]}, server={"shutdown_grace_s": 0.2}
+    )
+    async with server as sw:
+        for _ in range(2):
+            await start(sw.inference, "chat")
+        assert len(emulator.sessions("chat").live_ids()) == 2
+    # The grace period ran out with both sessions idle: they were cancelled, and their
+    # SageMaker sessions closed before the AWS client went away.
+    assert emulator.sessions("chat").counters.closed == 2
+    assert emulator.sessions("chat").live_ids() == []
 
 
 # -- protocol errors ------------------------------------------------------------------------

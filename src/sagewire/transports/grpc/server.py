@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sagewire import telemetry
 from sagewire.aws.runtime import SageMakerRuntime
 from sagewire.config.settings import Settings
+from sagewire.core.converse import finish_closing
 from sagewire.core.gateway import Gateway
 from sagewire.transports.grpc.health import SERVING, HealthService
 from sagewire.transports.grpc.inference import InferenceServicer
@@ -92,6 +93,7 @@ class SagewireServer:
             log.info("shutting down: refusing new calls, %.1fs grace for in-flight calls", grace)
             await self._server.stop(grace)
             self._server = None
+        await finish_closing()  # cancelled Converse sessions close theirs on the AWS client
         await self._stack.aclose()
 
     async def wait_for_termination(self) -> None:

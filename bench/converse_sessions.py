@@ -308,9 +308,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels", type=int, default=8, help="client connections")
     parser.add_argument("--timeout", type=float, default=180.0, help="bound of the whole run")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
     rows = asyncio.run(run(args))
     cpu = psutil.cpu_count() or 0
-    print(f"Converse sessions: {cpu} CPUs, Python {sys.version.split()[0]}, {time.strftime('%F')}")
+    print(
+        f"Converse sessions: {cpu} CPUs, Python {sys.version.split()[0]}, {time.strftime('%F')}, "
+        f"load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after"
+    )
     print()
     print("| measure | value |")
     print("|---|---|")

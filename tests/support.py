@@ -65,17 +65,23 @@ TEST_ROUTES: dict[str, dict[str, Any]] = {
 }
 
 
+# Async routes need a job-id key; tests share this one (32 bytes, base64).
+TEST_JOB_ID_KEY = "dGVzdC1vbmx5LWpvYi1pZC1rZXktMzItYnl0ZXMtbG9uZw=="
+
+
 def settings_for(
     runtime_url: str,
     routes: Mapping[str, Mapping[str, Any]] | None = None,
     server: Mapping[str, Any] | None = None,
     aws: Mapping[str, Any] | None = None,
+    async_jobs: Mapping[str, Any] | None = None,
 ) -> Settings:
     return load_settings(
         overrides={
             "server": {"listen": "127.0.0.1:0", "shutdown_grace_s": 5, **(server or {})},
             # One attempt: tests see each upstream error exactly as the emulator sent it.
             "aws": {"runtime_endpoint_url": runtime_url, "max_attempts": 1, **(aws or {})},
+            "async_jobs": {"job_id_keys": [TEST_JOB_ID_KEY], **(async_jobs or {})},
             "routes": dict(routes if routes is not None else TEST_ROUTES),
         }
     )

@@ -12,7 +12,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
+from pydantic import SecretStr
 
+from sagewire.config.async_jobs import AsyncJobSettings
 from sagewire.config.settings import (
     OptionName,
     RouteDefaults,
@@ -90,7 +92,14 @@ ROUTES = {
 
 
 def gateway(runtime: FakeRuntime, max_body_bytes: int = 1024) -> Gateway:
-    settings = Settings(server=ServerSettings(max_body_bytes=max_body_bytes), routes=ROUTES)
+    settings = Settings(
+        server=ServerSettings(max_body_bytes=max_body_bytes),
+        # The async route "batch" needs a job-id key to be valid configuration.
+        async_jobs=AsyncJobSettings(
+            job_id_keys=[SecretStr("a2V5LWZvci11bml0LXRlc3RzLW9ubHktMzItYnl0ZXM=")]
+        ),
+        routes=ROUTES,
+    )
     return Gateway(settings, runtime)
 
 

@@ -11,7 +11,11 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from sagewire.config.async_jobs import AsyncJobSettings, AsyncRouteSettings
+from sagewire.config.async_jobs import (
+    AsyncJobSettings,
+    AsyncRouteSettings,
+    check_async_routes,
+)
 from sagewire.config.base import Strict
 from sagewire.config.bidi import BidiRouteSettings
 from sagewire.config.converse import ConverseSettings
@@ -54,6 +58,9 @@ class OptionName(StrEnum):
     SESSION_ID = "session_id"
     ENABLE_EXPLANATIONS = "enable_explanations"
     FRAMING = "framing"
+    # Async routes: InvokeEndpointAsync's RequestTTLSeconds / InvocationTimeoutSeconds.
+    REQUEST_TTL_SECONDS = "request_ttl_seconds"
+    INVOCATION_TIMEOUT_SECONDS = "invocation_timeout_seconds"
 
 
 def _sagemaker_rules() -> Any:
@@ -187,6 +194,14 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = TelemetrySettings()
     async_jobs: AsyncJobSettings = AsyncJobSettings()
     routes: dict[ModelName, RouteSettings] = Field(default_factory=dict)
+
+    @field_validator("routes")
+    @classmethod
+    def _async_routes_have_keys(
+        cls, routes: dict[str, RouteSettings], info: ValidationInfo
+    ) -> dict[str, RouteSettings]:
+        check_async_routes(routes, info.data.get("async_jobs"))
+        return routes
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,155 @@
+"""Job ids: self-describing, authenticated handles of async jobs. Pure: no I/O.
+
+    swj1.<payload>.<tag>
+
+`payload` is unpadded base64url of compact JSON holding everything any replica needs to answer
+for the job (route, endpoint, inference id, output and failure locations, submit time and result
+deadline); `tag` is unpadded base64url of HMAC-SHA256(key, "swj1." + payload). The first
+configured key signs; every key verifies, so a key can be rotated in without breaking ids
+already handed out (docs/async.md).
+
+Why HMAC and not encryption: the point is that a caller cannot forge or alter an id to make
+sagewire read other S3 objects; the contents (S3 locations of the caller's own job) are not
+secret from the caller. Every check here happens before any S3 call, and failures say nothing
+about which part was wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sagewire.core.errors import ErrorKind, SagewireError, invalid_argument
+
+PREFIX = "swj1"
+MAX_JOB_ID_CHARS = 4096
+_TAG_BYTES = 32
+_FIELDS = {
+    "m": "model",
+    "e": "endpoint",
+    "i": "inference_id",
+    "o": "output_location",
+    "f": "failure_location",
+    "s": "submitted_at",
+    "x": "expires_at",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class JobToken:
+    """What a job id says about its job. Times are Unix seconds."""
+
+    model: str
+    endpoint: str
+    inference_id: str
+    output_location: str
+    failure_location: str
+    submitted_at: int
+    # The result deadline: no output or failure by then means the job expired.
+    expires_at: int
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _malformed() -> SagewireError:
+    return invalid_argument(
+        "job_id",
+        "is not a sagewire job id; pass the job_id exactly as SubmitAsync or UploadAsync "
+        "returned it",
+        reason="JOB_ID_MALFORMED",
+    )
+
+
+def _unverified() -> SagewireError:
+    return invalid_argument(
+        "job_id",
+        "failed verification: it was altered, issued by another sagewire deployment, or "
+        "signed with a key that has since been retired",
+        reason="JOB_ID_INVALID",
+    )
+
+
+def _expired(until: int) -> SagewireError:
+    when = datetime.fromtimestamp(until, UTC).isoformat()
+    return SagewireError(
+        message=f"job_id expired: its job was answered until {when}; submit the job again",
+        kind=ErrorKind.NOT_FOUND,
+        reason="JOB_ID_EXPIRED",
+    )
+
+
+class JobIdCodec:
+    """Issues and verifies job ids with `keys` (first signs, all verify).
+
+    `retention_s` is how long after its result deadline an id is still honoured; after that
+    it is rejected as expired without touching S3.
+    """
+
+    def __init__(self, keys: Sequence[bytes], retention_s: int) -> None:
+        if not keys:
+            raise ValueError("a job-id codec needs at least one key")
+        self._keys = list(keys)
+        self._retention_s = retention_s
+
+    def _tag(self, key: bytes, payload: str) -> bytes:
+        return hmac.new(key, f"{PREFIX}.{payload}".encode("ascii"), hashlib.sha256).digest()
+
+    def encode(self, token: JobToken) -> str:
+        doc = {short: getattr(token, name) for short, name in _FIELDS.items()}
+        payload = _b64encode(json.dumps(doc, separators=(",", ":")).encode())
+        return f"{PREFIX}.{payload}.{_b64encode(self._tag(self._keys[0], payload))}"
+
+    def decode(self, job_id: str, now: float) -> JobToken:
+        """The token inside `job_id`, or INVALID_ARGUMENT / NOT_FOUND (expired)."""
+        if not job_id:
+            raise invalid_argument(
+                "job_id", "is required: the job_id SubmitAsync or UploadAsync returned"
+            )
+        parts = job_id.split(".")
+        if len(job_id) > MAX_JOB_ID_CHARS or len(parts) != 3 or parts[0] != PREFIX:
+            raise _malformed()
+        _, payload, tag_text = parts
+        try:
+            tag = _b64decode(tag_text)
+        except (binascii.Error, ValueError):
+            raise _malformed() from None
+        if len(tag) != _TAG_BYTES:
+            raise _malformed()
+        # Every key is tried (no early exit on a match) so timing says nothing about which.
+        verified = False
+        for key in self._keys:
+            verified |= hmac.compare_digest(self._tag(key, payload), tag)
+        if not verified:
+            raise _unverified()
+        token = self._parse(payload)
+        if now > token.expires_at + self._retention_s:
+            raise _expired(token.expires_at + self._retention_s)
+        return token
+
+    @staticmethod
+    def _parse(payload: str) -> JobToken:
+        try:
+            doc: Any = json.loads(_b64decode(payload))
+            values = {name: doc[short] for short, name in _FIELDS.items()}
+        except (binascii.Error, ValueError, KeyError, TypeError):
+            raise _malformed() from None
+        times = ("submitted_at", "expires_at")
+        if not all(
+            isinstance(values[name], int) if name in times else isinstance(values[name], str)
+            for name in values
+        ):
+            raise _malformed()
+        return JobToken(**values)

@@ -22,7 +22,7 @@ from contextlib import aclosing
 
 from aiohttp import web
 
-from sagewire.emulator import errors, eventstream
+from sagewire.emulator import async_invocations, errors, eventstream
 from sagewire.emulator.endpoints import EmulatorState, Endpoint
 from sagewire.emulator.errors import ERROR_TYPE_HEADER, ApiError
 from sagewire.emulator.faults import Fault, error_for
@@ -324,8 +324,11 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE].all_stats())
 
 
-def build_app(state: EmulatorState) -> web.Application:
-    """The application over ``state``; closing the app closes the state."""
+def build_app(state: EmulatorState, s3_endpoint_url: str | None = None) -> web.Application:
+    """The application over ``state``; closing the app closes the state.
+
+    Async invocations read and write S3 at ``s3_endpoint_url`` (None: AWS_ENDPOINT_URL_S3 or
+    AWS itself, as any S3 client would)."""
     # Bodies are read and bounded by _read_body, so aiohttp's own cap only needs to be higher.
     app = web.Application(middlewares=[_render_errors], client_max_size=MAX_BODY_BYTES * 2)
     app[STATE] = state
@@ -339,6 +342,7 @@ def build_app(state: EmulatorState) -> web.Application:
     app.router.add_post(
         "/endpoints/{endpoint}/invocations-response-stream", invoke_endpoint_with_response_stream
     )
+    async_invocations.install(app, state, s3_endpoint_url)
     app.router.add_get("/ping", ping)
     app.router.add_get("/_emulator/stats", stats)
     return app

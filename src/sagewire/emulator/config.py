@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from sagewire.emulator.async_config import AsyncInferenceConfig
 from sagewire.emulator.faults import Fault
 from sagewire.emulator.models import BUILTIN_MODELS
 
@@ -61,6 +62,7 @@ class EndpointConfig(BaseModel):
     container_timeout_s: float = Field(default=60.0, gt=0, description="Wait for the container.")
     variants: list[SageMakerName] = Field(default_factory=lambda: ["AllTraffic"], min_length=1)
     fault: Fault | None = None
+    async_inference: AsyncInferenceConfig = AsyncInferenceConfig()
 
     @field_validator("model")
     @classmethod
@@ -153,5 +155,7 @@ def default_config() -> EmulatorConfig:
                 fault=Fault(stream_error_after_parts=3, stream_error_code="StreamBroken"),
             ),
             "bidi-echo": EndpointConfig(model="bidi-echo"),
+            # Async inference (InvokeEndpointAsync): echoes after about a second.
+            "slow-echo": EndpointConfig(model="slow-echo"),
         }
     )

@@ -331,11 +331,19 @@ def _bidi_echo() -> Model:
     return BidiEchoModel()
 
 
+def _slow_echo() -> Model:
+    # Imported late: the async demo model builds on this module's types.
+    from sagewire.emulator.slow_echo import SlowEchoModel
+
+    return SlowEchoModel()
+
+
 BUILTIN_MODELS: Mapping[str, Callable[[], Model]] = {
     "echo": EchoModel,
     "tokens": TokensModel,
     "firehose": FirehoseModel,
     "chat": ChatModel,
     "bidi-echo": _bidi_echo,
+    "slow-echo": _slow_echo,
 }
 """Demo models selectable by ``model = "<name>"`` in the emulator config."""

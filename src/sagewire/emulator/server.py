@@ -21,6 +21,7 @@ from sagewire.emulator.app import build_app
 from sagewire.emulator.config import ConfigError, EmulatorConfig, default_config, load_config
 from sagewire.emulator.endpoints import EmulatorState
 from sagewire.emulator.faults import Fault
+from sagewire.emulator.s3_server import running_s3
 from sagewire.emulator.sessions import SessionTable
 from sagewire.emulator.stats import EndpointStats
 
@@ -77,15 +78,19 @@ async def running_emulator(
     shutdown_timeout: float = 1.0,
     bidi: bool = False,
     bidi_port: int = 0,
+    s3_endpoint_url: str | None = None,
 ) -> AsyncIterator[RunningEmulator]:
     """Serve ``config`` (default: the demo endpoints) on ``host:port`` (0 = a free port).
 
     With ``bidi`` also serve InvokeEndpointWithBidirectionalStream over HTTP/2 + TLS on
     ``host:bidi_port``, with a certificate from a throwaway CA made now and deleted on exit.
+
+    InvokeEndpointAsync reads inputs from and writes results to the S3 at ``s3_endpoint_url``
+    (None: AWS_ENDPOINT_URL_S3, else AWS).
     """
     state = EmulatorState(config or default_config())
     runner = web.AppRunner(
-        build_app(state),
+        build_app(state, s3_endpoint_url),
         handler_cancellation=True,
         shutdown_timeout=shutdown_timeout,
         access_log=None,
@@ -128,16 +133,27 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--port", type=int, default=8090, help="default 8090 (8080 is the container port); 0 = any"
     )
     parser.add_argument("--log-level", default="INFO")
+    s3 = parser.add_mutually_exclusive_group()
+    s3.add_argument(
+        "--s3-endpoint-url", help="S3 for async invocations (default: AWS_ENDPOINT_URL_S3, AWS)"
+    )
+    s3.add_argument(
+        "--moto", action="store_true", help="start moto's S3 on a free loopback port and use it"
+    )
     return parser.parse_args(argv)
 
 
-async def serve(config: EmulatorConfig, host: str, port: int) -> None:
+async def serve(
+    config: EmulatorConfig, host: str, port: int, s3_endpoint_url: str | None = None
+) -> None:
     """Serve until SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with running_emulator(config, host, port, shutdown_timeout=5.0) as emulator:
+    async with running_emulator(
+        config, host, port, shutdown_timeout=5.0, s3_endpoint_url=s3_endpoint_url
+    ) as emulator:
         names = ", ".join(sorted(config.endpoints)) or "(none)"
         print(f"SageMaker Runtime emulator on {emulator.url} endpoints: {names}", flush=True)
         await stop.wait()
@@ -152,5 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    asyncio.run(serve(config, args.host, args.port))
+    if not args.moto:
+        asyncio.run(serve(config, args.host, args.port, args.s3_endpoint_url))
+        return 0
+    with running_s3() as s3_url:
+        print(f"S3 (moto) on {s3_url}", flush=True)
+        asyncio.run(serve(config, args.host, args.port, s3_url))
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import aiohttp
 from botocore import exceptions as bx
 
+from sagewire.core.async_types import S3Location
 from sagewire.core.errors import SESSION_REJECTED, ErrorKind, ModelFailure, SagewireError
 
 # The model's text travels in gRPC trailers, which peers cap at 8 KiB by default: keep the
@@ -346,3 +347,95 @@ def map_aws_error(exc: BaseException, endpoint: str) -> SagewireError:
             reason="AWS_CLIENT_ERROR",
         )
     return SagewireError(message="internal error", kind=ErrorKind.INTERNAL, reason="INTERNAL")
+
+
+# -- S3 (async inference staging and results) -------------------------------------------------
+
+_S3_UNAVAILABLE = frozenset(
+    {"SlowDown", "ServiceUnavailable", "503", "InternalError", "500", "RequestTimeout"}
+)
+_S3_DENIED = frozenset(
+    {
+        "AccessDenied",
+        "403",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "AllAccessDisabled",
+    }
+)
+
+
+def map_s3_error(exc: BaseException, location: S3Location) -> SagewireError:
+    """Translate a failed S3 call on `location` (an s3:// object) into a domain error.
+
+    Messages name the bucket only: S3 keys of staged inputs and results are sagewire's business.
+    """
+    if isinstance(exc, SagewireError):
+        return exc
+    bucket = location.bucket
+    if isinstance(exc, bx.ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        meta = {"aws_error_code": code, "bucket": bucket}
+        if code == "NoSuchBucket":
+            return SagewireError(
+                message=f"S3 bucket {bucket!r} does not exist; the operator must create it or "
+                "fix the async staging configuration",
+                kind=ErrorKind.FAILED_PRECONDITION,
+                reason="S3_BUCKET_NOT_FOUND",
+                metadata=meta,
+            )
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return SagewireError(
+                message=f"the S3 object in bucket {bucket!r} no longer exists (a lifecycle rule "
+                "may have removed it)",
+                kind=ErrorKind.NOT_FOUND,
+                reason="S3_OBJECT_NOT_FOUND",
+                metadata=meta,
+            )
+        if code in _S3_DENIED:
+            return SagewireError(
+                message=f"sagewire's AWS identity may not use S3 bucket {bucket!r} ({code}); "
+                "check the IAM role of this deployment",
+                kind=ErrorKind.PERMISSION_DENIED,
+                reason="AWS_ACCESS_DENIED",
+                metadata=meta,
+            )
+        if code in _S3_UNAVAILABLE:
+            return SagewireError(
+                message=f"S3 is unavailable for bucket {bucket!r} ({code}); retry with backoff",
+                kind=ErrorKind.UNAVAILABLE,
+                reason="S3_UNAVAILABLE",
+                retry_after_s=1.0,
+                metadata=meta,
+            )
+        return SagewireError(
+            message=f"S3 returned {code or 'an error'} for bucket {bucket!r}",
+            kind=ErrorKind.INTERNAL,
+            reason="S3_ERROR",
+            metadata=meta,
+        )
+    if isinstance(exc, bx.ReadTimeoutError):
+        return SagewireError(
+            message=f"S3 did not answer for bucket {bucket!r} within the read timeout",
+            kind=ErrorKind.UNAVAILABLE,
+            reason="S3_UNAVAILABLE",
+            retry_after_s=1.0,
+        )
+    if isinstance(
+        exc,
+        bx.EndpointConnectionError
+        | bx.ConnectionClosedError
+        | bx.ConnectTimeoutError
+        | bx.ResponseStreamingError
+        | aiohttp.ClientError
+        | ConnectionError,
+    ):
+        return SagewireError(
+            message=f"could not reach S3 for bucket {bucket!r}: {type(exc).__name__}",
+            kind=ErrorKind.UNAVAILABLE,
+            reason="S3_UNREACHABLE",
+            retry_after_s=1.0,
+        )
+    # Credentials and other client-side failures read the same as for SageMaker.
+    return map_aws_error(exc, f"s3://{bucket}")

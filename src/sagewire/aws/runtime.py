@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 
 from sagewire.aws.errors import AWS_FAILURES, map_aws_error
 from sagewire.config.settings import AwsSettings
+from sagewire.core.async_types import AsyncAccepted, AsyncEndpointRequest
 from sagewire.core.types import EndpointRequest, InvokeResult, StreamStart
 
 log = logging.getLogger(__name__)
@@ -183,3 +184,27 @@ class SageMakerRuntime:
             # Closing drops the HTTP connection: on early exit the model stops streaming.
             with contextlib.suppress(Exception):
                 body.close()
+
+    async def invoke_endpoint_async(self, request: AsyncEndpointRequest) -> AsyncAccepted:
+        params: dict[str, Any] = {
+            "EndpointName": request.endpoint,
+            "InputLocation": request.input_location,
+            "InferenceId": request.inference_id,
+            "RequestTTLSeconds": request.request_ttl_seconds,
+            "InvocationTimeoutSeconds": request.invocation_timeout_seconds,
+        }
+        optional = {
+            "ContentType": request.content_type,
+            "Accept": request.accept,
+            "CustomAttributes": request.custom_attributes,
+        }
+        params.update({name: value for name, value in optional.items() if value})
+        try:
+            response = await self._client.invoke_endpoint_async(**params)
+        except AWS_FAILURES as exc:
+            raise map_aws_error(exc, request.endpoint) from exc
+        return AsyncAccepted(
+            inference_id=str(response.get("InferenceId", "")),
+            output_location=str(response.get("OutputLocation", "")),
+            failure_location=str(response.get("FailureLocation", "")),
+        )

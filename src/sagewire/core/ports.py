@@ -9,6 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
+from sagewire.core.async_types import (
+    AsyncAccepted,
+    AsyncEndpointRequest,
+    ObjectInfo,
+    ObjectStream,
+    S3Location,
+)
 from sagewire.core.types import (
     BidiPart,
     BidiRequest,
@@ -65,4 +72,47 @@ class SageMakerBidiPort(Protocol):
 
     def open_bidi(self, request: BidiRequest) -> AbstractAsyncContextManager[BidiStreamPort]:
         """Open a stream; leaving the block closes it upstream at once (bounded)."""
+        ...
+
+
+class AsyncInferencePort(Protocol):
+    """SageMaker's InvokeEndpointAsync (a port of its own so realtime fakes need not grow)."""
+
+    async def invoke_endpoint_async(self, request: AsyncEndpointRequest) -> AsyncAccepted: ...
+
+
+class ObjectStorePort(Protocol):
+    """The S3 operations async inference uses. Missing objects are None, not errors; every
+    other failure is raised as SagewireError."""
+
+    async def put(self, location: S3Location, body: bytes, content_type: str) -> None: ...
+
+    async def put_stream(
+        self, location: S3Location, chunks: AsyncIterator[bytes], content_type: str
+    ) -> int:
+        """Write `chunks` as one object without holding more than a few parts in memory;
+        return its size. On any failure (including a failing `chunks`) nothing is left
+        behind: a started multipart upload is aborted."""
+        ...
+
+    async def head(self, location: S3Location) -> ObjectInfo | None: ...
+
+    async def read(self, location: S3Location, limit: int) -> bytes | None:
+        """The object's first `limit` bytes (limit ≥ 1), or None when it does not exist."""
+        ...
+
+    def open(self, location: S3Location) -> AbstractAsyncContextManager[ObjectStream | None]:
+        """Stream the object's bytes straight from S3 (None when it does not exist)."""
+        ...
+
+
+class CompletionSignal(Protocol):
+    """Wakes job watchers early when a job may have finished (e.g. an SNS/SQS notification).
+
+    Watchers always confirm the state in S3, so a signal only shortens the wait; a missed or
+    duplicated notification is harmless.
+    """
+
+    async def wait(self, inference_id: str, timeout_s: float) -> None:
+        """Return when `inference_id` may have changed state, or after `timeout_s`."""
         ...

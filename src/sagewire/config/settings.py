@@ -147,6 +147,18 @@ class ServerSettings(Strict):
     max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     # Responses with JSON bodies up to this size also carry the parsed `json` view.
     max_json_view_bytes: int = Field(default=1024 * 1024, ge=0, le=8 * 1024 * 1024)
+    # Inbound HTTP/2 flow-control window per stream: how far a client may send ahead of what
+    # sagewire has read (e.g. an UploadAsync waiting on S3). 0 = gRPC's adaptive (BDP) window,
+    # which grows to many MiB per stream.
+    receive_window_bytes: int = Field(default=1024 * 1024, ge=0, le=64 * 1024 * 1024)
+
+    @field_validator("receive_window_bytes")
+    @classmethod
+    def _window_size(cls, value: int) -> int:
+        if 0 < value < 65_535:
+            raise ValueError("must be 0 (adaptive) or at least 65535 (HTTP/2's initial window)")
+        return value
+
     reflection: bool = True
     allow_endpoint_passthrough: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

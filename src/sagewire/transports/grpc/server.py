@@ -40,7 +40,7 @@ HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 def grpc_options(settings: Settings) -> list[tuple[str, int]]:
     limit = settings.server.max_message_bytes
-    return [
+    options = [
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
         # One process owns its port: a second server on the same port must fail loudly.
@@ -49,6 +49,12 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
+    window = settings.server.receive_window_bytes
+    if window:
+        # A fixed window bounds what gRPC buffers per stream ahead of a slow reader; BDP
+        # probing grew it to ~16 MiB under a 50 MB UploadAsync (docs/async.md, "Memory").
+        options += [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", window)]
+    return options
 
 
 class SagewireServer:

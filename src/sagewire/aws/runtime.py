@@ -18,10 +18,10 @@ from typing import Any
 
 import aioboto3
 from botocore.config import Config
-from botocore.eventstream import EventStreamBuffer, EventStreamMessage
 from botocore.exceptions import ClientError
 
 from sagewire.aws.errors import AWS_FAILURES, map_aws_error
+from sagewire.aws.eventstream import Frame, FrameDecoder
 from sagewire.config.settings import AwsSettings
 from sagewire.core.async_types import AsyncAccepted, AsyncEndpointRequest
 from sagewire.core.types import EndpointRequest, InvokeResult, StreamStart
@@ -68,7 +68,7 @@ def client_config(settings: AwsSettings) -> Config:
     )
 
 
-def _stream_exception(message: EventStreamMessage) -> ClientError:
+def _stream_exception(message: Frame) -> ClientError:
     """An exception event as botocore would raise it, but keeping the payload's ErrorCode
     (botocore's own event parser drops it, and it decides the gRPC status)."""
     kind = message.headers.get(":exception-type") or message.headers.get(":error-code", "")
@@ -97,16 +97,15 @@ class _ResponseStream:
     _endpoint: str
 
     async def parts(self) -> AsyncIterator[bytes]:
-        """Decode the event stream straight off the HTTP body with botocore's frame parser.
+        """Decode the event stream straight off the HTTP body (sagewire.aws.eventstream).
 
         The aiohttp response is botocore's EventStream `_raw_stream`; reading it directly keeps
         ModelStreamError.ErrorCode and skips a per-event shape parse on the hot path.
         """
-        frames = EventStreamBuffer()
+        frames = FrameDecoder()
         try:
             async for chunk, _ in self._body._raw_stream.content.iter_chunks():
-                frames.add_data(chunk)
-                for message in frames:
+                for message in frames.feed(chunk):
                     kind = message.headers.get(":message-type")
                     if kind == "event":
                         if message.headers.get(":event-type") == "PayloadPart" and message.payload:

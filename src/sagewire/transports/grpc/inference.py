@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from contextlib import aclosing
 
 from sagewire.core.content import is_json
 from sagewire.core.errors import unimplemented
 from sagewire.core.gateway import Gateway
 from sagewire.core.types import InvokeCall
 from sagewire.transports.grpc import converse, convert, edge
+from sagewire.transports.grpc.async_jobs import AsyncJobsService
 from sagewire.transports.grpc.edge import Ctx
 from sagewire.v1 import (
     async_jobs_pb2,
@@ -46,9 +47,15 @@ def _call(
 class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
     SERVICE = "sagewire.v1.InferenceService"
 
-    def __init__(self, gateway: Gateway, json_view_limit: int) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        json_view_limit: int,
+        async_jobs: AsyncJobsService | None = None,
+    ) -> None:
         self._gateway = gateway
         self._json_limit = json_view_limit
+        self._async_jobs = async_jobs
 
     @edge.unary
     async def Invoke(
@@ -89,35 +96,42 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
     ) -> None:
         await converse.serve(self._gateway, request_iterator, context, self._json_limit)
 
-    # Not yet built: coroutines (not generators) so the error edge answers UNIMPLEMENTED
-    # before any message; grpc.aio accepts either form for streaming responses.
+    # Async inference: thin delegations to transports.grpc.async_jobs.
+    def _async(self) -> AsyncJobsService:
+        if self._async_jobs is None:
+            raise unimplemented("async inference")
+        return self._async_jobs
 
     @edge.unary
     async def SubmitAsync(
         self, request: async_jobs_pb2.SubmitAsyncRequest, context: Ctx
     ) -> async_jobs_pb2.SubmitAsyncResponse:
-        raise unimplemented("SubmitAsync (async inference)")
+        return await self._async().submit(request, context)
 
     @edge.unary
     async def UploadAsync(
-        self, request_iterator: Any, context: Ctx
+        self, request_iterator: AsyncIterator[async_jobs_pb2.UploadAsyncRequest], context: Ctx
     ) -> async_jobs_pb2.UploadAsyncResponse:
-        raise unimplemented("UploadAsync (streamed async inputs)")
+        return await self._async().upload(request_iterator, context)
 
     @edge.unary
     async def GetAsyncResult(
         self, request: async_jobs_pb2.GetAsyncResultRequest, context: Ctx
     ) -> async_jobs_pb2.GetAsyncResultResponse:
-        raise unimplemented("GetAsyncResult (async inference)")
+        return await self._async().get_result(request, context)
 
-    @edge.unary
-    async def WatchAsync(  # type: ignore[override]
+    @edge.streaming
+    async def WatchAsync(
         self, request: async_jobs_pb2.WatchAsyncRequest, context: Ctx
-    ) -> None:
-        raise unimplemented("WatchAsync (async inference)")
+    ) -> AsyncIterator[async_jobs_pb2.WatchAsyncResponse]:
+        async with aclosing(self._async().watch(request, context)) as updates:
+            async for update in updates:
+                yield update
 
-    @edge.unary
-    async def ReadAsyncOutput(  # type: ignore[override]
+    @edge.streaming
+    async def ReadAsyncOutput(
         self, request: async_jobs_pb2.ReadAsyncOutputRequest, context: Ctx
-    ) -> None:
-        raise unimplemented("ReadAsyncOutput (async inference)")
+    ) -> AsyncIterator[async_jobs_pb2.ReadAsyncOutputResponse]:
+        async with aclosing(self._async().read_output(request, context)) as chunks:
+            async for chunk in chunks:
+                yield chunk

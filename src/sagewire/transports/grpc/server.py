@@ -15,9 +15,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sagewire import telemetry
 from sagewire.aws.runtime import SageMakerRuntime
+from sagewire.aws.s3 import S3Store
 from sagewire.config.settings import Settings
+from sagewire.core.async_jobs import AsyncJobs
 from sagewire.core.converse import finish_closing
 from sagewire.core.gateway import Gateway
+from sagewire.transports.grpc.async_jobs import AsyncJobsService
 from sagewire.transports.grpc.health import SERVING, HealthService
 from sagewire.transports.grpc.inference import InferenceServicer
 from sagewire.transports.grpc.models import ModelServicer
@@ -73,9 +76,18 @@ class SagewireServer:
         )
         runtime = await self._stack.enter_async_context(SageMakerRuntime(self.settings.aws))
         gateway = Gateway(self.settings, runtime)
+        jobs = self.settings.async_jobs
+        s3 = await self._stack.enter_async_context(
+            S3Store(self.settings.aws, jobs.upload_part_bytes, jobs.read_chunk_bytes)
+        )
+        async_jobs = AsyncJobsService(
+            AsyncJobs(self.settings, gateway.routes, runtime, s3),
+            self.settings.server.max_json_view_bytes,
+        )
         server = grpc.aio.server(options=grpc_options(self.settings))
         inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
-            InferenceServicer(gateway, self.settings.server.max_json_view_bytes), server
+            InferenceServicer(gateway, self.settings.server.max_json_view_bytes, async_jobs),
+            server,
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(gateway), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

@@ -1,0 +1,47 @@
+"""Fixtures for async inference: moto's S3 server on loopback, an emulator that reads and
+writes it, and sagewire with async routes pointed at both. Real S3 API calls throughout."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aioboto3
+import pytest_asyncio
+from async_support import (
+    ASYNC_EMULATOR_CONFIG,
+    INPUTS_BUCKET,
+    STAGING_BUCKET,
+    async_settings,
+)
+
+from sagewire.emulator.s3_server import create_buckets, running_s3
+from sagewire.emulator.server import RunningEmulator, running_emulator
+from support import Sagewire, start_sagewire
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def s3_url() -> AsyncIterator[str]:
+    """moto's S3 server, with the staging and caller-input buckets."""
+    with running_s3() as url:
+        await create_buckets(url, [STAGING_BUCKET, INPUTS_BUCKET])
+        yield url
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def s3(s3_url: str) -> AsyncIterator[Any]:
+    """A plain aioboto3 S3 client, to seed inputs and look at what sagewire left behind."""
+    async with aioboto3.Session().client("s3", endpoint_url=s3_url, region_name="us-east-1") as c:
+        yield c
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def async_emulator(s3_url: str) -> AsyncIterator[RunningEmulator]:
+    async with running_emulator(ASYNC_EMULATOR_CONFIG, s3_endpoint_url=s3_url) as emulator:
+        yield emulator
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def async_sagewire(async_emulator: RunningEmulator, s3_url: str) -> AsyncIterator[Sagewire]:
+    async with start_sagewire(async_emulator.url, **async_settings(s3_url)) as server:
+        yield server

@@ -95,17 +95,29 @@ async def _serve(settings: Settings, stack: AsyncExitStack) -> None:
 
 async def _local(args: argparse.Namespace) -> None:
     from sagewire.emulator.config import default_config, load_config
+    from sagewire.emulator.s3_server import create_buckets, running_s3
     from sagewire.emulator.server import running_emulator
 
     emulator_config = (
         load_config(args.emulator_config) if args.emulator_config else default_config()
     )
     stack = AsyncExitStack()
+    # Async inference needs S3: moto's server on a free loopback port, which the emulator and
+    # sagewire both reach through their ordinary S3 endpoint setting.
+    try:
+        s3_url: str | None = stack.enter_context(running_s3())
+    except RuntimeError as exc:
+        s3_url = None
+        print(f"sagewire: no local S3, async routes will fail: {exc}", file=sys.stderr)
     # bidi=True: the HTTP/2 TLS listener too, with a throwaway CA made now (never on disk
     # after exit) that sagewire is told to trust.
     emulator = await stack.enter_async_context(
         running_emulator(
-            emulator_config, port=args.emulator_port, bidi=True, bidi_port=args.emulator_bidi_port
+            emulator_config,
+            port=args.emulator_port,
+            bidi=True,
+            bidi_port=args.emulator_bidi_port,
+            s3_endpoint_url=s3_url,
         )
     )
     # The emulator accepts any signature; dummy credentials keep a fresh machine AWS-free.
@@ -116,7 +128,12 @@ async def _local(args: argparse.Namespace) -> None:
         "bidi_endpoint_url": emulator.bidi_url,
         "ca_bundle": str(emulator.ca_file),
     }
+    if s3_url is not None:
+        aws["s3_endpoint_url"] = s3_url
     settings = load_settings(args.config, overrides={"aws": aws})
+    if s3_url is not None:
+        await create_buckets(s3_url, _staging_buckets(settings))
+        print(f"S3 (moto) on {s3_url}", file=sys.stderr, flush=True)
     print(
         f"SageMaker emulator on {emulator.url} (HTTP/2 bidi: {emulator.bidi_url}, "
         f"CA: {emulator.ca_file})",
@@ -124,6 +141,13 @@ async def _local(args: argparse.Namespace) -> None:
         flush=True,
     )
     await _serve(settings, stack)
+
+
+def _staging_buckets(settings: Settings) -> set[str]:
+    """The buckets async routes stage inputs in: made in the local S3 so `make run` just works."""
+    buckets = {route.async_.staging_bucket for route in settings.routes.values()}
+    buckets.add(settings.async_jobs.staging_bucket)
+    return {bucket for bucket in buckets if bucket}
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:

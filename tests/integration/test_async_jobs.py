@@ -547,3 +547,33 @@ async def test_watch_honours_the_deadline_and_frees_its_slot(
                 again.cancel()
 
         await _eventually(slot_free, within_s=2)
+
+
+async def test_a_stalled_upload_is_cut_off(async_emulator: RunningEmulator, s3_url: str) -> None:
+    never = asyncio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield b"first bytes"
+        await never.wait()
+
+    settings = async_settings(s3_url, upload_idle_timeout_s=0.2)
+    async with start_sagewire(async_emulator.url, **settings) as sw:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await _upload(sw, "echo-async", stalls())
+    f = failure(caught.value)
+    assert (f.code, f.reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "UPLOAD_IDLE_TIMEOUT")
+
+
+async def test_a_deployment_without_keys_has_no_async_jobs(
+    async_emulator: RunningEmulator, s3_url: str
+) -> None:
+    routes = {"echo": {"endpoint": "echo"}}
+    async with start_sagewire(
+        async_emulator.url, routes=routes, async_jobs={"job_id_keys": []}
+    ) as sw:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await sw.inference.GetAsyncResult(
+                pb.GetAsyncResultRequest(job_id=CODEC.encode(_token()))
+            )
+    f = failure(caught.value)
+    assert (f.code, f.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "ASYNC_NOT_CONFIGURED")

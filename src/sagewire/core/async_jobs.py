@@ -1,5 +1,5 @@
-"""Async inference: submit a job (inline body, streamed upload or existing S3 input) and answer
-for it later (state, inline result, watch, output stream) from its job id alone.
+"""Submitting async jobs: an inline body, a streamed upload or an existing S3 input, handed to
+InvokeEndpointAsync, answered with a job id. core.job_results answers for the job later.
 
 No per-job state lives in sagewire: everything about a job is in its authenticated job id
 (core.job_ids) and in S3, so any replica sharing the configuration answers for any job.
@@ -8,46 +8,23 @@ No per-job state lives in sagewire: everything about a job is in its authenticat
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 from sagewire.config.async_jobs import INVOCATION_TIMEOUT_RANGE, REQUEST_TTL_RANGE
 from sagewire.config.settings import OptionName, RouteMode, Settings
-from sagewire.core.async_types import (
-    AsyncAccepted,
-    AsyncCall,
-    AsyncEndpointRequest,
-    JobResult,
-    JobState,
-    JobStatus,
-    ObjectInfo,
-    ObjectStream,
-    S3Location,
-)
-from sagewire.core.backoff import backoff_delay
+from sagewire.core.async_types import AsyncAccepted, AsyncCall, AsyncEndpointRequest, S3Location
 from sagewire.core.errors import ErrorKind, SagewireError, deadline_exceeded, invalid_argument
 from sagewire.core.job_ids import JobIdCodec, JobToken
-from sagewire.core.ports import AsyncInferencePort, CompletionSignal, ObjectStorePort
+from sagewire.core.job_results import not_configured
+from sagewire.core.ports import AsyncInferencePort, ObjectStorePort
 from sagewire.core.routes import Route, RouteTable
 from sagewire.core.types import InvocationOptions
 from sagewire.core.validation import validate_media_type, validate_options
 
-# Failure objects hold the model's error text; more than this is not worth a gRPC message.
-FAILURE_REASON_BYTES = 4096
 MAX_INPUT_LOCATION_CHARS = 1024
-# Past the result deadline, one more poll lands just after it, not just before.
-_EXPIRY_MARGIN_S = 0.05
-
-
-class PollOnly:
-    """The default CompletionSignal: no notifications, watchers just poll on their backoff."""
-
-    async def wait(self, inference_id: str, timeout_s: float) -> None:
-        await asyncio.sleep(timeout_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +52,9 @@ def _in_range(field: str, value: int, bounds: tuple[int, int]) -> int:
     return value
 
 
-async def _none() -> None:
-    return None
-
-
 class AsyncJobs:
-    """Transport-neutral async inference operations."""
+    """SubmitAsync and UploadAsync, transport-neutral. `codec` is None when no job-id key is
+    configured (then there are no async routes, and every call says so)."""
 
     def __init__(
         self,
@@ -88,22 +62,16 @@ class AsyncJobs:
         routes: RouteTable,
         runtime: AsyncInferencePort,
         store: ObjectStorePort,
-        signal: CompletionSignal | None = None,
+        codec: JobIdCodec | None,
         clock: Callable[[], float] = time.time,
-        jitter: Callable[[], float] = random.random,
     ) -> None:
         self._settings = settings.async_jobs
         self._routes = routes
         self._runtime = runtime
         self._store = store
-        self._signal = signal or PollOnly()
+        self._codec = codec
         self._clock = clock
-        self._jitter = jitter
-        keys = self._settings.keys()
-        self._codec = JobIdCodec(keys, self._settings.job_id_retention_s) if keys else None
-        self._open_streams = 0
 
-    # -- submitting ---------------------------------------------------------------------------
     async def submit(
         self, call: AsyncCall, body: bytes | None = None, input_location: str = ""
     ) -> IssuedJob:
@@ -288,143 +256,7 @@ class AsyncJobs:
         )
         return IssuedJob(self._require_codec().encode(token), token)
 
-    # -- answering for a job ------------------------------------------------------------------
     def _require_codec(self) -> JobIdCodec:
         if self._codec is None:
-            raise SagewireError(
-                message="async inference is not configured on this sagewire (no "
-                "async_jobs.job_id_keys)",
-                kind=ErrorKind.FAILED_PRECONDITION,
-                reason="ASYNC_NOT_CONFIGURED",
-            )
+            raise not_configured()
         return self._codec
-
-    def token(self, job_id: str) -> JobToken:
-        """Verify `job_id` (no I/O): INVALID_ARGUMENT when forged or malformed, NOT_FOUND when
-        expired."""
-        return self._require_codec().decode(job_id, self._clock())
-
-    async def result(self, job_id: str) -> JobResult:
-        token = self.token(job_id)
-        status = await self._probe(token)
-        body: bytes | None = None
-        if status.output is not None and status.output.size <= self._settings.inline_output_bytes:
-            body = await self._read_all(_location(token.output_location), status.output)
-        return JobResult(status, token.expires_at, body)
-
-    async def watch(self, job_id: str) -> AsyncGenerator[JobStatus, None]:
-        """Each state change until a terminal state, polling S3 with capped exponential backoff
-        and jitter. Runs until the job ends or the caller goes away (cancellation)."""
-        token = self.token(job_id)
-        with self._stream_slot():
-            last: JobState | None = None
-            attempt = 0
-            while True:
-                status = await self._probe(token)
-                if status.state is not last:
-                    last = status.state
-                    yield status
-                if status.state.terminal:
-                    return
-                delay = backoff_delay(
-                    attempt,
-                    self._settings.watch_poll_initial_s,
-                    self._settings.watch_poll_max_s,
-                    self._jitter,
-                )
-                attempt += 1
-                until_expiry = token.expires_at - self._clock() + _EXPIRY_MARGIN_S
-                await self._signal.wait(token.inference_id, max(min(delay, until_expiry), 0.0))
-
-    @asynccontextmanager
-    async def open_output(self, job_id: str) -> AsyncIterator[ObjectStream]:
-        """The job's output streamed straight from S3; FAILED_PRECONDITION when there is none."""
-        token = self.token(job_id)
-        with self._stream_slot():
-            async with self._store.open(_location(token.output_location)) as stream:
-                if stream is None:
-                    raise await self._no_output(token)
-                yield stream
-
-    async def _no_output(self, token: JobToken) -> SagewireError:
-        status = await self._probe(token)
-        if status.state is JobState.COMPLETED:  # appeared just now
-            return SagewireError(
-                message="the job's output appeared while being opened; retry",
-                kind=ErrorKind.UNAVAILABLE,
-                reason="OUTPUT_NOT_READY",
-                retry_after_s=0.1,
-            )
-        hint = {
-            JobState.PENDING: "it is still pending; WatchAsync tells when it completes",
-            JobState.FAILED: "it failed; GetAsyncResult gives the failure reason",
-            JobState.EXPIRED: "it expired without a result",
-        }[status.state]
-        return SagewireError(
-            message=f"the job has no output to read: {hint}",
-            kind=ErrorKind.FAILED_PRECONDITION,
-            reason="JOB_NOT_COMPLETED",
-            metadata={"state": status.state.value},
-        )
-
-    async def _probe(self, token: JobToken) -> JobStatus:
-        """The job's state from S3: output object → COMPLETED, failure object → FAILED, neither
-        past the deadline → EXPIRED, else PENDING."""
-        failure = _location(token.failure_location) if token.failure_location else None
-        found = await asyncio.gather(
-            self._store.head(_location(token.output_location)),
-            self._store.head(failure) if failure is not None else _none(),
-            return_exceptions=True,
-        )
-        for item in found:
-            if isinstance(item, BaseException):
-                raise item
-        output, failed = found
-        now = self._clock()
-        if isinstance(output, ObjectInfo):
-            return JobStatus(JobState.COMPLETED, now, output=output)
-        if isinstance(failed, ObjectInfo) and failure is not None:
-            reason = await self._store.read(failure, FAILURE_REASON_BYTES) if failed.size else b""
-            text = (reason or b"").decode("utf-8", errors="replace").strip()
-            return JobStatus(JobState.FAILED, now, failure_reason=text)
-        if now >= token.expires_at:
-            return JobStatus(JobState.EXPIRED, now)
-        return JobStatus(JobState.PENDING, now)
-
-    async def _read_all(self, location: S3Location, info: ObjectInfo) -> bytes:
-        if info.size == 0:
-            return b""
-        body = await self._store.read(location, info.size)
-        if body is None or len(body) != info.size:
-            raise SagewireError(
-                message="the job's output changed while being read; retry",
-                kind=ErrorKind.UNAVAILABLE,
-                reason="OUTPUT_NOT_READY",
-                retry_after_s=0.1,
-            )
-        return body
-
-    @contextmanager
-    def _stream_slot(self) -> Iterator[None]:
-        limit = self._settings.max_open_streams
-        if self._open_streams >= limit:
-            raise SagewireError(
-                message=f"this sagewire already serves {limit} WatchAsync/ReadAsyncOutput "
-                "streams; retry shortly or on another replica",
-                kind=ErrorKind.RESOURCE_EXHAUSTED,
-                reason="STREAM_LIMIT",
-                retry_after_s=1.0,
-                metadata={"limit": str(limit)},
-            )
-        self._open_streams += 1
-        try:
-            yield
-        finally:
-            self._open_streams -= 1
-
-
-def _location(uri: str) -> S3Location:
-    # Job ids are authenticated and their locations were checked when issued.
-    location = S3Location.parse(uri)
-    assert location is not None
-    return location

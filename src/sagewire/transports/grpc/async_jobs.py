@@ -14,6 +14,7 @@ from sagewire.core.async_jobs import AsyncJobs, IssuedJob
 from sagewire.core.async_types import AsyncCall, JobState, JobStatus
 from sagewire.core.content import is_json
 from sagewire.core.errors import invalid_argument
+from sagewire.core.job_results import JobResults
 from sagewire.transports.grpc import convert
 from sagewire.transports.grpc.edge import Ctx
 from sagewire.v1 import async_jobs_pb2
@@ -76,8 +77,9 @@ async def _chunks(
 class AsyncJobsService:
     """Async inference for InferenceServicer; `json_limit` caps the parsed `json` view."""
 
-    def __init__(self, jobs: AsyncJobs, json_limit: int) -> None:
+    def __init__(self, jobs: AsyncJobs, results: JobResults, json_limit: int) -> None:
         self._jobs = jobs
+        self._results = results
         self._json_limit = json_limit
 
     async def submit(
@@ -112,7 +114,7 @@ class AsyncJobsService:
     async def get_result(
         self, request: async_jobs_pb2.GetAsyncResultRequest, context: Ctx
     ) -> async_jobs_pb2.GetAsyncResultResponse:
-        result = await self._jobs.result(request.job_id)
+        result = await self._results.result(request.job_id)
         status = result.status
         response = async_jobs_pb2.GetAsyncResultResponse(
             state=_STATES[status.state],
@@ -135,14 +137,14 @@ class AsyncJobsService:
     async def watch(
         self, request: async_jobs_pb2.WatchAsyncRequest, context: Ctx
     ) -> AsyncGenerator[async_jobs_pb2.WatchAsyncResponse, None]:
-        async with aclosing(self._jobs.watch(request.job_id)) as updates:
+        async with aclosing(self._results.watch(request.job_id)) as updates:
             async for status in updates:
                 yield _update(status)
 
     async def read_output(
         self, request: async_jobs_pb2.ReadAsyncOutputRequest, context: Ctx
     ) -> AsyncGenerator[async_jobs_pb2.ReadAsyncOutputResponse, None]:
-        async with self._jobs.open_output(request.job_id) as stream:
+        async with self._results.open_output(request.job_id) as stream:
             first = True
             async for chunk in stream.chunks:
                 message = async_jobs_pb2.ReadAsyncOutputResponse(chunk=chunk)

@@ -20,6 +20,7 @@ from sagewire.config.settings import Settings
 from sagewire.core.async_jobs import AsyncJobs
 from sagewire.core.converse import finish_closing
 from sagewire.core.gateway import Gateway
+from sagewire.core.job_results import JobResults, job_codec
 from sagewire.transports.grpc.async_jobs import AsyncJobsService
 from sagewire.transports.grpc.health import SERVING, HealthService
 from sagewire.transports.grpc.inference import InferenceServicer
@@ -80,8 +81,10 @@ class SagewireServer:
         s3 = await self._stack.enter_async_context(
             S3Store(self.settings.aws, jobs.upload_part_bytes, jobs.read_chunk_bytes)
         )
+        codec = job_codec(jobs)
         async_jobs = AsyncJobsService(
-            AsyncJobs(self.settings, gateway.routes, runtime, s3),
+            AsyncJobs(self.settings, gateway.routes, runtime, s3, codec),
+            JobResults(jobs, codec, s3),
             self.settings.server.max_json_view_bytes,
         )
         server = grpc.aio.server(options=grpc_options(self.settings))

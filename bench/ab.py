@@ -1,0 +1,105 @@
+"""Is a change to sagewire faster? Two sagewire processes side by side, measured in turns.
+
+    git worktree add /tmp/sagewire-base HEAD~1        # or any revision to compare against
+    python -m bench.ab --baseline /tmp/sagewire-base/src [--loads unary,stream-16] [--rounds 6]
+
+A runs the `sagewire` package found in `--baseline` (put first on PYTHONPATH; the generated
+protobuf code still comes from this checkout), B runs this working tree. Both serve the same
+emulator, and every round runs each load against A and B in alternating order, so a busy
+neighbour or thermal drift hits both alike. The decision metric is sagewire's own CPU per call
+or relayed part (psutil user + system time), which background load disturbs far less than
+throughput; throughput and latency are printed next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.configs import write_configs
+from bench.loads import LOADS, load_job
+from bench.run import log, run_loadgen
+from bench.services import Services
+
+
+@dataclass
+class Tally:
+    cpu_us: list[float] = field(default_factory=list)
+    rate: list[float] = field(default_factory=list)
+    p50_ms: list[float] = field(default_factory=list)
+    first_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+
+
+async def compare(baseline: Path, loads: list[str], rounds: int, seconds: float) -> None:
+    with tempfile.TemporaryDirectory(prefix="sagewire-ab-") as directory:
+        emulator_config, sagewire_config = write_configs(Path(directory))
+        async with Services() as services:
+            emulator = await services.emulator(emulator_config)
+            a = await services.sagewire(
+                sagewire_config, emulator.address, extra_env={"PYTHONPATH": str(baseline)}, name="A"
+            )
+            b = await services.sagewire(sagewire_config, emulator.address, name="B")
+            for load in loads:
+                tallies = {"A": Tally(), "B": Tally()}
+                for turn in range(rounds):
+                    pair = [("A", a), ("B", b)]
+                    for name, service in pair if turn % 2 == 0 else pair[::-1]:
+                        job = load_job(load, service.address, seconds, warmup_s=0.3)
+                        watch = {"server": service}
+                        for result in await run_loadgen(
+                            job, watch, seconds + 20, ours=services.running
+                        ):
+                            tally = tallies[name]
+                            items = max(result["items"], 1)
+                            tally.cpu_us.append(result["server_cpu_s"] / items * 1e6)
+                            tally.rate.append(result["items_per_s"])
+                            tally.p50_ms.append(result["p50_ms"])
+                            tally.first_ms.append(result["first_p50_ms"])
+                            tally.errors += result["errors"]
+                _print(load, tallies)
+
+
+def _print(load: str, tallies: dict[str, Tally]) -> None:
+    med = statistics.median
+    what = LOADS[load][0]
+    print(f"\n{load} ({what}, concurrency {LOADS[load][2]}), medians over {len(tallies['A'].rate)}")
+    for name, t in tallies.items():
+        print(
+            f"  {name}: CPU {med(t.cpu_us):7.1f} µs/item ({min(t.cpu_us):.0f}–{max(t.cpu_us):.0f})"
+            f"  {med(t.rate):8.0f} items/s  p50 {med(t.p50_ms):7.2f} ms"
+            f"  first item p50 {med(t.first_ms):6.2f} ms  errors {t.errors}"
+        )
+    a, b = tallies["A"], tallies["B"]
+    print(
+        f"  B/A: CPU per item {med(b.cpu_us) / med(a.cpu_us):.2f}×, "
+        f"items/s {med(b.rate) / med(a.rate):.2f}×",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n")[0])
+    parser.add_argument("--baseline", type=Path, required=True, help="directory holding sagewire/")
+    parser.add_argument("--loads", default="unary,unary-1,ttfp,stream-16")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=1.5)
+    args = parser.parse_args()
+    loads = args.loads.split(",")
+    unknown = sorted(set(loads) - set(LOADS))
+    if unknown or not (args.baseline / "sagewire").is_dir():
+        parser.error(
+            f"unknown loads {unknown} (known: {', '.join(LOADS)})"
+            if unknown
+            else f"{args.baseline} has no sagewire/ package"
+        )
+    log(f"A = {args.baseline}, B = this working tree; loads {', '.join(loads)}")
+    asyncio.run(compare(args.baseline.resolve(), loads, args.rounds, args.seconds))
+
+
+if __name__ == "__main__":
+    main()

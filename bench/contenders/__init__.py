@@ -1,0 +1,1 @@
+"""The reference servers sagewire is measured against (see docs/benchmarks.md)."""

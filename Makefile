@@ -80,6 +80,10 @@ unit: $(STAMP) ## Only the fast unit tests
 run: $(STAMP) ## Run sagewire on 127.0.0.1:50051 with the local SageMaker emulator and demo models
 	$(VENV)/bin/sagewire local --config config/local.toml
 
+.PHONY: bench
+bench: $(STAMP) ## Benchmarks against the alternatives (~7 min; QUICK=1 for a 1-min smoke run)
+	$(VENV)/bin/python -m bench.run $(if $(QUICK),--quick,)
+
 .PHONY: fmt
 fmt: $(STAMP) ## Format and auto-fix
 	$(VENV)/bin/ruff format .

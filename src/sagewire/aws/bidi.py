@@ -199,7 +199,7 @@ class _StreamTransport(AWSCRTHTTPClient):
         return connection
 
 
-def _consume_outcome(task: asyncio.Task[Any]) -> None:
+def _consume_outcome(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
 
@@ -273,6 +273,8 @@ class BidiStream:
         self.output_done = False
         self._failed: SagewireError | None = None
         self._receiving: asyncio.Future[Any] | None = None
+        # The SDK's wait for the response headers, once started; its outcome is always read.
+        self._starting: asyncio.Future[Any] | None = None
 
     async def start(self) -> BidiStart:
         if self._start is not None:
@@ -282,13 +284,21 @@ class BidiStream:
         try:
             async with asyncio.timeout(self._read_timeout):
                 # Shielded: a timeout here must not cancel the SDK's own task.
-                response, self._output = await asyncio.shield(self._sdk.await_output())
+                response, self._output = await asyncio.shield(self._await_output())
         except TimeoutError:
             raise self._fail(bidi_read_timeout(self._endpoint, self._read_timeout)) from None
         except Exception as exc:
             raise self._fail(_failure(exc, self._endpoint, started=False)) from exc
         self._start = BidiStart(invoked_variant=response.invoked_production_variant or "")
         return self._start
+
+    def _await_output(self) -> asyncio.Future[Any]:
+        """The SDK's wait for the response headers, as one task whose outcome is read even
+        when nobody waits for it any more (a start that timed out: the TLS failure delay)."""
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._sdk.await_output())
+            self._starting.add_done_callback(_consume_outcome)
+        return self._starting
 
     async def send(self, part: BidiPart) -> None:
         if self._failed is not None:
@@ -389,8 +399,7 @@ class BidiStream:
         # Retrieve the SDK's background outcome so no task is left with an unread exception.
         if self._start is None:
             # Not awaited: a connection stuck in the TLS failure delay may take 10-30 s.
-            outcome = asyncio.ensure_future(self._sdk.await_output())
-            outcome.add_done_callback(_consume_outcome)
+            self._await_output()
         # End the SDK's input buffer without flushing (nobody will drain it now), so the CRT's
         # body writer task finishes instead of waiting forever.
         writer = getattr(self._sdk.input_stream, "_writer", None)

@@ -34,7 +34,7 @@ from support import TEST_EMULATOR_CONFIG, Sagewire, start_sagewire  # noqa: E402
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def emulator() -> AsyncIterator[RunningEmulator]:
-    async with running_emulator(TEST_EMULATOR_CONFIG) as emu:
+    async with running_emulator(TEST_EMULATOR_CONFIG, bidi=True) as emu:
         yield emu
 
 
@@ -48,5 +48,5 @@ def _healthy_emulator(request: pytest.FixtureRequest) -> None:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def sagewire(emulator: RunningEmulator) -> AsyncIterator[Sagewire]:
     """A sagewire server with the standard test routes, shared by the session."""
-    async with start_sagewire(emulator.url) as server:
+    async with start_sagewire(emulator) as server:
         yield server

@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2_grpc
 from sagewire.config import Settings, load_settings
 from sagewire.emulator.config import EmulatorConfig, EndpointConfig
 from sagewire.emulator.faults import Fault
+from sagewire.emulator.server import RunningEmulator
 from sagewire.transports.grpc.server import SagewireServer
 from sagewire.v1 import common_pb2, inference_service_pb2_grpc, model_service_pb2_grpc
 
@@ -32,6 +33,8 @@ TEST_EMULATOR_CONFIG = EmulatorConfig(
         "faulty": EndpointConfig(model="echo"),
         "faulty-stream": EndpointConfig(model="tokens"),
         "slow-echo": EndpointConfig(model="echo", fault=Fault(latency_ms=1000)),
+        # HTTP/2 bidirectional streams (the emulator's bidi listener).
+        "bidi-echo": EndpointConfig(model="bidi-echo", variants=["AllTraffic", "B"]),
     }
 )
 
@@ -62,6 +65,7 @@ TEST_ROUTES: dict[str, dict[str, Any]] = {
         "timeout_s": 60,
     },
     "async-only": {"endpoint": "echo", "mode": "async"},
+    "bidi-echo": {"endpoint": "bidi-echo", "mode": "bidi", "allow": ["target_variant"]},
 }
 
 
@@ -70,7 +74,7 @@ TEST_JOB_ID_KEY = "dGVzdC1vbmx5LWpvYi1pZC1rZXktMzItYnl0ZXMtbG9uZw=="
 
 
 def settings_for(
-    runtime_url: str,
+    runtime: str | RunningEmulator,
     routes: Mapping[str, Mapping[str, Any]] | None = None,
     server: Mapping[str, Any] | None = None,
     aws: Mapping[str, Any] | None = None,
@@ -80,11 +84,21 @@ def settings_for(
         overrides={
             "server": {"listen": "127.0.0.1:0", "shutdown_grace_s": 5, **(server or {})},
             # One attempt: tests see each upstream error exactly as the emulator sent it.
-            "aws": {"runtime_endpoint_url": runtime_url, "max_attempts": 1, **(aws or {})},
+            "aws": {**_aws_for(runtime), "max_attempts": 1, **(aws or {})},
             "async_jobs": {"job_id_keys": [TEST_JOB_ID_KEY], **(async_jobs or {})},
             "routes": dict(routes if routes is not None else TEST_ROUTES),
         }
     )
+
+
+def _aws_for(runtime: str | RunningEmulator) -> dict[str, Any]:
+    """The emulator's endpoints: its URL, or all of it (HTTP/2 bidi listener and its CA too)."""
+    if isinstance(runtime, str):
+        return {"runtime_endpoint_url": runtime}
+    aws: dict[str, Any] = {"runtime_endpoint_url": runtime.url}
+    if runtime.bidi_url is not None:
+        aws |= {"bidi_endpoint_url": runtime.bidi_url, "ca_bundle": str(runtime.ca_file)}
+    return aws
 
 
 @dataclass
@@ -106,9 +120,10 @@ class Sagewire:
 
 @asynccontextmanager
 async def start_sagewire(
-    runtime_url: str, settings: Settings | None = None, **kwargs: Any
+    runtime: str | RunningEmulator, settings: Settings | None = None, **kwargs: Any
 ) -> AsyncIterator[Sagewire]:
-    server = SagewireServer(settings or settings_for(runtime_url, **kwargs))
+    """sagewire on a free port; pass the emulator itself (not its URL) for bidi routes."""
+    server = SagewireServer(settings or settings_for(runtime, **kwargs))
     async with server:
         target = f"127.0.0.1:{server.port}"
         async with grpc.aio.insecure_channel(

@@ -1,4 +1,4 @@
-"""ModelService, health, reflection (v1alpha and v1), pass-through and unimplemented RPCs."""
+"""ModelService, health, reflection (v1alpha and v1), pass-through, Converse on a bidi route."""
 
 from __future__ import annotations
 
@@ -84,17 +84,22 @@ async def test_reflection_lists_and_describes(sagewire: Sagewire, version: str) 
     await call.done_writing()
 
 
-async def test_unimplemented_rpcs_name_the_capability(emulator: RunningEmulator) -> None:
+async def test_converse_on_a_bidi_route_opens_sagemakers_http2_stream(
+    emulator: RunningEmulator,
+) -> None:
+    # The endpoint behind this route serves no bidirectional stream: SageMaker's own answer
+    # ends the Converse before any message (the full bidi suite is test_converse_bidi.py).
     routes = {"duplex": {"endpoint": "echo", "mode": "bidi"}}
-    async with start_sagewire(emulator.url, routes=routes) as sw:
+    async with start_sagewire(emulator, routes=routes) as sw:
         call = sw.inference.Converse()  # type: ignore[call-arg]
         await call.write(
             converse_pb2.ConverseRequest(open=converse_pb2.ConverseOpen(model="duplex"))
         )
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call.read()
-    assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    assert "Converse on bidi routes" in (caught.value.details() or "")
+    got = failure(caught.value)
+    assert (got.code, got.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "SAGEMAKER_VALIDATION")
+    assert "bidirectional" in got.message
 
 
 async def test_endpoint_passthrough_only_when_enabled(

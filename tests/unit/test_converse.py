@@ -55,3 +55,12 @@ def test_out_of_range_or_unknown_keys_name_the_key(key: str, value: object) -> N
 )
 def test_new_session_header(header: str, session_id: str, expires: datetime | None) -> None:
     assert parse_session_header(header) == (session_id, expires)
+
+
+def test_bidi_routes_refuse_stateful_sessions() -> None:
+    route = {"endpoint": "e", "mode": "bidi", "converse": {"sessions": True}}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(overrides={"routes": {"r": route}})
+    assert caught.value.problems[0].startswith(
+        "routes.r: Value error, converse.sessions does not apply to mode bidi"
+    )

@@ -126,6 +126,15 @@ class RouteSettings(Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _bidi_has_no_sessions(self) -> RouteSettings:
+        if self.mode is RouteMode.BIDI and self.converse.sessions:
+            raise ValueError(
+                "converse.sessions does not apply to mode bidi: one bidirectional stream "
+                "already keeps the whole Converse on one model instance"
+            )
+        return self
+
 
 class ServerSettings(Strict):
     """The gRPC listener and its limits."""

@@ -18,6 +18,14 @@ either the route's open request gets it before the first turn, or the first turn
 sent with NEW_SESSION through InvokeEndpoint (InvokeEndpointWithResponseStream refuses
 NEW_SESSION) while later turns wait for the id. When the Converse ends, the route's close
 request closes the SageMaker session.
+
+On `bidi` routes the session holds one SageMaker HTTP/2 bidirectional stream instead: the
+reader sends each turn upstream as a part when it arrives, and a receiver task relays the
+model's parts as chunks (`converse_bidi.BidiTurns`, which also documents how output is tagged
+with turns). A half-close or `close` closes the stream's input and the session ends with OK once
+the model has ended its output; the model ending first also ends it with OK; an upstream
+failure ends it with that failure's status; a cancelled caller leaves the stream's block, which
+closes it upstream at once.
 """
 
 from __future__ import annotations
@@ -27,12 +35,29 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from sagewire.config.settings import RouteMode, StreamFraming
 from sagewire.core.content import is_json
+from sagewire.core.converse_bidi import BidiTurns
+from sagewire.core.converse_events import (
+    BadTurn,
+    CancelTurn,
+    ClientMessage,
+    CloseSession,
+    ConverseEvent,
+    ConverseStart,
+    Outbox,
+    Send,
+    SessionChanged,
+    SessionOpened,
+    Turn,
+    TurnChunk,
+    TurnEnded,
+    TurnFailed,
+)
 from sagewire.core.errors import (
     SESSION_REJECTED,
     ErrorKind,
@@ -59,96 +84,6 @@ async def finish_closing() -> None:
     await asyncio.sleep(0)  # let just-cancelled sessions schedule theirs
     if _closing:
         await asyncio.gather(*_closing, return_exceptions=True)
-
-
-# -- what the transport hands in ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ConverseStart:
-    """The client's opening message: route and what applies to every turn."""
-
-    model: str
-    options: InvocationOptions = field(default_factory=InvocationOptions)
-    content_type: str = ""
-    accept: str = ""
-    framing: StreamFraming | None = None
-    # Seconds left before the caller's deadline for the whole stream; None when none was set.
-    time_remaining_s: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    turn_id: str
-    body: bytes
-    content_type: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class BadTurn:
-    """A turn the transport could not decode; refused in-band with `error`."""
-
-    turn_id: str
-    error: SagewireError
-
-
-@dataclass(frozen=True, slots=True)
-class CancelTurn:
-    turn_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class CloseSession:
-    """No more turns: in-flight ones finish, then the session ends (like a half-close)."""
-
-
-ClientMessage = Turn | BadTurn | CancelTurn | CloseSession
-
-
-# -- what comes out -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SessionOpened:
-    model: str
-    session_id: str = ""
-    expires_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SessionChanged:
-    """A turn opened the SageMaker session, or it was replaced after SageMaker rejected it."""
-
-    session_id: str
-    expires_at: datetime | None
-    turn_id: str
-    reopened: bool
-
-
-@dataclass(frozen=True, slots=True)
-class TurnChunk:
-    turn_id: str
-    body: bytes
-    # A whole record or answer that may be JSON (lines framing, or a JSON real-time answer).
-    record: bool
-
-
-@dataclass(frozen=True, slots=True)
-class TurnEnded:
-    turn_id: str
-    invoked_variant: str
-    chunk_count: int
-    byte_count: int
-
-
-@dataclass(frozen=True, slots=True)
-class TurnFailed:
-    turn_id: str
-    error: SagewireError
-
-
-ConverseEvent = SessionOpened | SessionChanged | TurnChunk | TurnEnded | TurnFailed
-Send = Callable[[ConverseEvent], Awaitable[None]]
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -197,13 +132,16 @@ class ConverseSession:
         self._deadline = None if start.time_remaining_s is None else now + start.time_remaining_s
         self._route, self._framing = gateway.check_session(self._call(b""))
         self._settings = self._route.settings.converse
+        self._is_bidi = self._route.mode is RouteMode.BIDI
+        self._bidi: BidiTurns | None = None  # the open stream, on bidi routes
+        self._receiver: asyncio.Task[None] | None = None
         self._check_session_option(start.options.session_id)
         self._session_id = ""
         self._expires_at: datetime | None = None
         self._session_lock = asyncio.Lock()
         self._reopen_pending = False
         # (event, holds a credit); drained by run() only.
-        self._outbox: asyncio.Queue[tuple[ConverseEvent | None, bool]] = asyncio.Queue()
+        self._outbox: Outbox = asyncio.Queue()
         self._credits = asyncio.Semaphore(self._settings.max_buffered_chunks)
         self._waiting: deque[Turn] = deque()
         self._running: dict[str, _Running] = {}
@@ -252,12 +190,15 @@ class ConverseSession:
         limit = asyncio.timeout(self._settings.max_duration_s)
         try:
             async with limit:
-                if self._settings.sessions and self._settings.open_body:
-                    await self._open_session()
-                await send(SessionOpened(self._name, self._session_id, self._expires_at))
-                self._last_activity = time.monotonic()
-                self._reader = asyncio.create_task(self._read())
-                await self._pump(send)
+                if self._is_bidi:
+                    await self._run_bidi(send)
+                else:
+                    if self._settings.sessions and self._settings.open_body:
+                        await self._open_session()
+                    await send(SessionOpened(self._name, self._session_id, self._expires_at))
+                    self._touch()
+                    self._reader = asyncio.create_task(self._read())
+                    await self._pump(send)
         except asyncio.CancelledError:
             # The caller went away or its deadline passed: stop everything, close upstream
             # in the background since this task may not wait any more.
@@ -280,14 +221,54 @@ class ConverseSession:
             raise
         await self._wind_down()
 
+    async def _run_bidi(self, send: Send) -> None:
+        """The session over one bidirectional stream, held open for the whole session."""
+        async with self._gateway.open_bidi(self._call(b"")) as stream:
+            bidi = self._bidi = BidiTurns(stream, self._outbox, self._credits, self._touch)
+            # Reading starts before the response headers: parts the client sent meanwhile go
+            # upstream at once, in case a model answers its headers only once input arrives.
+            self._reader = asyncio.create_task(self._read())
+            try:
+                await bidi.start()
+                await send(SessionOpened(self._name))
+                self._touch()
+                self._receiver = asyncio.create_task(self._receive())
+                await self._pump(send)
+            finally:
+                await self._halt()  # before the stream closes, nothing may still use it
+            if not bidi.input_closed:  # the model ended first: end our side too (bounded)
+                try:
+                    await bidi.close_input()
+                except SagewireError as error:
+                    log.debug("closing the input of a finished bidi stream: %s", error)
+
+    async def _receive(self) -> None:
+        assert self._bidi is not None
+        try:
+            await self._bidi.relay_output()
+        except SagewireError as error:
+            self._fail(error)
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            log.exception("relaying a bidi stream failed, incident %s", incident)
+            self._fail(SagewireError(message=f"internal error in sagewire (incident {incident})"))
+
+    def _touch(self) -> None:
+        self._last_activity = time.monotonic()
+
+    def _finished(self) -> bool:
+        if self._bidi is not None:  # the model ended its output and all of it was sent
+            return self._bidi.output_done and self._outbox.empty()
+        return self._idle() and self._closing
+
     async def _pump(self, send: Send) -> None:
         idle_timeout = self._settings.idle_timeout_s
         while True:
             if self._failure is not None:
                 raise self._failure
-            idle = self._idle()
-            if idle and self._closing:
+            if self._finished():
                 return
+            idle = self._idle()
             try:
                 if idle:
                     left = idle_timeout - (time.monotonic() - self._last_activity)
@@ -297,9 +278,10 @@ class ConverseSession:
                     event, credited = await self._outbox.get()
             except TimeoutError:
                 if self._idle() and time.monotonic() - self._last_activity >= idle_timeout:
+                    quiet = "no part from the model" if self._is_bidi else "no turn running"
                     raise SagewireError(
                         message=f"the Converse session on model {self._name!r} was idle for "
-                        f"{idle_timeout:g}s (no message, no turn running) and was ended "
+                        f"{idle_timeout:g}s (no message, {quiet}) and was ended "
                         "(converse.idle_timeout_s)",
                         kind=ErrorKind.DEADLINE_EXCEEDED,
                         reason="SESSION_IDLE_TIMEOUT",
@@ -326,18 +308,21 @@ class ConverseSession:
 
     def _stop(self) -> list[asyncio.Task[None]]:
         tasks = [running.task for running in self._running.values()]
-        if self._reader is not None:
-            tasks.append(self._reader)
+        tasks += [task for task in (self._reader, self._receiver) if task is not None]
         for task in tasks:
             task.cancel()
         return tasks
 
-    async def _wind_down(self) -> None:
-        """Stop what still runs (nothing, after a normal end), then close the SageMaker
-        session."""
+    async def _halt(self) -> None:
+        """Stop every task of the session and wait until they have stopped."""
         tasks = self._stop()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _wind_down(self) -> None:
+        """Stop what still runs (nothing, after a normal end), then close the SageMaker
+        session."""
+        await self._halt()
         await self._close_session()
 
     # -- client messages --------------------------------------------------------------------
@@ -345,9 +330,14 @@ class ConverseSession:
     async def _read(self) -> None:
         try:
             async for message in self._messages:
-                self._last_activity = time.monotonic()
+                self._touch()
                 await self._accept(message)
+            self._closing = True  # half-close
+            if self._bidi is not None:
+                await self._bidi.close_input()
         except SagewireError as error:
+            if self._bidi is not None and self._bidi.output_done:
+                return  # the model already ended the stream: nothing is lost
             self._fail(error)
             return
         except Exception:
@@ -356,37 +346,68 @@ class ConverseSession:
             log.exception("reading a Converse stream failed, incident %s", incident)
             self._fail(SagewireError(message=f"internal error in sagewire (incident {incident})"))
             return
-        self._closing = True  # half-close
         self._wake()
 
     async def _accept(self, message: ClientMessage) -> None:
         match message:
             case Turn():
-                error = self._admission_error(message.turn_id)
+                error = self._admission_error(message)
                 if error is not None:
                     await self._refuse(message.turn_id, error)
-                    return
-                self._seen.add(message.turn_id)
-                self._waiting.append(message)
-                self._dispatch()
+                elif self._bidi is not None:
+                    self._seen.add(message.turn_id)
+                    await self._bidi.send(message)  # waits while the model takes no input
+                else:
+                    self._seen.add(message.turn_id)
+                    self._waiting.append(message)
+                    self._dispatch()
             case BadTurn(turn_id, error):
                 await self._refuse(turn_id, error)
+            case CancelTurn(turn_id) if self._is_bidi:
+                await self._refuse(turn_id, self._not_cancellable(turn_id))
             case CancelTurn(turn_id):
                 await self._cancel(turn_id)
             case CloseSession():
                 self._closing = True
+                if self._bidi is not None:
+                    await self._bidi.close_input()
                 self._wake()
 
-    def _admission_error(self, turn_id: str) -> SagewireError | None:
+    def _not_cancellable(self, turn_id: str) -> SagewireError:
+        return _turn_error(
+            turn_id,
+            f"turn {turn_id!r} cannot be cancelled: model {self._name!r} is a bidi route, "
+            "whose parts reach the model as they arrive and whose stream has no per-turn "
+            "cancel; cancel the call to stop the model",
+            ErrorKind.FAILED_PRECONDITION,
+            "TURN_NOT_CANCELLABLE",
+        )
+
+    def _admission_error(self, turn: Turn) -> SagewireError | None:
         settings = self._settings
+        turn_id = turn.turn_id
         if not turn_id:
             return invalid_argument("turn_id", "is required: a client-chosen id for the turn")
+        if turn.partial and not self._is_bidi:
+            return invalid_argument("partial", "only turns on bidi routes may be partial")
         if self._closing:
             return _turn_error(
                 turn_id,
                 "the session is closing (the client sent close); no more turns are accepted",
                 ErrorKind.FAILED_PRECONDITION,
                 "SESSION_CLOSING",
+            )
+        if self._bidi is not None and self._bidi.input_turn:
+            if self._bidi.continues(turn_id):
+                return None  # the next part of the same turn
+            pending = self._bidi.input_turn
+            return _turn_error(
+                turn_id,
+                f"turn {turn_id!r} cannot start while turn {pending!r} is still sending parts "
+                f"(its last part was partial); send {pending!r}'s last part without `partial` "
+                "first",
+                ErrorKind.FAILED_PRECONDITION,
+                "TURN_INPUT_OPEN",
             )
         if turn_id in self._seen:
             return SagewireError(

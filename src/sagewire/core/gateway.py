@@ -16,12 +16,17 @@ from sagewire.core.errors import (
     SagewireError,
     deadline_exceeded,
     invalid_argument,
-    unimplemented,
 )
 from sagewire.core.framing import frame_lines
-from sagewire.core.ports import ResponseStream, SageMakerRuntimePort
+from sagewire.core.ports import (
+    BidiStreamPort,
+    ResponseStream,
+    SageMakerBidiPort,
+    SageMakerRuntimePort,
+)
 from sagewire.core.routes import Route, RouteTable
 from sagewire.core.types import (
+    BidiRequest,
     EndpointRequest,
     InvokeCall,
     InvokeResult,
@@ -64,9 +69,16 @@ def _pieces(stream: ResponseStream, framing: StreamFraming) -> AsyncIterator[byt
 class Gateway:
     """Transport-neutral inference operations."""
 
-    def __init__(self, settings: Settings, runtime: SageMakerRuntimePort) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: SageMakerRuntimePort,
+        bidi: SageMakerBidiPort | None = None,
+    ) -> None:
         self._settings = settings
         self._runtime = runtime
+        # HTTP/2 bidirectional streams; only needed when a route has mode `bidi`.
+        self._bidi = bidi
         self.routes = RouteTable(settings.routes, settings.server.allow_endpoint_passthrough)
 
     # -- ModelService ---------------------------------------------------------------------
@@ -172,8 +184,68 @@ class Gateway:
         """
         route = self.routes.resolve(call.model)
         if route.mode is RouteMode.BIDI:
-            raise unimplemented("Converse on bidi routes")
+            self._bidi_request(route, call)
+            return route, StreamFraming.RAW
         if route.mode not in (RouteMode.REALTIME, RouteMode.STREAM):
-            raise _wrong_mode(route, "Converse", "realtime or stream")
+            raise _wrong_mode(route, "Converse", "realtime, stream or bidi")
         self._prepare(route, call)
         return route, self._framing(route, call)
+
+    @staticmethod
+    def _bidi_request(route: Route, call: InvokeCall) -> BidiRequest:
+        """InvokeEndpointWithBidirectionalStream's parameters for `call` on a bidi route."""
+        unused = (
+            ("content_type", bool(call.content_type)),
+            ("accept", bool(call.accept)),
+            ("framing", call.framing is not None),
+        )
+        for name, is_set in unused:
+            if is_set:
+                raise invalid_argument(
+                    name,
+                    f"model {route.name!r} is a bidi route, whose parts carry a DataType (UTF8 "
+                    "for text and JSON, BINARY for bytes) instead; leave it unset",
+                )
+        route.check_allowed(call.options)
+        options = call.options.over(route.defaults)
+        for name in options.set_fields():
+            if name != OptionName.TARGET_VARIANT.value:
+                raise invalid_argument(
+                    f"options.{name}",
+                    "has no counterpart on SageMaker's bidirectional stream (bidi routes take "
+                    "only target_variant)",
+                )
+        validate_options(options)
+        return BidiRequest(
+            endpoint=route.settings.endpoint,
+            target_variant=options.target_variant,
+            model_invocation_path=route.settings.bidi.model_invocation_path,
+            model_query_string=route.settings.bidi.model_query_string,
+        )
+
+    @asynccontextmanager
+    async def open_bidi(self, call: InvokeCall) -> AsyncIterator[BidiStreamPort]:
+        """Open InvokeEndpointWithBidirectionalStream on a bidi route; use it inside the block.
+
+        The stream holds one of the route's concurrency slots and is bounded as a whole by the
+        route's `timeout_s` and the caller's deadline; leaving the block closes it upstream.
+        """
+        route = self.routes.resolve(call.model)
+        if route.mode is not RouteMode.BIDI:
+            raise _wrong_mode(route, "A bidirectional stream", "bidi")
+        request = self._bidi_request(route, call)
+        if self._bidi is None:  # the server opens it whenever a route has mode bidi
+            raise SagewireError(
+                message="this sagewire has no client for SageMaker's HTTP/2 API",
+                kind=ErrorKind.FAILED_PRECONDITION,
+                reason="BIDI_NOT_CONFIGURED",
+            )
+        timeout = self._timeout(route, call)
+        with route.slot():
+            try:
+                async with asyncio.timeout(timeout), self._bidi.open_bidi(request) as stream:
+                    yield stream
+            except TimeoutError:
+                raise deadline_exceeded(
+                    f"bidirectional stream of model {route.name!r}", timeout
+                ) from None

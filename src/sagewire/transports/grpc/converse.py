@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 
 from google.protobuf import timestamp_pb2
 
-from sagewire.core.converse import (
+from sagewire.core.converse import ConverseSession
+from sagewire.core.converse_events import (
     BadTurn,
     CancelTurn,
     ClientMessage,
     CloseSession,
     ConverseEvent,
-    ConverseSession,
     ConverseStart,
     SessionChanged,
     SessionOpened,
@@ -28,10 +28,16 @@ from sagewire.core.converse import (
 )
 from sagewire.core.errors import SagewireError, invalid_argument
 from sagewire.core.gateway import Gateway
+from sagewire.core.types import BidiDataType
 from sagewire.transports.grpc import convert
 from sagewire.transports.grpc.edge import Ctx
 from sagewire.transports.grpc.status import to_rpc_status
-from sagewire.v1 import converse_pb2
+from sagewire.v1 import common_pb2, converse_pb2
+
+_DATA_TYPES: dict[BidiDataType, common_pb2.DataType.ValueType] = {
+    "UTF8": common_pb2.DATA_TYPE_UTF8,
+    "BINARY": common_pb2.DATA_TYPE_BINARY,
+}
 
 
 async def serve(
@@ -87,9 +93,9 @@ async def messages(
 
 
 def turn(message: converse_pb2.ConverseTurn) -> Turn | BadTurn:
+    """A turn; on bidi routes one part of it, `text` and `json` sent as UTF8, `body` as BINARY.
+    (Whether `partial` fits the route is the core's call.)"""
     try:
-        if message.partial:
-            raise invalid_argument("partial", "only turns on bidi routes may be partial")
         kind = message.WhichOneof("payload")
         if kind == "json":
             body = convert.value_to_json_bytes(message.json)
@@ -102,7 +108,8 @@ def turn(message: converse_pb2.ConverseTurn) -> Turn | BadTurn:
             raise invalid_argument("payload", "set one of `body`, `json` or `text`")
     except SagewireError as error:
         return BadTurn(message.turn_id, error)
-    return Turn(message.turn_id, body, content_type)
+    data_type: BidiDataType = "BINARY" if kind == "body" else "UTF8"
+    return Turn(message.turn_id, body, content_type, message.partial, data_type)
 
 
 def _timestamp(event: SessionOpened | SessionChanged) -> timestamp_pb2.Timestamp | None:
@@ -117,6 +124,9 @@ def response(event: ConverseEvent, json_limit: int) -> converse_pb2.ConverseResp
     match event:
         case TurnChunk():
             chunk = converse_pb2.ConverseChunk(turn_id=event.turn_id, body=event.body)
+            if event.data_type is not None:  # a part of a bidirectional stream
+                chunk.data_type = _DATA_TYPES[event.data_type]
+                chunk.partial = event.partial
             if event.record and len(event.body) <= json_limit:
                 value = convert.json_bytes_to_value(event.body)
                 if value is not None:

@@ -16,11 +16,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sagewire import telemetry
 from sagewire.aws.runtime import SageMakerRuntime
 from sagewire.aws.s3 import S3Store
-from sagewire.config.settings import Settings
+from sagewire.config import ConfigError
+from sagewire.config.settings import RouteMode, Settings
 from sagewire.core.async_jobs import AsyncJobs
 from sagewire.core.converse import finish_closing
+from sagewire.core.errors import SagewireError
 from sagewire.core.gateway import Gateway
 from sagewire.core.job_results import JobResults, job_codec
+from sagewire.core.ports import SageMakerBidiPort
 from sagewire.transports.grpc.async_jobs import AsyncJobsService
 from sagewire.transports.grpc.health import SERVING, HealthService
 from sagewire.transports.grpc.inference import InferenceServicer
@@ -76,7 +79,7 @@ class SagewireServer:
             self.settings.telemetry.console_spans, self.settings.telemetry.service_name
         )
         runtime = await self._stack.enter_async_context(SageMakerRuntime(self.settings.aws))
-        gateway = Gateway(self.settings, runtime)
+        gateway = Gateway(self.settings, runtime, await self._open_bidi())
         jobs = self.settings.async_jobs
         s3 = await self._stack.enter_async_context(
             S3Store(self.settings.aws, jobs.upload_part_bytes, jobs.read_chunk_bytes)
@@ -106,6 +109,18 @@ class SagewireServer:
             await self.health.set(name, SERVING)
         log.info("sagewire serving on %s (port %d)", listen, self.port)
         return self.port
+
+    async def _open_bidi(self) -> SageMakerBidiPort | None:
+        """The client of SageMaker's HTTP/2 API, when a route has mode `bidi`."""
+        if not any(route.mode is RouteMode.BIDI for route in self.settings.routes.values()):
+            return None
+        # Imported only then: the HTTP/2 SDK is pre-alpha, and routes without it need none of it.
+        from sagewire.aws.bidi import SageMakerBidi
+
+        try:
+            return await self._stack.enter_async_context(SageMakerBidi(self.settings.aws))
+        except SagewireError as error:  # aws.ca_bundle is not a readable file
+            raise ConfigError("aws", [error.message]) from None
 
     async def stop(self, grace_s: float | None = None) -> None:
         grace = self.settings.server.shutdown_grace_s if grace_s is None else grace_s

@@ -41,13 +41,14 @@ def test_submit_then_get_the_result(local: Process) -> None:
         {
             "model": "slow-echo",
             "json": {"document": "hello from grpcurl"},
-            "options": {"custom_attributes": "delay_ms=500"},
+            "options": {"custom_attributes": "delay_ms=2000"},
         },
     )
     job = submitted["job"]
     assert job["model"] == "slow-echo"
     assert job["job_id"].startswith("swj1.")
 
+    # Two seconds of model time: enough for a grpcurl start-up even on a loaded machine.
     (pending,) = _call(local, "GetAsyncResult", {"job_id": job["job_id"]})
     assert pending["state"] == "ASYNC_STATE_PENDING"
     assert pending["expires_at"] == job["expires_at"]

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 import h2.config
 import h2.connection
@@ -161,8 +162,9 @@ class _Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport whatever the loop: uvloop's TLS transport (`sagewire local`) is
+        # not an asyncio.Transport subclass but has the same methods.
+        self._transport = cast(asyncio.Transport, transport)
         self._connections.add(self)
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":

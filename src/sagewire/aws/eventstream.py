@@ -5,8 +5,9 @@ every message, copying the rest of the received chunk each time, and parses the 
 PayloadPart headers again for every part. On a stream of small parts that was most of the
 adapter's CPU per relayed part (see docs/benchmarks.md). This decoder walks a memoryview by
 offset, copies each payload once, compacts its buffer once per chunk, and parses each distinct
-header block once. It makes the same checks (both CRCs, the header and payload limits) and
-raises botocore's own exceptions, so errors map exactly as before.
+header block once per process (every PayloadPart of every stream carries the same block). It
+makes the same checks (both CRCs, the header and payload limits) and raises botocore's own
+exceptions, so errors map exactly as before.
 
 Frame (big-endian): total_len u32, headers_len u32, prelude_crc u32 (CRC32 of the first 8
 bytes), headers, payload, message_crc u32 (CRC32 of everything before it). Header: name_len u8,
@@ -32,8 +33,9 @@ from botocore.eventstream import (
 # botocore's limits for one message.
 MAX_HEADERS_BYTES = 128 * 1024
 MAX_PAYLOAD_BYTES = 24 * 1024 * 1024
-# Distinct header blocks remembered; a stream normally has one (PayloadPart) plus its ending.
-_HEADER_CACHE_SIZE = 16
+# Distinct header blocks remembered per process: streams share the PayloadPart block and end
+# with one of a few exception blocks. Past the bound, blocks are parsed and not remembered.
+_HEADER_CACHE_SIZE = 64
 
 _PRELUDE = struct.Struct(">III")
 _CRC = struct.Struct(">I")
@@ -50,6 +52,8 @@ _U16 = struct.Struct(">H")
 _UUID_BYTES = 16
 
 type HeaderValue = bool | int | bytes | str
+
+_header_cache: dict[bytes, Mapping[str, HeaderValue]] = {}
 
 
 class Frame(NamedTuple):
@@ -96,12 +100,20 @@ def parse_headers(block: bytes) -> dict[str, HeaderValue]:
     return headers
 
 
+def _parsed(block: bytes) -> Mapping[str, HeaderValue]:
+    headers = _header_cache.get(block)
+    if headers is None:
+        headers = MappingProxyType(parse_headers(block))
+        if len(_header_cache) < _HEADER_CACHE_SIZE:
+            _header_cache[block] = headers
+    return headers
+
+
 class FrameDecoder:
     """Feed response-body chunks in, get whole frames out. Holds at most one partial frame."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
-        self._headers: dict[bytes, Mapping[str, HeaderValue]] = {}
 
     def feed(self, chunk: bytes) -> list[Frame]:
         buffer = self._buffer
@@ -132,7 +144,7 @@ class FrameDecoder:
                 start = offset + _PRELUDE.size
                 frames.append(
                     Frame(
-                        self._parsed(bytes(view[start : start + headers_len])),
+                        _parsed(bytes(view[start : start + headers_len])),
                         bytes(view[start + headers_len : end - _CRC.size]),
                     )
                 )
@@ -142,14 +154,6 @@ class FrameDecoder:
         if offset:
             del buffer[:offset]
         return frames
-
-    def _parsed(self, block: bytes) -> Mapping[str, HeaderValue]:
-        headers = self._headers.get(block)
-        if headers is None:
-            headers = MappingProxyType(parse_headers(block))
-            if len(self._headers) < _HEADER_CACHE_SIZE:
-                self._headers[block] = headers
-        return headers
 
     @property
     def pending(self) -> int:

@@ -526,7 +526,8 @@ async def test_watch_honours_the_deadline_and_frees_its_slot(
     pending = CODEC.encode(_token())
     settings = async_settings(s3_url, max_open_streams=1)
     async with start_sagewire(async_emulator.url, **settings) as sw:
-        call = sw.inference.WatchAsync(pb.WatchAsyncRequest(job_id=pending), timeout=0.5)
+        # Generous enough for the first S3 poll on a busy 2-core CI machine.
+        call = sw.inference.WatchAsync(pb.WatchAsyncRequest(job_id=pending), timeout=2.0)
         assert (await _next(call)).state == PENDING
         # The one stream slot is taken: a second watcher is refused with retry advice.
         with pytest.raises(grpc.aio.AioRpcError) as caught:

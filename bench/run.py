@@ -36,7 +36,7 @@ from bench import machine, report
 from bench.configs import HELD_COUNT, write_configs
 from bench.payloads import firehose_request, json_payload, parts_in, tokens_request
 from bench.report import PAYLOADS, Results, size_label, unary_key
-from bench.services import REPO, Service, Services, base_env, spawn, stop
+from bench.services import REPO, Service, ServiceDied, Services, base_env, spawn, stop
 
 DOC = REPO / "docs" / "benchmarks.md"
 
@@ -477,9 +477,13 @@ def cli() -> None:
     plan = QUICK if args.quick else FULL
     try:
         results = asyncio.run(measure(plan, args.rps))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM (cancels main)
         log("interrupted; every process was stopped")
         sys.exit(130)
+    except ServiceDied as exc:
+        # Also what a Ctrl-C in a terminal can look like: the servers get the SIGINT too.
+        log(f"{exc}every other process was stopped")
+        sys.exit(1)
     text = report.render(results, machine.describe())
     print(text)
     out: Path | None = args.out or (None if args.quick or args.no_write else DOC)

@@ -64,6 +64,18 @@ def base_env(emulator_url: str = "") -> dict[str, str]:
     return env
 
 
+class ServiceDied(RuntimeError):
+    """A server process ended while the benchmark still needed it."""
+
+    def __init__(self, service: Service) -> None:
+        tail = "".join(list(service.log)[-20:]) or "(no output)\n"
+        super().__init__(
+            f"{service.name} (pid {service.process.pid}) exited with code "
+            f"{service.process.returncode} while the benchmark was running; its last output:\n"
+            + tail
+        )
+
+
 @dataclass
 class Service:
     """A started server process."""
@@ -73,16 +85,18 @@ class Service:
     address: str  # URL for HTTP servers, host:port for gRPC ones
     log: deque[str] = field(default_factory=lambda: deque(maxlen=200))
 
-    @property
-    def ps(self) -> psutil.Process:
-        return psutil.Process(self.process.pid)
-
     def rss_mb(self) -> float:
-        return float(self.ps.memory_info().rss) / 2**20
+        try:
+            return float(psutil.Process(self.process.pid).memory_info().rss) / 2**20
+        except psutil.NoSuchProcess:
+            raise ServiceDied(self) from None
 
     def cpu_s(self) -> float:
         """User + system CPU seconds used so far."""
-        times = self.ps.cpu_times()
+        try:
+            times = psutil.Process(self.process.pid).cpu_times()
+        except psutil.NoSuchProcess:
+            raise ServiceDied(self) from None
         return float(times.user + times.system)
 
 

@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from sagewire.emulator.server import RunningEmulator
 from sagewire.v1 import (
+    async_jobs_pb2,
     converse_pb2,
     invoke_pb2,
     model_service_pb2,
@@ -117,3 +118,15 @@ async def test_endpoint_passthrough_only_when_enabled(
                 invoke_pb2.InvokeRequest(model="endpoint/not_valid!", body=b"{}")
             )
         assert failure(caught.value).code is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_async_rpcs_on_a_server_without_async_say_so(emulator: RunningEmulator) -> None:
+    routes = {"echo": {"endpoint": "echo"}}
+    async with start_sagewire(emulator.url, routes=routes, async_jobs={"job_id_keys": []}) as sw:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await sw.inference.SubmitAsync(
+                async_jobs_pb2.SubmitAsyncRequest(model="echo", body=b"x")
+            )
+    f = failure(caught.value)
+    assert (f.code, f.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "ASYNC_NOT_CONFIGURED")
+    assert "no route of mode async" in f.message

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
-
-# bench/ lives at the repository root, next to tests/, and is not an installed package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench import report
 from bench.payloads import firehose_request, json_payload, parts_in

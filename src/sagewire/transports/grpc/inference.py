@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from sagewire.core.content import is_json
-from sagewire.core.errors import unimplemented
+from sagewire.core.errors import ErrorKind, SagewireError
 from sagewire.core.gateway import Gateway
 from sagewire.core.types import InvokeCall
 from sagewire.transports.grpc import converse, convert, edge
@@ -99,7 +99,12 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
     # Async inference: thin delegations to transports.grpc.async_jobs.
     def _async(self) -> AsyncJobsService:
         if self._async_jobs is None:
-            raise unimplemented("async inference")
+            raise SagewireError(
+                message="async inference is not configured on this server: it has no route "
+                "of mode async and no async_jobs.job_id_keys",
+                kind=ErrorKind.FAILED_PRECONDITION,
+                reason="ASYNC_NOT_CONFIGURED",
+            )
         return self._async_jobs
 
     @edge.unary

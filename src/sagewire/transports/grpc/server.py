@@ -80,16 +80,7 @@ class SagewireServer:
         )
         runtime = await self._stack.enter_async_context(SageMakerRuntime(self.settings.aws))
         gateway = Gateway(self.settings, runtime, await self._open_bidi())
-        jobs = self.settings.async_jobs
-        s3 = await self._stack.enter_async_context(
-            S3Store(self.settings.aws, jobs.upload_part_bytes, jobs.read_chunk_bytes)
-        )
-        codec = job_codec(jobs)
-        async_jobs = AsyncJobsService(
-            AsyncJobs(self.settings, gateway.routes, runtime, s3, codec),
-            JobResults(jobs, codec, s3),
-            self.settings.server.max_json_view_bytes,
-        )
+        async_jobs = await self._open_async_jobs(gateway, runtime)
         server = grpc.aio.server(options=grpc_options(self.settings))
         inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
             InferenceServicer(gateway, self.settings.server.max_json_view_bytes, async_jobs),
@@ -109,6 +100,26 @@ class SagewireServer:
             await self.health.set(name, SERVING)
         log.info("sagewire serving on %s (port %d)", listen, self.port)
         return self.port
+
+    async def _open_async_jobs(
+        self, gateway: Gateway, runtime: SageMakerRuntime
+    ) -> AsyncJobsService | None:
+        """Async inference with its S3 client, when a route has mode `async` or job keys are
+        configured (a replica without async routes may still answer for jobs submitted
+        elsewhere). Otherwise no S3 client is made: it costs memory for nothing."""
+        jobs = self.settings.async_jobs
+        routes = self.settings.routes.values()
+        if not jobs.job_id_keys and not any(r.mode is RouteMode.ASYNC for r in routes):
+            return None
+        s3 = await self._stack.enter_async_context(
+            S3Store(self.settings.aws, jobs.upload_part_bytes, jobs.read_chunk_bytes)
+        )
+        codec = job_codec(jobs)
+        return AsyncJobsService(
+            AsyncJobs(self.settings, gateway.routes, runtime, s3, codec),
+            JobResults(jobs, codec, s3),
+            self.settings.server.max_json_view_bytes,
+        )
 
     async def _open_bidi(self) -> SageMakerBidiPort | None:
         """The client of SageMaker's HTTP/2 API, when a route has mode `bidi`."""

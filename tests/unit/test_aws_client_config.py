@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sagewire.aws.runtime import client_config
+from sagewire.aws.client import client_config
 from sagewire.config import AwsSettings
 
 

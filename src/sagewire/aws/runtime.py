@@ -10,19 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import platform
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from importlib import metadata
-from types import TracebackType
 from typing import Any
 
-import aioboto3
-import botocore
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from sagewire.aws.client import SharedClient
 from sagewire.aws.errors import AWS_FAILURES, map_aws_error
 from sagewire.aws.eventstream import Frame, FrameDecoder
 from sagewire.config.settings import AwsSettings
@@ -57,33 +52,6 @@ def _params(request: EndpointRequest, streaming: bool) -> dict[str, Any]:
             continue
         params[_OPTION_PARAMS[name]] = getattr(request.options, name)
     return params
-
-
-def _user_agent() -> str:
-    try:
-        version = metadata.version("sagewire")
-    except metadata.PackageNotFoundError:
-        version = "dev"
-    return f"sagewire/{version} botocore/{botocore.__version__} Python/{platform.python_version()}"
-
-
-# A fixed User-Agent: botocore otherwise rebuilds it twice per request (listing the SDK features
-# each call used), about a fifth of an InvokeEndpoint's client CPU (docs/benchmarks.md). It also
-# names sagewire in CloudTrail.
-USER_AGENT = _user_agent()
-
-
-def client_config(settings: AwsSettings) -> Config:
-    return Config(
-        region_name=settings.region,
-        max_pool_connections=settings.max_pool_connections,
-        connect_timeout=settings.connect_timeout_s,
-        read_timeout=settings.read_timeout_s,
-        # total_max_attempts counts the first try; botocore's max_attempts counts only retries.
-        retries={"mode": settings.retry_mode, "total_max_attempts": settings.max_attempts},
-        tcp_keepalive=True,
-        user_agent=USER_AGENT,
-    )
 
 
 def _stream_exception(message: Frame) -> ClientError:
@@ -134,32 +102,11 @@ class _ResponseStream:
             raise map_aws_error(exc, self._endpoint) from exc
 
 
-class SageMakerRuntime:
+class SageMakerRuntime(SharedClient):
     """The shared sagemaker-runtime client. Use as an async context manager."""
 
     def __init__(self, settings: AwsSettings) -> None:
-        self._settings = settings
-        self._stack = AsyncExitStack()
-        self._client: Any = None
-
-    async def __aenter__(self) -> SageMakerRuntime:
-        session = aioboto3.Session()
-        self._client = await self._stack.enter_async_context(
-            session.client(
-                "sagemaker-runtime",
-                endpoint_url=self._settings.runtime_endpoint_url,
-                config=client_config(self._settings),
-            )
-        )
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._stack.aclose()
+        super().__init__("sagemaker-runtime", settings.runtime_endpoint_url, settings)
 
     async def invoke_endpoint(self, request: EndpointRequest) -> InvokeResult:
         try:

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from types import TracebackType
+from contextlib import asynccontextmanager
 from typing import Any
 
-import aioboto3
 from botocore.exceptions import ClientError
 
+from sagewire.aws.client import SharedClient
 from sagewire.aws.errors import AWS_FAILURES, map_s3_error
-from sagewire.aws.runtime import client_config
 from sagewire.aws.s3_upload import StreamingUpload
 from sagewire.config.settings import AwsSettings
 from sagewire.core.async_types import ObjectInfo, ObjectStream, S3Location
@@ -39,34 +37,13 @@ def _info(response: dict[str, Any]) -> ObjectInfo:
     )
 
 
-class S3Store:
+class S3Store(SharedClient):
     """The shared S3 client. Use as an async context manager."""
 
     def __init__(self, settings: AwsSettings, part_bytes: int, chunk_bytes: int) -> None:
-        self._settings = settings
+        super().__init__("s3", settings.s3_endpoint_url, settings)
         self._part_bytes = part_bytes
         self._chunk_bytes = chunk_bytes
-        self._stack = AsyncExitStack()
-        self._client: Any = None
-
-    async def __aenter__(self) -> S3Store:
-        session = aioboto3.Session()
-        self._client = await self._stack.enter_async_context(
-            session.client(
-                "s3",
-                endpoint_url=self._settings.s3_endpoint_url,
-                config=client_config(self._settings),
-            )
-        )
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._stack.aclose()
 
     async def put(self, location: S3Location, body: bytes, content_type: str) -> None:
         try:

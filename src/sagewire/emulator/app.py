@@ -90,18 +90,6 @@ async def _read_body(request: web.Request) -> bytes:
     return bytes(body)
 
 
-def _variant(endpoint: Endpoint, requested: str | None) -> str:
-    variants = endpoint.config.variants
-    if requested is None:
-        return variants[0]
-    if requested not in variants:
-        raise errors.validation_error(
-            f"Target variant {requested} not found for endpoint {endpoint.name} "
-            f"of account {errors.ACCOUNT_ID}."
-        )
-    return requested
-
-
 async def _admit(request: web.Request, *, streaming: bool) -> tuple[Endpoint, ModelRequest]:
     """Everything before the model runs: lookup, body, variant, request-level faults."""
     body = await _read_body(request)
@@ -123,7 +111,7 @@ async def _admit(request: web.Request, *, streaming: bool) -> tuple[Endpoint, Mo
             endpoint.sessions.check(name, session_id)
         call = ModelRequest(
             endpoint=name,
-            variant=_variant(endpoint, h.get(_SM + "Target-Variant")),
+            variant=endpoint.variant(h.get(_SM + "Target-Variant")),
             body=body,
             streaming=streaming,
             content_type=h.get("Content-Type"),

@@ -60,18 +60,6 @@ async def _send_error(stream: H2Stream, err: ApiError, request_id: str) -> None:
     )
 
 
-def _variant(endpoint: Endpoint, requested: str | None) -> str:
-    variants = endpoint.config.variants
-    if requested is None:
-        return variants[0]
-    if requested not in variants:
-        raise errors.validation_error(
-            f"Target variant {requested} not found for endpoint {endpoint.name} "
-            f"of account {errors.ACCOUNT_ID}."
-        )
-    return requested
-
-
 def _bidi_model(state: EmulatorState, endpoint: Endpoint) -> BidiModel:
     if endpoint.config.container_url is not None:
         return WebSocketContainer(
@@ -141,7 +129,7 @@ class BidiListener:
         stats.invocations += 1
         h = stream.headers
         try:
-            variant = _variant(endpoint, h.get(_SM + "target-variant"))
+            variant = endpoint.variant(h.get(_SM + "target-variant"))
             model = _bidi_model(self._state, endpoint)
             await _apply_request_fault(endpoint.fault, name)
             request = BidiRequest(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from sagewire.emulator import errors
 from sagewire.emulator.config import EmulatorConfig, EndpointConfig
 from sagewire.emulator.container import ContainerModel
 from sagewire.emulator.faults import Fault
@@ -30,6 +31,18 @@ class Endpoint:
     stats: EndpointStats
     # Stateful sessions its model opened and has not closed (SageMaker's routing memory).
     sessions: SessionTable = field(default_factory=SessionTable)
+
+    def variant(self, requested: str | None) -> str:
+        """The production variant a call reaches: the requested one, or the first."""
+        variants = self.config.variants
+        if requested is None:
+            return variants[0]
+        if requested not in variants:
+            raise errors.validation_error(
+                f"Target variant {requested} not found for endpoint {self.name} "
+                f"of account {errors.ACCOUNT_ID}."
+            )
+        return requested
 
 
 class EmulatorState:

@@ -94,8 +94,8 @@ def settings_for(
 def _aws_for(runtime: str | RunningEmulator) -> dict[str, Any]:
     """The emulator's endpoints: its URL, or all of it (HTTP/2 bidi listener and its CA too)."""
     if isinstance(runtime, str):
-        return {"runtime_endpoint_url": runtime}
-    aws: dict[str, Any] = {"runtime_endpoint_url": runtime.url}
+        return {"runtime_endpoint_url": runtime, "control_endpoint_url": runtime}
+    aws: dict[str, Any] = {"runtime_endpoint_url": runtime.url, "control_endpoint_url": runtime.url}
     if runtime.bidi_url is not None:
         aws |= {"bidi_endpoint_url": runtime.bidi_url, "ca_bundle": str(runtime.ca_file)}
     return aws

@@ -130,3 +130,22 @@ async def test_async_rpcs_on_a_server_without_async_say_so(emulator: RunningEmul
     f = failure(caught.value)
     assert (f.code, f.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "ASYNC_NOT_CONFIGURED")
     assert "no route of mode async" in f.message
+
+
+async def test_models_show_their_endpoints_status_from_the_control_plane(
+    sagewire: Sagewire,
+) -> None:
+    echo = await sagewire.models.GetModel(model_service_pb2.GetModelRequest(name="echo"))
+    assert echo.model.endpoint_status == "InService"
+    missing = await sagewire.models.GetModel(model_service_pb2.GetModelRequest(name="missing"))
+    assert missing.model.endpoint_status == "NotFound"
+    listed = await sagewire.models.ListModels(model_service_pb2.ListModelsRequest())
+    statuses = {m.name: m.endpoint_status for m in listed.models}
+    assert statuses["tokens"] == "InService"
+    assert statuses["missing"] == "NotFound"
+
+
+async def test_unreachable_control_plane_reads_unknown(emulator: RunningEmulator) -> None:
+    async with start_sagewire(emulator, aws={"control_endpoint_url": "http://127.0.0.1:9"}) as sw:
+        echo = await sw.models.GetModel(model_service_pb2.GetModelRequest(name="echo"))
+    assert echo.model.endpoint_status == "Unknown"

@@ -83,8 +83,8 @@ class Model(_message.Message):
     framing: _common_pb2.Framing.ValueType
     """Default framing of streamed answers."""
     endpoint_status: _builtins.str
-    """Endpoint status from the SageMaker control plane ("InService", ...), or "Unknown"
-    when it could not be asked.
+    """Endpoint status from the SageMaker control plane ("InService", "Creating", ...),
+    "NotFound" when the endpoint does not exist, or "Unknown" when it could not be asked.
     """
     description: _builtins.str
     """Free-text description from the configuration."""

@@ -125,6 +125,7 @@ async def _local(args: argparse.Namespace) -> None:
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
     aws = {
         "runtime_endpoint_url": emulator.url,
+        "control_endpoint_url": emulator.url,
         "bidi_endpoint_url": emulator.bidi_url,
         "ca_bundle": str(emulator.ca_file),
     }

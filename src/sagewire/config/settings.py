@@ -181,6 +181,11 @@ class AwsSettings(Strict):
     # work too when these are unset.
     runtime_endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
     s3_endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+    # SageMaker control plane (DescribeEndpoint, for ModelService's endpoint_status); the
+    # standard AWS_ENDPOINT_URL_SAGEMAKER works too when this is unset.
+    control_endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+    # How long an endpoint status is reused; 0 turns the lookups off ("Unknown").
+    endpoint_status_ttl_s: float = Field(default=15.0, ge=0, le=3600)
     max_pool_connections: int = Field(default=256, ge=1, le=10_000)
     connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
     read_timeout_s: float = Field(default=70.0, gt=0, le=3600)

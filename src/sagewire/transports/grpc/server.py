@@ -14,12 +14,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sagewire import telemetry
+from sagewire.aws.control import SageMakerControl
 from sagewire.aws.runtime import SageMakerRuntime
 from sagewire.aws.s3 import S3Store
 from sagewire.config import ConfigError
 from sagewire.config.settings import RouteMode, Settings
 from sagewire.core.async_jobs import AsyncJobs
 from sagewire.core.converse import finish_closing
+from sagewire.core.endpoint_status import EndpointStatuses
 from sagewire.core.errors import SagewireError
 from sagewire.core.gateway import Gateway
 from sagewire.core.job_results import JobResults, job_codec
@@ -86,7 +88,9 @@ class SagewireServer:
             InferenceServicer(gateway, self.settings.server.max_json_view_bytes, async_jobs),
             server,
         )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(gateway), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(gateway, await self._endpoint_statuses()), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.settings.server.reflection:
             enable_reflection(server, [*SERVICE_NAMES, HEALTH_SERVICE])
@@ -120,6 +124,14 @@ class SagewireServer:
             JobResults(jobs, codec, s3),
             self.settings.server.max_json_view_bytes,
         )
+
+    async def _endpoint_statuses(self) -> EndpointStatuses:
+        """Endpoint statuses from the control plane, unless turned off."""
+        ttl = self.settings.aws.endpoint_status_ttl_s
+        if ttl <= 0 or not self.settings.routes:
+            return EndpointStatuses(None, ttl)
+        control = await self._stack.enter_async_context(SageMakerControl(self.settings.aws))
+        return EndpointStatuses(control, ttl)
 
     async def _open_bidi(self) -> SageMakerBidiPort | None:
         """The client of SageMaker's HTTP/2 API, when a route has mode `bidi`."""

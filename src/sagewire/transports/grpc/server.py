@@ -89,7 +89,7 @@ class SagewireServer:
             server,
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(gateway, await self._endpoint_statuses()), server
+            ModelServicer(gateway, self._endpoint_statuses()), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.settings.server.reflection:
@@ -125,13 +125,13 @@ class SagewireServer:
             self.settings.server.max_json_view_bytes,
         )
 
-    async def _endpoint_statuses(self) -> EndpointStatuses:
-        """Endpoint statuses from the control plane, unless turned off."""
-        ttl = self.settings.aws.endpoint_status_ttl_s
-        if ttl <= 0 or not self.settings.routes:
-            return EndpointStatuses(None, ttl)
-        control = await self._stack.enter_async_context(SageMakerControl(self.settings.aws))
-        return EndpointStatuses(control, ttl)
+    def _endpoint_statuses(self) -> EndpointStatuses:
+        """Endpoint statuses from the control plane (its client made on first use)."""
+
+        async def open_control() -> SageMakerControl:
+            return await self._stack.enter_async_context(SageMakerControl(self.settings.aws))
+
+        return EndpointStatuses(open_control, self.settings.aws.endpoint_status_ttl_s)
 
     async def _open_bidi(self) -> SageMakerBidiPort | None:
         """The client of SageMaker's HTTP/2 API, when a route has mode `bidi`."""

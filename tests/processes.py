@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -80,3 +82,14 @@ def grpcurl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
         timeout=30,
         check=False,
     )
+
+
+def grpcurl_messages(stdout: str) -> list[dict[str, Any]]:
+    """grpcurl prints one pretty JSON object per response message."""
+    decoder, text, at, out = json.JSONDecoder(), stdout.strip(), 0, []
+    while at < len(text):
+        message, at = decoder.raw_decode(text, at)
+        out.append(message)
+        while at < len(text) and text[at].isspace():
+            at += 1
+    return out

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from processes import Process, grpcurl, sagewire_process
+from processes import Process, grpcurl, grpcurl_messages, sagewire_process
 
 pytestmark = pytest.mark.e2e
 
@@ -61,13 +61,7 @@ def test_invoke_stream_on_tokens(local: Process) -> None:
         "sagewire.v1.InferenceService/InvokeStream",
     )
     assert result.returncode == 0, result.stderr
-    decoder = json.JSONDecoder()
-    text, messages, at = result.stdout, [], 0
-    while at < len(text.rstrip()):
-        while text[at].isspace():
-            at += 1
-        message, at = decoder.raw_decode(text, at)
-        messages.append(message)
+    messages = grpcurl_messages(result.stdout)
     assert [m["json"].get("token") for m in messages[:3]] == ["hello", "from", "sagewire"]
     assert messages[-1]["json"] == {"done": True, "count": 3}
 

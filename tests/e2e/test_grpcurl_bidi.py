@@ -5,13 +5,11 @@ grpcurl -> sagewire -> the HTTP/2 SDK -> the emulator over TLS + HTTP/2."""
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from processes import REPO, Process, grpcurl, sagewire_process
+from processes import REPO, Process, grpcurl, grpcurl_messages, sagewire_process
 
 pytestmark = pytest.mark.e2e
 
@@ -39,25 +37,14 @@ def bidi_example() -> tuple[list[str], str, str]:
     raise AssertionError(f"no grpcurl example on bidi-echo in {DOC}")
 
 
-def messages(stdout: str) -> list[dict[str, Any]]:
-    """grpcurl prints one pretty JSON object per response message."""
-    decoder, text, at, out = json.JSONDecoder(), stdout.strip(), 0, []
-    while at < len(text):
-        message, at = decoder.raw_decode(text, at)
-        out.append(message)
-        while at < len(text) and text[at].isspace():
-            at += 1
-    return out
-
-
 def test_documented_bidi_echo_example_runs_as_printed(local: Process) -> None:
     args, stdin, printed = bidi_example()
     assert "localhost:50051" in args
     result = grpcurl(*(local.target if a == "localhost:50051" else a for a in args), stdin=stdin)
     assert result.returncode == 0, result.stderr  # the call ended with OK
-    got = messages(result.stdout)
+    got = grpcurl_messages(result.stdout)
     # The demo is deterministic, so the answer is exactly what the page shows.
-    assert got == messages(printed)
+    assert got == grpcurl_messages(printed)
     bodies = [base64.b64decode(m["chunk"]["body"]) for m in got if "chunk" in m]
     assert bodies[:2] == [b"HELLO ", b"WORLD"]
     assert bodies[3] == b"BINARY"

@@ -7,10 +7,9 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from processes import REPO, Process, grpcurl, sagewire_process
+from processes import REPO, Process, grpcurl, grpcurl_messages, sagewire_process
 
 pytestmark = pytest.mark.e2e
 
@@ -31,24 +30,13 @@ def documented_example(doc: Path) -> tuple[list[str], str]:
     return match["args"].replace("\\\n", " ").split(), match["stdin"]
 
 
-def messages(stdout: str) -> list[dict[str, Any]]:
-    """grpcurl prints one pretty JSON object per response message."""
-    decoder, text, at, out = json.JSONDecoder(), stdout.strip(), 0, []
-    while at < len(text):
-        message, at = decoder.raw_decode(text, at)
-        out.append(message)
-        while at < len(text) and text[at].isspace():
-            at += 1
-    return out
-
-
 def test_documented_three_turn_conversation_runs_as_printed(local: Process) -> None:
     args, stdin = documented_example(DOC)
     assert "localhost:50051" in args
     assert stdin.count('"turn"') == 3
     result = grpcurl(*(local.target if a == "localhost:50051" else a for a in args), stdin=stdin)
     assert result.returncode == 0, result.stderr
-    got = messages(result.stdout)
+    got = grpcurl_messages(result.stdout)
     assert got[0]["opened"]["model"] == "chat"
     assert got[0]["opened"]["session_id"]
     assert got[0]["opened"]["session_expires_at"].endswith("Z")
@@ -79,7 +67,7 @@ def test_turn_error_travels_in_band(local: Process) -> None:
         "-plaintext", "-d", "@", local.target, "sagewire.v1.InferenceService/Converse", stdin=stdin
     )
     assert result.returncode == 0, result.stderr
-    got = messages(result.stdout)
+    got = grpcurl_messages(result.stdout)
     error = next(m["turn_error"] for m in got if "turn_error" in m)
     assert error["turn_id"] == "bad"
     assert error["status"]["code"] == 3  # INVALID_ARGUMENT

@@ -25,7 +25,7 @@ from aiohttp import web
 from sagewire.emulator import async_invocations, control_plane, errors, eventstream
 from sagewire.emulator.endpoints import EmulatorState, Endpoint
 from sagewire.emulator.errors import ERROR_TYPE_HEADER, ApiError
-from sagewire.emulator.faults import Fault, error_for
+from sagewire.emulator.faults import Fault, apply_request_fault
 from sagewire.emulator.models import ModelFailure, ModelReply, ModelRequest
 from sagewire.emulator.sessions import NEW_SESSION
 from sagewire.emulator.stats import EndpointStats, StreamOutcome
@@ -124,21 +124,11 @@ async def _admit(request: web.Request, *, streaming: bool) -> tuple[Endpoint, Mo
             inference_component=h.get(_SM + "Inference-Component"),
             session_id=session_id,
         )
-        await _apply_request_fault(endpoint.fault, name)
+        await apply_request_fault(endpoint.fault, name)
     except ApiError:
         endpoint.stats.errors += 1
         raise
     return endpoint, call
-
-
-async def _apply_request_fault(fault: Fault, endpoint: str) -> None:
-    if fault.latency_ms:
-        await asyncio.sleep(fault.latency_ms / 1000)
-    err = error_for(fault, endpoint)
-    if err is not None:
-        if fault.error == "model_timeout":
-            await asyncio.sleep(fault.timeout_after_ms / 1000)
-        raise err
 
 
 def _failure_error(endpoint: str, failure: ModelFailure) -> ApiError:

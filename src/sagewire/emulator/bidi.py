@@ -30,7 +30,7 @@ from sagewire.emulator.bidi_h2 import H2Server, H2Stream
 from sagewire.emulator.bidi_models import BidiModel, BidiRequest, WebSocketContainer
 from sagewire.emulator.endpoints import EmulatorState, Endpoint
 from sagewire.emulator.errors import ERROR_TYPE_HEADER, ApiError
-from sagewire.emulator.faults import Fault, error_for
+from sagewire.emulator.faults import Fault, apply_request_fault
 from sagewire.emulator.models import ModelFailure
 from sagewire.emulator.stats import EndpointStats, StreamOutcome
 
@@ -71,16 +71,6 @@ def _bidi_model(state: EmulatorState, endpoint: Endpoint) -> BidiModel:
         f"Endpoint {endpoint.name} of account {errors.ACCOUNT_ID} does not support "
         "bidirectional streaming."
     )
-
-
-async def _apply_request_fault(fault: Fault, endpoint: str) -> None:
-    if fault.latency_ms:
-        await asyncio.sleep(fault.latency_ms / 1000)
-    err = error_for(fault, endpoint)
-    if err is not None:
-        if fault.error == "model_timeout":
-            await asyncio.sleep(fault.timeout_after_ms / 1000)
-        raise err
 
 
 async def _inbound(stream: H2Stream, stats: EndpointStats) -> AsyncIterator[Part]:
@@ -131,7 +121,7 @@ class BidiListener:
         try:
             variant = endpoint.variant(h.get(_SM + "target-variant"))
             model = _bidi_model(self._state, endpoint)
-            await _apply_request_fault(endpoint.fault, name)
+            await apply_request_fault(endpoint.fault, name)
             request = BidiRequest(
                 endpoint=name,
                 variant=variant,

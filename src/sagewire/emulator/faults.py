@@ -13,6 +13,7 @@ the parts the emulator sent; ``close_after_parts`` only to the bidirectional str
 
 from __future__ import annotations
 
+import asyncio
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -104,3 +105,15 @@ def error_for(fault: Fault, endpoint: str) -> ApiError | None:
             return err
         case _:
             return errors.simple_error(fault.error, fault.message)
+
+
+async def apply_request_fault(fault: Fault, endpoint: str) -> None:
+    """Before the model runs: the added latency, then the injected error, if any (a model
+    timeout answers only after `timeout_after_ms`, as SageMaker answers after its 60 s)."""
+    if fault.latency_ms:
+        await asyncio.sleep(fault.latency_ms / 1000)
+    err = error_for(fault, endpoint)
+    if err is not None:
+        if fault.error == "model_timeout":
+            await asyncio.sleep(fault.timeout_after_ms / 1000)
+        raise err

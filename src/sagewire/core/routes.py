@@ -73,18 +73,11 @@ class Route:
 
 
 def _route(name: str, settings: RouteSettings) -> Route:
-    d = settings.defaults
     return Route(
         name=name,
         settings=settings,
-        defaults=InvocationOptions(
-            custom_attributes=d.custom_attributes,
-            target_variant=d.target_variant,
-            target_model=d.target_model,
-            inference_component=d.inference_component,
-            target_container_hostname=d.target_container_hostname,
-            enable_explanations=d.enable_explanations,
-        ),
+        # RouteDefaults' fields are a subset of InvocationOptions' (same names).
+        defaults=InvocationOptions(**settings.defaults.model_dump()),
         allowed=frozenset(str(o) for o in settings.allow),
     )
 

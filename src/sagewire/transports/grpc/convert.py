@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from typing import Any
 
 from google.protobuf import duration_pb2, json_format, struct_pb2
@@ -27,15 +28,9 @@ _FRAMINGS = {
 
 
 def options_from_proto(options: common_pb2.InvocationOptions) -> InvocationOptions:
+    # The proto message and the domain type share field names (unit-tested both ways).
     return InvocationOptions(
-        custom_attributes=options.custom_attributes,
-        target_variant=options.target_variant,
-        target_model=options.target_model,
-        inference_component=options.inference_component,
-        target_container_hostname=options.target_container_hostname,
-        inference_id=options.inference_id,
-        session_id=options.session_id,
-        enable_explanations=options.enable_explanations,
+        **{f.name: getattr(options, f.name) for f in fields(InvocationOptions)}
     )
 
 

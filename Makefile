@@ -39,12 +39,16 @@ $(PROTODEPS): $(STAMP)
 	@cp $(SITE)/google/api/annotations.proto $(SITE)/google/api/http.proto $@/google/api/
 	@cp $(SITE)/google/rpc/status.proto $(SITE)/google/rpc/error_details.proto $@/google/rpc/
 
-# protoc from grpcio-tools: messages, gRPC stubs and typed stubs (mypy-protobuf).
+# protoc from grpcio-tools: messages, gRPC stubs and typed stubs (mypy-protobuf), and one
+# descriptor set with its imports and source info (proto comments) for the REST bridge's
+# OpenAPI document and the gRPC-JSON transcoder of Envoy.
 define GEN
-	@rm -rf $(1) && mkdir -p $(1)
+	@rm -rf $(1) && mkdir -p $(1)/sagewire/v1
 	$(PY) -m grpc_tools.protoc -I protos -I $(PROTODEPS) -I $(GRPC_PROTO) \
 	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
-	  --python_out=$(1) --grpc_python_out=$(1) --mypy_out=$(1) --mypy_grpc_out=$(1) $(PROTOS)
+	  --python_out=$(1) --grpc_python_out=$(1) --mypy_out=$(1) --mypy_grpc_out=$(1) \
+	  --descriptor_set_out=$(1)/sagewire/v1/sagewire.binpb --include_imports --include_source_info \
+	  $(PROTOS)
 	@touch $(1)/sagewire/v1/py.typed
 endef
 

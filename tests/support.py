@@ -79,10 +79,13 @@ def settings_for(
     server: Mapping[str, Any] | None = None,
     aws: Mapping[str, Any] | None = None,
     async_jobs: Mapping[str, Any] | None = None,
+    rest: Mapping[str, Any] | None = None,
 ) -> Settings:
     return load_settings(
         overrides={
             "server": {"listen": "127.0.0.1:0", "shutdown_grace_s": 5, **(server or {})},
+            # The REST bridge on a free port too, unless a test turns it off.
+            "rest": {"listen": "127.0.0.1:0", **(rest or {})},
             # One attempt: tests see each upstream error exactly as the emulator sent it.
             "aws": {**_aws_for(runtime), "max_attempts": 1, **(aws or {})},
             "async_jobs": {"job_id_keys": [TEST_JOB_ID_KEY], **(async_jobs or {})},
@@ -111,6 +114,11 @@ class Sagewire:
     inference: inference_service_pb2_grpc.InferenceServiceAsyncStub = field(init=False)
     models: model_service_pb2_grpc.ModelServiceAsyncStub = field(init=False)
     health: Any = field(init=False)  # grpc_health ships no async stub types
+
+    @property
+    def rest_url(self) -> str:
+        """Base URL of the REST bridge (http://127.0.0.1:PORT)."""
+        return f"http://127.0.0.1:{self.server.rest_port}"
 
     def __post_init__(self) -> None:
         self.inference = inference_service_pb2_grpc.InferenceServiceStub(self.channel)

@@ -19,6 +19,7 @@ from sagewire.config.async_jobs import (
 from sagewire.config.base import Strict
 from sagewire.config.bidi import BidiRouteSettings
 from sagewire.config.converse import ConverseSettings
+from sagewire.config.rest import RestSettings
 
 SAGEMAKER_MAX_BODY_BYTES = 6_291_456
 # SageMaker gives a real-time model 60 s; a little margin lets its own timeout error arrive.
@@ -216,6 +217,7 @@ class Settings(BaseSettings):
     )
 
     server: ServerSettings = ServerSettings()
+    rest: RestSettings = RestSettings()
     aws: AwsSettings = AwsSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     async_jobs: AsyncJobSettings = AsyncJobSettings()

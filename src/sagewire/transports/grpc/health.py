@@ -34,6 +34,10 @@ class HealthService(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
             self._status[service] = status
             self._changed.notify_all()
 
+    def serving(self, service: str = "") -> bool:
+        """Whether `service` ("" = overall) is SERVING and no drain has begun (readiness)."""
+        return not self.draining and self._status.get(service) == SERVING
+
     async def enter_graceful_shutdown(self) -> None:
         """Every service NOT_SERVING for good; open Watch streams report it and end."""
         async with self._changed:

@@ -7,8 +7,10 @@ cancels what is left (their upstream HTTP requests are cancelled with them).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -31,6 +33,9 @@ from sagewire.transports.grpc.health import SERVING, HealthService
 from sagewire.transports.grpc.inference import InferenceServicer
 from sagewire.transports.grpc.models import ModelServicer
 from sagewire.transports.grpc.reflection import enable_reflection
+
+if TYPE_CHECKING:
+    from sagewire.transports.rest.server import RestListener
 from sagewire.v1 import (
     inference_service_pb2,
     inference_service_pb2_grpc,
@@ -75,6 +80,8 @@ class SagewireServer:
         self._stack = AsyncExitStack()
         self._server: grpc.aio.Server | None = None
         self.health = HealthService()
+        self.rest_port = 0
+        self._rest: RestListener | None = None
 
     async def start(self) -> int:
         telemetry.configure(
@@ -83,13 +90,14 @@ class SagewireServer:
         runtime = await self._stack.enter_async_context(SageMakerRuntime(self.settings.aws))
         gateway = Gateway(self.settings, runtime, await self._open_bidi())
         async_jobs = await self._open_async_jobs(gateway, runtime)
+        statuses = self._endpoint_statuses()
         server = grpc.aio.server(options=grpc_options(self.settings))
         inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
             InferenceServicer(gateway, self.settings.server.max_json_view_bytes, async_jobs),
             server,
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(gateway, self._endpoint_statuses()), server
+            ModelServicer(gateway, statuses), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.settings.server.reflection:
@@ -100,6 +108,14 @@ class SagewireServer:
             raise OSError(f"could not listen on {listen}")
         await server.start()
         self._server = server
+        if self.settings.rest.listen:
+            # Imported only then: a gRPC-only deployment loads none of the bridge.
+            from sagewire.transports.rest.app import build_app
+            from sagewire.transports.rest.server import RestListener
+
+            app = build_app(self.settings, gateway, async_jobs, statuses, self.health)
+            self._rest = RestListener(app, self.settings.rest.listen)
+            self.rest_port = await self._rest.start(self.settings.server.shutdown_grace_s)
         for name in ["", *SERVICE_NAMES]:
             await self.health.set(name, SERVING)
         log.info("sagewire serving on %s (port %d)", listen, self.port)
@@ -148,10 +164,16 @@ class SagewireServer:
     async def stop(self, grace_s: float | None = None) -> None:
         grace = self.settings.server.shutdown_grace_s if grace_s is None else grace_s
         if self._server is not None:
+            # One drain for both listeners: health (gRPC and /readyz) flips first, then both
+            # stop accepting and give in-flight calls the same grace period, side by side.
             await self.health.enter_graceful_shutdown()
             log.info("shutting down: refusing new calls, %.1fs grace for in-flight calls", grace)
-            await self._server.stop(grace)
+            stops = [self._server.stop(grace)]
+            if self._rest is not None:
+                stops.append(self._rest.stop())
+            await asyncio.gather(*stops)
             self._server = None
+            self._rest = None
         await finish_closing()  # cancelled Converse sessions close theirs on the AWS client
         await self._stack.aclose()
 

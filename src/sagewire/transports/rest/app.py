@@ -1,0 +1,113 @@
+"""The REST bridge's aiohttp application: transcoded RPCs, health, and the hooks for the
+routes that are not plain transcoding.
+
+Why aiohttp's server: it is already a dependency (aioboto3 rides on it), runs on the same
+uvloop event loop as grpc.aio in the same process, streams responses with explicit per-write
+flushing (NDJSON/SSE) and serves WebSockets, and cancels a handler when its client disconnects
+(`handler_cancellation`), which is how a hung-up caller stops the upstream SageMaker request.
+A framework on top (FastAPI/Starlette) would add a second request model and validation layer
+the bridge does not want: requests are protobuf messages, validated by the core.
+
+Route order matters: aiohttp tries resources with longer literal prefixes first and the
+transcoding catch-all (`/{tail:.*}`) last, so a route added by an `add_*_routes` function wins
+over transcoding for its own path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from sagewire.config.settings import Settings
+from sagewire.core.endpoint_status import EndpointStatuses
+from sagewire.core.errors import SagewireError
+from sagewire.core.gateway import Gateway
+from sagewire.transports.grpc.async_jobs import AsyncJobsService
+from sagewire.transports.grpc.health import HealthService
+from sagewire.transports.grpc.inference import InferenceServicer
+from sagewire.transports.grpc.models import ModelServicer
+from sagewire.transports.rest import errors
+from sagewire.transports.rest.routes import Router, bindings
+from sagewire.transports.rest.rpc import RpcHandler, servicer_bodies
+from sagewire.v1 import inference_service_pb2, model_service_pb2
+
+SERVICES = [
+    inference_service_pb2.DESCRIPTOR.services_by_name["InferenceService"],
+    model_service_pb2.DESCRIPTOR.services_by_name["ModelService"],
+]
+
+# Application keys for routes added by other modules (passthrough, Converse, OpenAPI, ...).
+GATEWAY = web.AppKey("gateway", Gateway)
+SETTINGS = web.AppKey("settings", Settings)
+ROUTER = web.AppKey("router", Router)
+ASYNC_JOBS: web.AppKey[AsyncJobsService | None] = web.AppKey("async_jobs")
+
+type Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer the bridge gives is JSON: domain errors raised by any route, and aiohttp's
+    own 404/405/413, become google.rpc.Status bodies."""
+    try:
+        return await handler(request)
+    except SagewireError as error:
+        return errors.error_response(error)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].rest.max_request_bytes
+        return errors.error_response(errors.body_too_large(limit))
+    except web.HTTPMethodNotAllowed as exc:
+        return errors.error_response(
+            errors.method_not_allowed(request.method, request.path, sorted(exc.allowed_methods))
+        )
+    except web.HTTPNotFound:
+        return errors.error_response(errors.unknown_path(request.method, request.path))
+
+
+def build_app(
+    settings: Settings,
+    gateway: Gateway,
+    async_jobs: AsyncJobsService | None,
+    statuses: EndpointStatuses,
+    health: HealthService,
+) -> web.Application:
+    """The bridge over the same core objects the gRPC server gets (transports.grpc.server)."""
+    app = web.Application(
+        middlewares=[json_errors], client_max_size=settings.rest.max_request_bytes
+    )
+    router = Router(bindings(SERVICES))
+    app[GATEWAY] = gateway
+    app[SETTINGS] = settings
+    app[ROUTER] = router
+    app[ASYNC_JOBS] = async_jobs
+    servicers: dict[str, object] = {
+        "sagewire.v1.InferenceService": InferenceServicer(
+            gateway, settings.server.max_json_view_bytes, async_jobs
+        ),
+        "sagewire.v1.ModelService": ModelServicer(gateway, statuses),
+    }
+    add_health_routes(app, health)
+    # Part B's routes plug in here, each from its own module, before the transcoding
+    # catch-all: OpenAPI (`/v1/openapi.json`), raw passthrough (`/v1/models/{model}/
+    # invocations…`), Converse over WebSocket (`…:converse`), UploadAsync, CORS.
+    handler = RpcHandler(
+        router, servicer_bodies(servicers, router), settings.rest.max_request_bytes
+    )
+    app.router.add_route("*", "/{tail:.*}", handler.handle)
+    return app
+
+
+def add_health_routes(app: web.Application, health: HealthService) -> None:
+    """`/healthz`: the process answers. `/readyz`: it takes calls (503 once draining)."""
+
+    async def live(request: web.Request) -> web.Response:
+        return web.json_response({"status": "SERVING"})
+
+    async def ready(request: web.Request) -> web.Response:
+        if health.serving():
+            return web.json_response({"status": "SERVING"})
+        return web.json_response({"status": "NOT_SERVING"}, status=503)
+
+    app.router.add_get("/healthz", live)
+    app.router.add_get("/readyz", ready)

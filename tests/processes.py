@@ -19,6 +19,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 READY = re.compile(r"sagewire ready on (\S+)")
+REST = re.compile(r"sagewire REST bridge on (\S+)")
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Process:
     popen: subprocess.Popen[str]
     target: str
     log: list[str] = field(default_factory=list)
+    rest_url: str = ""  # http://host:port of the REST bridge, when it listens
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         if self.popen.poll() is None:
@@ -36,7 +38,12 @@ class Process:
 @contextmanager
 def sagewire_process(*args: str, env: dict[str, str] | None = None) -> Iterator[Process]:
     """Start `sagewire ARGS` listening on 127.0.0.1:0 and wait for its ready line."""
-    environ = {**os.environ, "SAGEWIRE_SERVER__LISTEN": "127.0.0.1:0", **(env or {})}
+    environ = {
+        **os.environ,
+        "SAGEWIRE_SERVER__LISTEN": "127.0.0.1:0",
+        "SAGEWIRE_REST__LISTEN": "127.0.0.1:0",
+        **(env or {}),
+    }
     popen = subprocess.Popen(
         [str(BIN / "sagewire"), *args],
         cwd=REPO,
@@ -48,11 +55,14 @@ def sagewire_process(*args: str, env: dict[str, str] | None = None) -> Iterator[
     log: list[str] = []
     ready = threading.Event()
     target: list[str] = []
+    rest: list[str] = []
 
     def drain() -> None:
         assert popen.stderr is not None
         for line in popen.stderr:
             log.append(line)
+            if found := REST.search(line):
+                rest.append(found.group(1))
             match = READY.search(line)
             if match and not ready.is_set():
                 target.append(match.group(1))
@@ -64,7 +74,7 @@ def sagewire_process(*args: str, env: dict[str, str] | None = None) -> Iterator[
         if popen.poll() is not None or time.monotonic() > deadline:
             popen.kill()
             raise RuntimeError("sagewire did not start:\n" + "".join(log))
-    process = Process(popen, target[0], log)
+    process = Process(popen, target[0], log, rest[0] if rest else "")
     try:
         yield process
     finally:

@@ -88,6 +88,13 @@ async def _serve(settings: Settings, stack: AsyncExitStack) -> None:
         server = SagewireServer(settings)
         async with server:
             host = settings.server.listen.rsplit(":", 1)[0]
+            if server.rest_port:
+                rest_host = settings.rest.listen.rsplit(":", 1)[0]
+                print(
+                    f"sagewire REST bridge on http://{rest_host}:{server.rest_port}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             print(f"sagewire ready on {host}:{server.port}", file=sys.stderr, flush=True)
             await stop.wait()
             log.info("signal received")

@@ -1,0 +1,216 @@
+"""deploy/k8s: each overlay renders with `kubectl kustomize`, validates offline against the
+Kubernetes schemas (kubernetes-validate, strict), and agrees with what `sagewire serve` does with
+the rendered ConfigMap and environment: the port it listens on, the health service the probes
+ask, the drain it runs after SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from k8s_render import (
+    K8S,
+    KUBECTL,
+    NO_KUBECTL,
+    OVERLAYS,
+    config_toml,
+    container,
+    container_env,
+    one,
+    pod_settings,
+    render,
+)
+from processes import sagewire_process
+
+from sagewire.emulator.config import EmulatorConfig, EndpointConfig
+from sagewire.emulator.server import running_emulator
+from sagewire.v1 import inference_service_pb2_grpc, invoke_pb2
+
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason=NO_KUBECTL)
+
+# The oldest Kubernetes the manifests are for (the preStop `sleep` action is on by default from
+# 1.30) and the newest schemas kubernetes-validate ships.
+K8S_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
+LABELS = {"app.kubernetes.io/name": "sagewire"}
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def overlay(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
+    name: str = request.param
+    return name, render(name)
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_overlay_validates_against_the_kubernetes_schemas(
+    overlay: tuple[str, list[dict[str, Any]]], version: str
+) -> None:
+    name, resources = overlay
+    for resource in resources:
+        kubernetes_validate.validate(resource, version, strict=True)
+    kinds = sorted(r["kind"] for r in resources)
+    print(f"{name} @ {version}: {len(resources)} resources valid: {kinds}")
+    assert {
+        "ConfigMap",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
+    } <= set(kinds)
+
+
+def test_example_hpa_on_calls_in_flight_validates() -> None:
+    import yaml  # type: ignore[import-untyped]
+
+    example = yaml.safe_load((K8S / "examples" / "hpa-inflight-calls.yaml").read_text())
+    for version in K8S_VERSIONS:
+        kubernetes_validate.validate(example, version, strict=True)
+    names = [m.get("pods", {}).get("metric", {}).get("name") for m in example["spec"]["metrics"]]
+    assert "sagewire_grpc_calls_in_flight" in names
+
+
+def test_pod_is_hardened(overlay: tuple[str, list[dict[str, Any]]]) -> None:
+    _, resources = overlay
+    pod = one(resources, "Deployment")["spec"]["template"]["spec"]
+    main = container(resources)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    security = main["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert {"cpu", "memory"} <= set(main["resources"]["requests"])
+    assert "memory" in main["resources"]["limits"]
+
+
+def test_ports_probes_and_drain_agree_with_the_config(
+    overlay: tuple[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    name, resources = overlay
+    settings = pod_settings(resources, tmp_path / "sagewire.toml")
+    host, port = settings.server.listen.rsplit(":", 1)
+    assert host == "0.0.0.0", "inside a pod sagewire must listen on every interface"
+    main = container(resources)
+    ports = {p["name"]: p["containerPort"] for p in main["ports"]}
+    assert ports["grpc"] == int(port)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert main[probe]["grpc"]["port"] == int(port), probe
+    for service in (r for r in resources if r["kind"] == "Service"):
+        for service_port in service["spec"]["ports"]:
+            assert service_port["targetPort"] in ports, service["metadata"]["name"]
+            assert service_port["appProtocol"], service["metadata"]["name"]
+        assert service["spec"]["selector"] == LABELS
+    pod = one(resources, "Deployment")["spec"]["template"]["spec"]
+    pre_stop = main["lifecycle"]["preStop"]["sleep"]["seconds"]
+    # The kubelet kills the container at terminationGracePeriodSeconds, counted from the start
+    # of preStop: the drain must fit inside it with room for the process to exit.
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + settings.server.shutdown_grace_s
+    print(
+        f"{name}: listen {settings.server.listen}, probes on {port}, preStop {pre_stop}s + "
+        f"drain {settings.server.shutdown_grace_s:g}s < grace "
+        f"{pod['terminationGracePeriodSeconds']}s"
+    )
+
+
+def test_selectors_and_references_meet(overlay: tuple[str, list[dict[str, Any]]]) -> None:
+    _, resources = overlay
+    deployment = one(resources, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    for kind in ("PodDisruptionBudget",):
+        assert one(resources, kind)["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    policy = one(resources, "NetworkPolicy")["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    port_names = {p["name"] for p in container(resources)["ports"]}
+    for rule in policy["ingress"]:
+        for port in rule["ports"]:
+            assert port["port"] in port_names
+    hpa = one(resources, "HorizontalPodAutoscaler")["spec"]
+    assert hpa["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    account = one(resources, "ServiceAccount")
+    assert (
+        deployment["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    )
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith(
+        "arn:aws:iam::"
+    )
+    # The job-id keys come from a Secret, never from the ConfigMap.
+    assert "job_id_keys" not in config_toml(resources)
+    env = {e["name"]: e for e in container(resources)["env"]}
+    assert "secretKeyRef" in env["SAGEWIRE_ASYNC_JOBS__JOB_ID_KEYS"]["valueFrom"]
+
+
+def test_overlays_differ_where_they_should() -> None:
+    dev, prod = render("dev"), render("prod")
+    assert one(dev, "Deployment")["spec"]["replicas"] == 1
+    assert one(prod, "Deployment")["spec"]["replicas"] >= 3
+    assert one(prod, "HorizontalPodAutoscaler")["spec"]["minReplicas"] >= 3
+    affinity = one(prod, "Deployment")["spec"]["template"]["spec"]["affinity"]
+    term = affinity["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    # dev generates its (public, dev-only) key; prod expects the Secret to exist in the cluster.
+    assert [r for r in dev if r["kind"] == "Secret"]
+    assert not [r for r in prod if r["kind"] == "Secret"]
+
+
+# Endpoints named like the base configuration's routes, served by the emulator's demo models.
+EMULATOR = EmulatorConfig(
+    endpoints={
+        "sentiment-prod-v7": EndpointConfig(model="echo"),
+        "chat-llm": EndpointConfig(model="tokens"),
+        "summariser-async": EndpointConfig(model="echo"),
+    }
+)
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+async def test_sagewire_serve_runs_the_rendered_config_as_the_probes_expect(
+    name: str, tmp_path: Path
+) -> None:
+    """`sagewire serve` with the overlay's ConfigMap file and container environment: it starts,
+    answers the probes' health check SERVING, serves a routed call, and after SIGTERM exits 0
+    well within the drain the manifests allow for."""
+    resources = render(name)
+    main = container(resources)
+    config = tmp_path / "sagewire.toml"
+    config.write_text(config_toml(resources), encoding="utf-8")
+    async with running_emulator(EMULATOR) as emulator:
+        env = {
+            **container_env(resources),
+            # Only what a test must change: the emulator instead of AWS (and sagewire_process
+            # listens on a free loopback port instead of 0.0.0.0:50051).
+            "SAGEWIRE_AWS__RUNTIME_ENDPOINT_URL": emulator.url,
+            "SAGEWIRE_AWS__CONTROL_ENDPOINT_URL": emulator.url,
+        }
+        with sagewire_process(main["args"][0], "--config", str(config), env=env) as process:
+            async with grpc.aio.insecure_channel(process.target) as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                    service = main[probe]["grpc"].get("service", "")
+                    answer = await health.Check(
+                        health_pb2.HealthCheckRequest(service=service), timeout=10
+                    )
+                    assert answer.status == health_pb2.HealthCheckResponse.SERVING, probe
+                reply = await inference_service_pb2_grpc.InferenceServiceStub(channel).Invoke(
+                    invoke_pb2.InvokeRequest(model="sentiment", body=b'{"text": "fine"}'),
+                    timeout=10,
+                )
+                assert reply.body == b'{"text": "fine"}'
+            started = time.monotonic()
+            code = await asyncio.to_thread(process.stop, signal.SIGTERM, 30.0)
+            took = time.monotonic() - started
+    assert code == 0
+    pod = one(resources, "Deployment")["spec"]["template"]["spec"]
+    pre_stop = main["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert took < pod["terminationGracePeriodSeconds"] - pre_stop
+    print(f"{name}: served on {process.target}, SIGTERM -> exit 0 in {took:.1f}s")

@@ -71,25 +71,25 @@ def test_missing_payload_is_invalid_argument_naming_payload() -> None:
     "data",
     [{"a": [1, 2, {"b": None}]}, [], "text", 3.25, True, None],
 )
-def test_json_bytes_to_value_parses_valid_json(data: object) -> None:
-    parsed = convert.json_bytes_to_value(json.dumps(data).encode())
+def test_json_view_value_parses_valid_json(data: object) -> None:
+    parsed = convert.json_view_value(json.dumps(data).encode(), 1 << 20)
     assert parsed is not None
     assert json_format.MessageToDict(parsed) == data
 
 
 @pytest.mark.parametrize("data", [b"", b"{", b"{'a': 1}", b"\xff\xfe", b"not json", b"[1,]"])
-def test_json_bytes_to_value_rejects_invalid_json(data: bytes) -> None:
-    assert convert.json_bytes_to_value(data) is None
+def test_json_view_value_rejects_invalid_json(data: bytes) -> None:
+    assert convert.json_view_value(data, 1 << 20) is None
 
 
-def test_json_bytes_to_value_accepts_moderate_nesting() -> None:
+def test_json_view_value_accepts_moderate_nesting() -> None:
     nested = b"[" * 20 + b"1" + b"]" * 20
-    assert convert.json_bytes_to_value(nested) is not None
+    assert convert.json_view_value(nested, 1 << 20) is not None
 
 
 @pytest.mark.parametrize("depth", [200, 100_000])
-def test_json_bytes_to_value_gives_up_on_deep_nesting(depth: int) -> None:
-    assert convert.json_bytes_to_value(b"[" * depth + b"]" * depth) is None
+def test_json_view_value_gives_up_on_deep_nesting(depth: int) -> None:
+    assert convert.json_view_value(b"[" * depth + b"]" * depth, 1 << 20) is None
 
 
 def test_value_to_json_bytes_keeps_non_ascii_as_utf8() -> None:

@@ -152,7 +152,12 @@ class SubmitAsyncRequest(_message.Message):
     """Desired MIME type of the output; empty uses the route default."""
     @_builtins.property
     def json(self) -> _struct_pb2.Value:
-        """A JSON value, staged to S3 by sagewire as UTF-8 JSON."""
+        """A JSON value, sent as UTF-8 JSON, staged to S3 by sagewire. A Value holds numbers as doubles:
+        integral numbers within ±2^53 are sent as integers (20, not 20.0), others as the shortest
+        decimal that reads back as the same double; numbers beyond ±2^53 and a Value with no kind set
+        (anywhere in it) fail with INVALID_ARGUMENT (field `json`). Exact 64-bit integers need
+        `body`.
+        """
 
     @_builtins.property
     def options(self) -> Global___AsyncOptions:
@@ -347,7 +352,10 @@ class GetAsyncResultResponse(_message.Message):
     """Why the job failed, from the failure object, when FAILED."""
     @_builtins.property
     def json(self) -> _struct_pb2.Value:
-        """Output parsed, when inline and JSON."""
+        """Output parsed, when inline and JSON; unset otherwise. Also unset when any number in it would
+        change as a double (integers beyond ±2^53, decimals that do not read back as written, e.g.
+        9007199254740993), so `json` never differs from `body`.
+        """
 
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:

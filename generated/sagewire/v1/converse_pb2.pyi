@@ -130,7 +130,12 @@ class ConverseTurn(_message.Message):
     """On bidi routes: more parts of this input follow (CompletionState PARTIAL). Default COMPLETE."""
     @_builtins.property
     def json(self) -> _struct_pb2.Value:
-        """A JSON value (sent as UTF-8 JSON)."""
+        """A JSON value, sent as UTF-8 JSON (UTF8 on bidi routes). A Value holds numbers as doubles:
+        integral numbers within ±2^53 are sent as integers (20, not 20.0), others as the shortest
+        decimal that reads back as the same double; numbers beyond ±2^53 and a Value with no kind set
+        (anywhere in it) fail with INVALID_ARGUMENT (field `json`). Exact 64-bit integers need
+        `body`.
+        """
 
     def __init__(
         self,
@@ -336,7 +341,10 @@ class ConverseChunk(_message.Message):
     """On bidi routes: the model marked this part PARTIAL."""
     @_builtins.property
     def json(self) -> _struct_pb2.Value:
-        """The part parsed, when it is a JSON record; unset otherwise."""
+        """The part parsed, when it is a JSON record; unset otherwise. Also unset when any number in it
+        would change as a double (integers beyond ±2^53, decimals that do not read back as written,
+        e.g. 9007199254740993), so `json` never differs from `body`.
+        """
 
     def __init__(
         self,

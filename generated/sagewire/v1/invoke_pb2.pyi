@@ -40,8 +40,12 @@ class InvokeRequest(_message.Message):
     """Desired MIME type of the response; empty uses the route default."""
     @_builtins.property
     def json(self) -> _struct_pb2.Value:
-        """A JSON value, sent as UTF-8 JSON with content type application/json unless
-        `content_type` says otherwise. Lets grpcurl users write JSON instead of base64.
+        """A JSON value, sent as UTF-8 JSON with content type application/json unless `content_type`
+        says otherwise (lets grpcurl users write JSON instead of base64). A Value holds numbers as
+        doubles: integral numbers within ±2^53 are sent as integers (20, not 20.0), others as the
+        shortest decimal that reads back as the same double; numbers beyond ±2^53 and a Value with no
+        kind set (anywhere in it) fail with INVALID_ARGUMENT (field `json`). Exact 64-bit integers
+        need `body`.
         """
 
     @_builtins.property
@@ -97,7 +101,11 @@ class InvokeResponse(_message.Message):
     """Stateful session closed by this call, if any."""
     @_builtins.property
     def json(self) -> _struct_pb2.Value:
-        """`body` parsed, when `content_type` is JSON and the body is valid JSON; unset otherwise."""
+        """`body` parsed, when `content_type` is JSON, the body is valid JSON and at most
+        server.max_json_view_bytes; unset otherwise. Also unset when any number in it would change as a
+        double (integers beyond ±2^53, decimals that do not read back as written, e.g.
+        9007199254740993), so `json` never differs from `body`.
+        """
 
     def __init__(
         self,
@@ -143,7 +151,11 @@ class InvokeStreamRequest(_message.Message):
     """How to cut the response into messages; unspecified uses the route default."""
     @_builtins.property
     def json(self) -> _struct_pb2.Value:
-        """A JSON value, sent as UTF-8 JSON."""
+        """A JSON value, sent as UTF-8 JSON. A Value holds numbers as doubles: integral numbers within
+        ±2^53 are sent as integers (20, not 20.0), others as the shortest decimal that reads back as
+        the same double; numbers beyond ±2^53 and a Value with no kind set (anywhere in it) fail with
+        INVALID_ARGUMENT (field `json`). Exact 64-bit integers need `body`.
+        """
 
     @_builtins.property
     def options(self) -> _common_pb2.InvocationOptions:
@@ -188,7 +200,11 @@ class InvokeStreamResponse(_message.Message):
     """Zero-based position of this message in the stream."""
     @_builtins.property
     def json(self) -> _struct_pb2.Value:
-        """The record parsed, with lines framing when the record is valid JSON; unset otherwise."""
+        """The record parsed, under lines framing when it is valid JSON; unset
+        otherwise. Also unset when any number in it would change as a double (integers beyond ±2^53,
+        decimals that do not read back as written, e.g. 9007199254740993), so `json` never differs from
+        `body`.
+        """
 
     def __init__(
         self,

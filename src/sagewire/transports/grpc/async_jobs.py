@@ -128,10 +128,13 @@ class AsyncJobsService:
                 response.output_not_inlined = True
             else:
                 response.body = result.body
-                if is_json(status.output.content_type) and len(result.body) <= self._json_limit:
-                    value = convert.json_bytes_to_value(result.body)
-                    if value is not None:
-                        response.json.CopyFrom(value)
+                value = (
+                    convert.json_view_value(result.body, self._json_limit)
+                    if is_json(status.output.content_type)
+                    else None
+                )
+                if value is not None:
+                    response.json.CopyFrom(value)
         return response
 
     async def watch(

@@ -127,10 +127,9 @@ def response(event: ConverseEvent, json_limit: int) -> converse_pb2.ConverseResp
             if event.data_type is not None:  # a part of a bidirectional stream
                 chunk.data_type = _DATA_TYPES[event.data_type]
                 chunk.partial = event.partial
-            if event.record and len(event.body) <= json_limit:
-                value = convert.json_bytes_to_value(event.body)
-                if value is not None:
-                    chunk.json.CopyFrom(value)
+            value = convert.json_view_value(event.body, json_limit) if event.record else None
+            if value is not None:
+                chunk.json.CopyFrom(value)
             return converse_pb2.ConverseResponse(chunk=chunk)
         case TurnEnded():
             return converse_pb2.ConverseResponse(

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields
 from typing import Any
 
 from google.protobuf import duration_pb2, json_format, struct_pb2
 
 from sagewire.config.settings import RouteMode, StreamFraming
+from sagewire.core import json_view
 from sagewire.core.errors import invalid_argument
+from sagewire.core.json_view import request_number
 from sagewire.core.types import InvocationOptions, InvokeResult, RouteInfo
 from sagewire.v1 import common_pb2, invoke_pb2, model_service_pb2
 
@@ -40,51 +41,54 @@ def options_to_proto(options: InvocationOptions) -> common_pb2.InvocationOptions
     )
 
 
-# Integers beyond this are not exact in a double, so they stay floats.
-_MAX_EXACT_INT = 2**53
-
-
-def _to_python(value: struct_pb2.Value) -> Any:
-    """A Value as plain Python. Value stores every number as a double; integral ones become
-    ints again so {"max_new_tokens": 20} reaches the model as 20, not 20.0."""
+def _to_python(value: struct_pb2.Value, where: str) -> Any:
+    """A caller's Value as plain Python, numbers by sagewire.core.json_view's rule (integral
+    ones become ints again, so {"max_new_tokens": 20} reaches the model as 20, not 20.0)."""
     kind = value.WhichOneof("kind")
     if kind == "number_value":
-        number = value.number_value
-        if number.is_integer() and abs(number) < _MAX_EXACT_INT:
-            return int(number)
-        return number
+        return request_number(value.number_value, where)
     if kind == "string_value":
         return value.string_value
     if kind == "bool_value":
         return value.bool_value
     if kind == "struct_value":
-        return {key: _to_python(item) for key, item in value.struct_value.fields.items()}
+        return {
+            key: _to_python(item, f"{where}.{key}" if key.isidentifier() else f"{where}[{key!r}]")
+            for key, item in value.struct_value.fields.items()
+        }
     if kind == "list_value":
-        return [_to_python(item) for item in value.list_value.values]
-    return None
+        return [_to_python(item, f"{where}[{i}]") for i, item in enumerate(value.list_value.values)]
+    if kind == "null_value":
+        return None
+    # No kind at all: not JSON null but an unset Value (protobufjs makes one from
+    # {struct_value: ...}, the field's name instead of its JSON form). Never guess.
+    raise invalid_argument(
+        "json",
+        f"{where}: a google.protobuf.Value with no kind set; set one of null_value, "
+        "number_value, string_value, bool_value, struct_value or list_value (in JSON, write "
+        "the value itself)",
+    )
 
 
 def value_to_json_bytes(value: struct_pb2.Value) -> bytes:
-    """A google.protobuf.Value as compact UTF-8 JSON."""
+    """A caller's google.protobuf.Value as compact UTF-8 JSON.
+
+    Raises INVALID_ARGUMENT (field `json`) for a Value with no kind (anywhere in it), NaN or
+    Infinity, and numbers beyond ±2^53 (see sagewire.core.json_view)."""
+    return json_view.dumps(_to_python(value, "json"))
+
+
+def json_view_value(body: bytes, limit: int) -> struct_pb2.Value | None:
+    """The `json` view of an answer: `body` as a Value when it is at most `limit` bytes of JSON
+    whose every number a double holds exactly (sagewire.core.json_view); else None."""
+    if len(body) > limit:
+        return None
+    view = json_view.parse_view(body)
+    if view is None:
+        return None
     try:
-        return json.dumps(
-            _to_python(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        ).encode()
-    except ValueError:
-        raise invalid_argument("json", "NaN and Infinity are not valid JSON numbers") from None
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def json_bytes_to_value(data: bytes) -> struct_pb2.Value | None:
-    """Parse JSON into a Value, or None when it is not valid JSON."""
-    try:
-        return json_format.ParseDict(
-            json.loads(data, parse_constant=_no_constants), struct_pb2.Value()
-        )
-    except (ValueError, json_format.ParseError, RecursionError):
+        return json_format.ParseDict(view.document, struct_pb2.Value())
+    except (ValueError, json_format.ParseError, RecursionError):  # e.g. a lone surrogate
         return None
 
 
@@ -125,10 +129,9 @@ def invoke_response(
         new_session_id=result.new_session_id,
         closed_session_id=result.closed_session_id,
     )
-    if want_json and len(result.body) <= json_limit:
-        value = json_bytes_to_value(result.body)
-        if value is not None:
-            response.json.CopyFrom(value)
+    value = json_view_value(result.body, json_limit) if want_json else None
+    if value is not None:
+        response.json.CopyFrom(value)
     return response
 
 

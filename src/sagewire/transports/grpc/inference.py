@@ -81,10 +81,9 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
             index = 0
             async for piece in stream.pieces:
                 message = invoke_pb2.InvokeStreamResponse(body=piece, index=index)
-                if lines and len(piece) <= self._json_limit:
-                    value = convert.json_bytes_to_value(piece)
-                    if value is not None:
-                        message.json.CopyFrom(value)
+                value = convert.json_view_value(piece, self._json_limit) if lines else None
+                if value is not None:
+                    message.json.CopyFrom(value)
                 yield message
                 index += 1
 

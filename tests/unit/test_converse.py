@@ -8,7 +8,7 @@ import pytest
 
 from sagewire.config import ConfigError, load_settings
 from sagewire.config.converse import ConverseSettings
-from sagewire.core.converse import parse_session_header
+from sagewire.core.converse_sessions import parse_session_header
 
 
 def test_defaults_run_one_turn_at_a_time_without_sessions() -> None:

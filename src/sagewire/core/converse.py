@@ -13,11 +13,9 @@ outbox that `run` drains into `send`. Chunks need a credit from a semaphore of
 `max_buffered_chunks` that is given back once the chunk is sent, so a client that stops
 reading stops the turns reading from SageMaker instead of growing memory.
 
-With SageMaker stateful sessions on (`converse.sessions`), every turn carries the session id:
-either the route's open request gets it before the first turn, or the first turn itself is
-sent with NEW_SESSION through InvokeEndpoint (InvokeEndpointWithResponseStream refuses
-NEW_SESSION) while later turns wait for the id. When the Converse ends, the route's close
-request closes the SageMaker session.
+With SageMaker stateful sessions on (`converse.sessions`), every turn carries the session id
+(`converse_sessions.StatefulSession`). Which turns are admitted and how a whole answer becomes
+chunks are in `converse_turns`.
 
 On `bidi` routes the session holds one SageMaker HTTP/2 bidirectional stream instead: the
 reader sends each turn upstream as a part when it arrives, and a receiver task relays the
@@ -37,10 +35,8 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 
 from sagewire.config.settings import RouteMode, StreamFraming
-from sagewire.core.content import is_json
 from sagewire.core.converse_bidi import BidiTurns
 from sagewire.core.converse_events import (
     BadTurn,
@@ -51,66 +47,40 @@ from sagewire.core.converse_events import (
     ConverseStart,
     Outbox,
     Send,
-    SessionChanged,
     SessionOpened,
     Turn,
     TurnChunk,
     TurnEnded,
     TurnFailed,
 )
-from sagewire.core.errors import (
-    SESSION_REJECTED,
-    ErrorKind,
-    SagewireError,
-    invalid_argument,
+from sagewire.core.converse_sessions import SESSION_NOT_OPENED, StatefulSession
+from sagewire.core.converse_turns import (
+    Admission,
+    admission_error,
+    cancelled,
+    check_session_option,
+    not_cancellable,
+    result_chunks,
+    session_idle,
+    session_too_long,
+    unknown_turn,
 )
-from sagewire.core.framing import LineFramer
+from sagewire.core.errors import SESSION_REJECTED, SagewireError
 from sagewire.core.gateway import Gateway
-from sagewire.core.types import InvocationOptions, InvokeCall, InvokeResult
-from sagewire.core.validation import NEW_SESSION, validate_options
+from sagewire.core.types import InvokeCall, InvokeResult
+from sagewire.core.validation import NEW_SESSION
 
 log = logging.getLogger(__name__)
 
-SESSION_NOT_OPENED = "SESSION_NOT_OPENED"
 # Session errors that end the Converse: every later turn would fail the same way.
 _SESSION_FATAL = frozenset({SESSION_REJECTED, SESSION_NOT_OPENED})
-# Close requests still running after their Converse was cancelled (kept from the GC).
-_closing: set[asyncio.Task[None]] = set()
 
 
-async def finish_closing() -> None:
-    """Wait for the close requests of sessions that were cancelled (each bounded by its route's
-    close_timeout_s). Call after the server stopped and before the AWS client closes."""
-    await asyncio.sleep(0)  # let just-cancelled sessions schedule theirs
-    if _closing:
-        await asyncio.gather(*_closing, return_exceptions=True)
-
-
-# -- errors ---------------------------------------------------------------------------------
-
-
-def _turn_error(turn_id: str, message: str, kind: ErrorKind, reason: str) -> SagewireError:
-    return SagewireError(message=message, kind=kind, reason=reason, metadata={"turn_id": turn_id})
-
-
-def _cancelled(turn_id: str) -> SagewireError:
-    return _turn_error(
-        turn_id, f"turn {turn_id!r} was cancelled", ErrorKind.CANCELLED, "TURN_CANCELLED"
-    )
-
-
-def parse_session_header(value: str) -> tuple[str, datetime | None]:
-    """SageMaker's NewSessionId, `<id>; Expires=<ISO time>`, as (id, expiry or None)."""
-    session_id, *attributes = (part.strip() for part in value.split(";"))
-    for attribute in attributes:
-        key, _, raw = attribute.partition("=")
-        if key.strip().lower() == "expires":
-            try:
-                expires = datetime.fromisoformat(raw.strip())
-            except ValueError:
-                return session_id, None
-            return session_id, expires if expires.tzinfo else expires.replace(tzinfo=UTC)
-    return session_id, None
+def _internal_error(what: str) -> SagewireError:
+    """Log the exception being handled under a new incident id; the error names only the id."""
+    incident = uuid.uuid4().hex[:12]
+    log.exception("%s, incident %s", what, incident)
+    return SagewireError(message=f"internal error in sagewire (incident {incident})")
 
 
 @dataclass(eq=False)
@@ -135,13 +105,12 @@ class ConverseSession:
         self._is_bidi = self._route.mode is RouteMode.BIDI
         self._bidi: BidiTurns | None = None  # the open stream, on bidi routes
         self._receiver: asyncio.Task[None] | None = None
-        self._check_session_option(start.options.session_id)
-        self._session_id = ""
-        self._expires_at: datetime | None = None
-        self._session_lock = asyncio.Lock()
-        self._reopen_pending = False
+        check_session_option(self._name, self._settings, start.options.session_id)
         # (event, holds a credit); drained by run() only.
         self._outbox: Outbox = asyncio.Queue()
+        self._session = StatefulSession(
+            gateway, self._route.name, self._settings, self._session_call, self._outbox
+        )
         self._credits = asyncio.Semaphore(self._settings.max_buffered_chunks)
         self._waiting: deque[Turn] = deque()
         self._running: dict[str, _Running] = {}
@@ -155,19 +124,8 @@ class ConverseSession:
     def _name(self) -> str:
         return self._route.name
 
-    def _check_session_option(self, session_id: str) -> None:
-        if self._settings.sessions and session_id:
-            raise invalid_argument(
-                "options.session_id",
-                f"model {self._name!r} opens its own stateful session for each Converse; "
-                "leave session_id empty",
-            )
-        if not self._settings.sessions and session_id == NEW_SESSION:
-            raise invalid_argument(
-                "options.session_id",
-                f"model {self._name!r} has no Converse sessions (converse.sessions is off), so "
-                f"{NEW_SESSION} cannot be used; pass an existing session id or none",
-            )
+    def _session_call(self, body: bytes, content_type: str, bounded: bool) -> InvokeCall:
+        return self._call(body, content_type, bounded=bounded)
 
     def _call(self, body: bytes, content_type: str = "", *, bounded: bool = True) -> InvokeCall:
         start = self._start
@@ -194,8 +152,9 @@ class ConverseSession:
                     await self._run_bidi(send)
                 else:
                     if self._settings.sessions and self._settings.open_body:
-                        await self._open_session()
-                    await send(SessionOpened(self._name, self._session_id, self._expires_at))
+                        await self._session.open()
+                    session = self._session
+                    await send(SessionOpened(self._name, session.session_id, session.expires_at))
                     self._touch()
                     self._reader = asyncio.create_task(self._read())
                     await self._pump(send)
@@ -203,19 +162,13 @@ class ConverseSession:
             # The caller went away or its deadline passed: stop everything, close upstream
             # in the background since this task may not wait any more.
             self._stop()
-            self._close_later()
+            self._session.close_later()
             raise
         except TimeoutError:
             await self._wind_down()
             if not limit.expired():
                 raise
-            raise SagewireError(
-                message=f"the Converse session on model {self._name!r} reached its maximum "
-                f"duration of {self._settings.max_duration_s:g}s (converse.max_duration_s); "
-                "open a new one",
-                kind=ErrorKind.DEADLINE_EXCEEDED,
-                reason="SESSION_MAX_DURATION",
-            ) from None
+            raise session_too_long(self._name, self._settings.max_duration_s) from None
         except BaseException:
             await self._wind_down()
             raise
@@ -249,9 +202,7 @@ class ConverseSession:
         except SagewireError as error:
             self._fail(error)
         except Exception:
-            incident = uuid.uuid4().hex[:12]
-            log.exception("relaying a bidi stream failed, incident %s", incident)
-            self._fail(SagewireError(message=f"internal error in sagewire (incident {incident})"))
+            self._fail(_internal_error("relaying a bidi stream failed"))
 
     def _touch(self) -> None:
         self._last_activity = time.monotonic()
@@ -278,14 +229,7 @@ class ConverseSession:
                     event, credited = await self._outbox.get()
             except TimeoutError:
                 if self._idle() and time.monotonic() - self._last_activity >= idle_timeout:
-                    quiet = "no part from the model" if self._is_bidi else "no turn running"
-                    raise SagewireError(
-                        message=f"the Converse session on model {self._name!r} was idle for "
-                        f"{idle_timeout:g}s (no message, {quiet}) and was ended "
-                        "(converse.idle_timeout_s)",
-                        kind=ErrorKind.DEADLINE_EXCEEDED,
-                        reason="SESSION_IDLE_TIMEOUT",
-                    ) from None
+                    raise session_idle(self._name, idle_timeout, self._is_bidi) from None
                 continue
             if event is None:
                 continue
@@ -323,7 +267,7 @@ class ConverseSession:
         """Stop what still runs (nothing, after a normal end), then close the SageMaker
         session."""
         await self._halt()
-        await self._close_session()
+        await self._session.close()
 
     # -- client messages --------------------------------------------------------------------
 
@@ -342,9 +286,7 @@ class ConverseSession:
             return
         except Exception:
             # A transport failure reading the client: end the session rather than hang on it.
-            incident = uuid.uuid4().hex[:12]
-            log.exception("reading a Converse stream failed, incident %s", incident)
-            self._fail(SagewireError(message=f"internal error in sagewire (incident {incident})"))
+            self._fail(_internal_error("reading a Converse stream failed"))
             return
         self._wake()
 
@@ -364,7 +306,7 @@ class ConverseSession:
             case BadTurn(turn_id, error):
                 await self._refuse(turn_id, error)
             case CancelTurn(turn_id) if self._is_bidi:
-                await self._refuse(turn_id, self._not_cancellable(turn_id))
+                await self._refuse(turn_id, not_cancellable(self._name, turn_id))
             case CancelTurn(turn_id):
                 await self._cancel(turn_id)
             case CloseSession():
@@ -373,69 +315,17 @@ class ConverseSession:
                     await self._bidi.close_input()
                 self._wake()
 
-    def _not_cancellable(self, turn_id: str) -> SagewireError:
-        return _turn_error(
-            turn_id,
-            f"turn {turn_id!r} cannot be cancelled: model {self._name!r} is a bidi route, "
-            "whose parts reach the model as they arrive and whose stream has no per-turn "
-            "cancel; cancel the call to stop the model",
-            ErrorKind.FAILED_PRECONDITION,
-            "TURN_NOT_CANCELLABLE",
-        )
-
     def _admission_error(self, turn: Turn) -> SagewireError | None:
-        settings = self._settings
-        turn_id = turn.turn_id
-        if not turn_id:
-            return invalid_argument("turn_id", "is required: a client-chosen id for the turn")
-        if turn.partial and not self._is_bidi:
-            return invalid_argument("partial", "only turns on bidi routes may be partial")
-        if self._closing:
-            return _turn_error(
-                turn_id,
-                "the session is closing (the client sent close); no more turns are accepted",
-                ErrorKind.FAILED_PRECONDITION,
-                "SESSION_CLOSING",
-            )
-        if self._bidi is not None and self._bidi.input_turn:
-            if self._bidi.continues(turn_id):
-                return None  # the next part of the same turn
-            pending = self._bidi.input_turn
-            return _turn_error(
-                turn_id,
-                f"turn {turn_id!r} cannot start while turn {pending!r} is still sending parts "
-                f"(its last part was partial); send {pending!r}'s last part without `partial` "
-                "first",
-                ErrorKind.FAILED_PRECONDITION,
-                "TURN_INPUT_OPEN",
-            )
-        if turn_id in self._seen:
-            return SagewireError(
-                message=f"turn_id: {turn_id!r} was already used in this session; use a new id",
-                kind=ErrorKind.INVALID_ARGUMENT,
-                reason="DUPLICATE_TURN_ID",
-                metadata={"turn_id": turn_id},
-            )
-        if len(self._seen) >= settings.max_turns:
-            return _turn_error(
-                turn_id,
-                f"the session already had {settings.max_turns} turns (converse.max_turns); "
-                "open a new Converse",
-                ErrorKind.RESOURCE_EXHAUSTED,
-                "SESSION_TURN_LIMIT",
-            )
-        full = len(self._running) >= settings.max_concurrent_turns
-        if full and len(self._waiting) >= settings.max_queued_turns:
-            return SagewireError(
-                message=f"{len(self._running)} turns are running and {len(self._waiting)} "
-                "waiting, the most this session queues (converse.max_queued_turns); send the "
-                "turn again once one finishes",
-                kind=ErrorKind.RESOURCE_EXHAUSTED,
-                reason="TURN_QUEUE_FULL",
-                retry_after_s=0.2,
-                metadata={"turn_id": turn_id},
-            )
-        return None
+        state = Admission(
+            settings=self._settings,
+            is_bidi=self._is_bidi,
+            closing=self._closing,
+            bidi=self._bidi,
+            seen=self._seen,
+            running=len(self._running),
+            waiting=len(self._waiting),
+        )
+        return admission_error(turn, state)
 
     async def _refuse(self, turn_id: str, error: SagewireError) -> None:
         # Refusals answer the client's own messages: they take a credit, so a client that
@@ -452,18 +342,10 @@ class ConverseSession:
         for turn in self._waiting:
             if turn.turn_id == turn_id:
                 self._waiting.remove(turn)
-                self._outbox.put_nowait((TurnFailed(turn_id, _cancelled(turn_id)), False))
+                self._outbox.put_nowait((TurnFailed(turn_id, cancelled(turn_id)), False))
                 return
         if turn_id not in self._seen:
-            await self._refuse(
-                turn_id,
-                _turn_error(
-                    turn_id,
-                    f"cancel: no turn {turn_id!r} in this session",
-                    ErrorKind.NOT_FOUND,
-                    "UNKNOWN_TURN",
-                ),
-            )
+            await self._refuse(turn_id, unknown_turn(turn_id))
         # A finished turn: nothing left to cancel.
 
     # -- turns ------------------------------------------------------------------------------
@@ -484,19 +366,14 @@ class ConverseSession:
             running = self._running.get(turn.turn_id)
             if running is None or not running.cancelled:
                 raise  # the session is ending
-            event = TurnFailed(turn.turn_id, _cancelled(turn.turn_id))
+            event = TurnFailed(turn.turn_id, cancelled(turn.turn_id))
         except SagewireError as error:
             if error.reason in _SESSION_FATAL and self._settings.sessions:
                 self._fail(replace(error, metadata={**error.metadata, "turn_id": turn.turn_id}))
             else:
                 event = TurnFailed(turn.turn_id, error)
         except Exception:
-            incident = uuid.uuid4().hex[:12]
-            log.exception("Converse turn failed unexpectedly, incident %s", incident)
-            event = TurnFailed(
-                turn.turn_id,
-                SagewireError(message=f"internal error in sagewire (incident {incident})"),
-            )
+            event = TurnFailed(turn.turn_id, _internal_error("Converse turn failed unexpectedly"))
         finally:
             self._running.pop(turn.turn_id, None)
         if event is not None:
@@ -506,10 +383,13 @@ class ConverseSession:
     async def _execute(self, turn: Turn) -> TurnEnded:
         retried = False
         while True:
-            session_id = await self._session_for_turn()
+            session_id = await self._session.for_turn()
             try:
                 if session_id == NEW_SESSION:
-                    return await self._open_with_turn(turn)
+                    result = await self._session.open_with_turn(
+                        turn.turn_id, turn.body, turn.content_type
+                    )
+                    return await self._relay_result(turn.turn_id, result)
                 return await self._call_model(turn, session_id)
             except SagewireError as error:
                 if error.reason != SESSION_REJECTED or retried:
@@ -517,7 +397,7 @@ class ConverseSession:
                 if not (self._settings.sessions and self._settings.reopen_expired):
                     raise
                 retried = True
-                await self._reopen(session_id)
+                await self._session.reopen(session_id)
 
     async def _call_model(self, turn: Turn, session_id: str) -> TurnEnded:
         call = self._call(turn.body, turn.content_type)
@@ -534,13 +414,7 @@ class ConverseSession:
 
     async def _relay_result(self, turn_id: str, result: InvokeResult) -> TurnEnded:
         """A whole answer as chunks: records under lines framing, else one chunk."""
-        if self._framing is StreamFraming.LINES:
-            framer = LineFramer()
-            pieces = framer.feed(result.body)
-            tail = framer.flush()
-            chunks = [(p, True) for p in ([*pieces, tail] if tail else pieces)]
-        else:
-            chunks = [(result.body, is_json(result.content_type))] if result.body else []
+        chunks = result_chunks(result, self._framing)
         for body, record in chunks:
             await self._emit(TurnChunk(turn_id, body, record))
         return TurnEnded(
@@ -550,98 +424,3 @@ class ConverseSession:
     async def _emit(self, chunk: TurnChunk) -> None:
         await self._credits.acquire()
         self._outbox.put_nowait((chunk, True))
-
-    # -- the SageMaker stateful session -----------------------------------------------------
-
-    async def _session_for_turn(self) -> str:
-        """The session id this turn is sent with: "" without sessions, the open session's id,
-        or NEW_SESSION when this turn opens it (holding the lock until `_open_with_turn`
-        has the id, so later turns wait for it)."""
-        if not self._settings.sessions:
-            return ""
-        if self._session_id:
-            return self._session_id
-        await self._session_lock.acquire()
-        opened = self._current_session()  # by the turn this one waited for
-        if opened:
-            self._session_lock.release()
-            return opened
-        return NEW_SESSION
-
-    def _current_session(self) -> str:
-        return self._session_id
-
-    async def _open_with_turn(self, turn: Turn) -> TurnEnded:
-        """The first turn opens the session: InvokeEndpoint, on stream routes too."""
-        try:
-            call = self._call(turn.body, turn.content_type)
-            result = await self._gateway.invoke(call, session_id=NEW_SESSION)
-            self._learn(result, f"turn {turn.turn_id!r}")
-        finally:
-            self._session_lock.release()
-        self._announce(turn.turn_id)
-        return await self._relay_result(turn.turn_id, result)
-
-    async def _open_session(self) -> None:
-        """The route's open request: InvokeEndpoint with NEW_SESSION before any turn."""
-        body = self._settings.open_body.encode()
-        result = await self._gateway.invoke(self._call(body), session_id=NEW_SESSION)
-        self._learn(result, "the open request (converse.open_body)")
-
-    def _learn(self, result: InvokeResult, what: str) -> None:
-        session_id, expires = parse_session_header(result.new_session_id)
-        problem = "" if session_id else "its answer had no new session id"
-        if session_id:
-            try:
-                validate_options(InvocationOptions(session_id=session_id))
-            except SagewireError:
-                problem = f"it returned session id {session_id[:80]!r}, which SageMaker refuses"
-        if problem:
-            raise SagewireError(
-                message=f"model {self._name!r} did not open a stateful session for {what}: "
-                f"{problem}; check the route's converse settings",
-                kind=ErrorKind.FAILED_PRECONDITION,
-                reason=SESSION_NOT_OPENED,
-                metadata={"model": self._name},
-            )
-        self._session_id, self._expires_at = session_id, expires
-
-    def _announce(self, turn_id: str) -> None:
-        event = SessionChanged(self._session_id, self._expires_at, turn_id, self._reopen_pending)
-        self._reopen_pending = False
-        self._outbox.put_nowait((event, False))
-
-    async def _reopen(self, rejected: str) -> None:
-        """Replace a session SageMaker rejected; turns that raced here reuse the new one."""
-        async with self._session_lock:
-            if self._session_id != rejected:
-                return
-            log.info("stateful session on model %r was rejected; reopening", self._name)
-            self._reopen_pending = True
-            if not self._settings.open_body:
-                self._session_id = ""  # the next turn opens it
-                return
-            await self._open_session()
-            self._announce("")
-
-    async def _close_session(self) -> None:
-        session_id, self._session_id = self._session_id, ""
-        if not session_id or not self._settings.close_body:
-            return
-        call = self._call(self._settings.close_body.encode(), bounded=False)
-        try:
-            async with asyncio.timeout(self._settings.close_timeout_s):
-                result = await self._gateway.invoke(call, session_id=session_id)
-        except Exception as error:  # best effort: the session lapses at its expiry anyway
-            log.warning("could not close the stateful session on model %r: %s", self._name, error)
-            return
-        if result.closed_session_id != session_id:
-            log.warning(
-                "model %r answered the close request without closing the session", self._name
-            )
-
-    def _close_later(self) -> None:
-        if self._session_id and self._settings.close_body:
-            task = asyncio.get_running_loop().create_task(self._close_session())
-            _closing.add(task)
-            task.add_done_callback(_closing.discard)

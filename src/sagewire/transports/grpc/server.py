@@ -22,7 +22,7 @@ from sagewire.aws.s3 import S3Store
 from sagewire.config import ConfigError
 from sagewire.config.settings import RouteMode, Settings
 from sagewire.core.async_jobs import AsyncJobs
-from sagewire.core.converse import finish_closing
+from sagewire.core.converse_sessions import finish_closing
 from sagewire.core.endpoint_status import EndpointStatuses
 from sagewire.core.errors import SagewireError
 from sagewire.core.gateway import Gateway

@@ -9,15 +9,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from pydantic import AfterValidator, Field, SecretStr
 
 from sagewire.config.base import Strict
-
-if TYPE_CHECKING:
-    from sagewire.config.settings import RouteSettings
 
 MIN_KEY_BYTES = 32
 # SageMaker's ranges for InvokeEndpointAsync (botocore's service model).
@@ -110,13 +106,3 @@ class AsyncRouteSettings(Strict):
     invocation_timeout_seconds: int = Field(
         default=900, ge=INVOCATION_TIMEOUT_RANGE[0], le=INVOCATION_TIMEOUT_RANGE[1]
     )
-
-
-def check_async_routes(routes: Mapping[str, RouteSettings], jobs: AsyncJobSettings | None) -> None:
-    """Async routes need a job-id key: without one no replica could issue or read a job."""
-    names = sorted(name for name, route in routes.items() if route.mode.value == "async")
-    if names and jobs is not None and not jobs.job_id_keys:
-        raise ValueError(
-            f"{', '.join(names)}: mode async needs at least one key in async_jobs.job_id_keys "
-            "(see docs/async.md)"
-        )

@@ -6,20 +6,17 @@ Unknown keys are rejected (extra="forbid") so a typo fails start-up instead of b
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from sagewire.config.async_jobs import (
-    AsyncJobSettings,
-    AsyncRouteSettings,
-    check_async_routes,
-)
+from sagewire.config.async_jobs import AsyncJobSettings, AsyncRouteSettings
 from sagewire.config.base import Strict
 from sagewire.config.bidi import BidiRouteSettings
 from sagewire.config.converse import ConverseSettings
 from sagewire.config.rest import RestSettings
+from sagewire.config.sagemaker_fields import media_type_problem, option_problem
 
 SAGEMAKER_MAX_BODY_BYTES = 6_291_456
 # SageMaker gives a real-time model 60 s; a little margin lets its own timeout error arrive.
@@ -64,14 +61,6 @@ class OptionName(StrEnum):
     INVOCATION_TIMEOUT_SECONDS = "invocation_timeout_seconds"
 
 
-def _sagemaker_rules() -> Any:
-    # Imported late: the rules live with the per-call validation in the core, which itself
-    # imports this module.
-    from sagewire.core import validation
-
-    return validation
-
-
 class RouteDefaults(Strict):
     """SageMaker options applied to every call on a route unless the caller overrides them."""
 
@@ -86,9 +75,9 @@ class RouteDefaults(Strict):
     @classmethod
     def _as_sagemaker_accepts(cls, value: str, info: ValidationInfo) -> str:
         if value:
-            error = _sagemaker_rules().option_error(str(info.field_name), value)
-            if error is not None:
-                raise ValueError(error.violations[0].description)
+            problem = option_problem(str(info.field_name), value)
+            if problem is not None:
+                raise ValueError(problem)
         return value
 
 
@@ -113,9 +102,9 @@ class RouteSettings(Strict):
     @field_validator("content_type", "accept")
     @classmethod
     def _header_safe(cls, value: str) -> str:
-        error = _sagemaker_rules().media_type_error(value)
-        if error is not None:
-            raise ValueError(error.violations[0].description)
+        problem = media_type_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -228,7 +217,14 @@ class Settings(BaseSettings):
     def _async_routes_have_keys(
         cls, routes: dict[str, RouteSettings], info: ValidationInfo
     ) -> dict[str, RouteSettings]:
-        check_async_routes(routes, info.data.get("async_jobs"))
+        # Without a key no replica could issue or read a job.
+        jobs: AsyncJobSettings | None = info.data.get("async_jobs")
+        names = sorted(name for name, route in routes.items() if route.mode is RouteMode.ASYNC)
+        if names and jobs is not None and not jobs.job_id_keys:
+            raise ValueError(
+                f"{', '.join(names)}: mode async needs at least one key in "
+                "async_jobs.job_id_keys (see docs/async.md)"
+            )
         return routes
 
     @classmethod

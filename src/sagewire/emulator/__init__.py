@@ -14,13 +14,8 @@ from sagewire.emulator.config import (
     parse_config,
 )
 from sagewire.emulator.faults import Fault
-from sagewire.emulator.models import (
-    BUILTIN_MODELS,
-    Model,
-    ModelFailure,
-    ModelReply,
-    ModelRequest,
-)
+from sagewire.emulator.model_api import Model, ModelFailure, ModelReply, ModelRequest
+from sagewire.emulator.models import BUILTIN_MODELS
 from sagewire.emulator.server import RunningEmulator, main, running_emulator
 from sagewire.emulator.stats import EndpointStats
 

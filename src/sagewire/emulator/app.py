@@ -26,7 +26,7 @@ from sagewire.emulator import async_invocations, control_plane, errors, eventstr
 from sagewire.emulator.endpoints import EmulatorState, Endpoint
 from sagewire.emulator.errors import ERROR_TYPE_HEADER, ApiError
 from sagewire.emulator.faults import Fault, apply_request_fault
-from sagewire.emulator.models import ModelFailure, ModelReply, ModelRequest
+from sagewire.emulator.model_api import ModelFailure, ModelReply, ModelRequest
 from sagewire.emulator.sessions import NEW_SESSION
 from sagewire.emulator.stats import EndpointStats, StreamOutcome
 

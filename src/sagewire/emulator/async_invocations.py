@@ -33,7 +33,7 @@ from sagewire.emulator import errors
 from sagewire.emulator.endpoints import EmulatorState, Endpoint
 from sagewire.emulator.errors import ApiError
 from sagewire.emulator.faults import error_for
-from sagewire.emulator.models import ModelFailure, ModelRequest
+from sagewire.emulator.model_api import ModelFailure, ModelRequest
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from sagewire.emulator.bidi_models import BidiModel, BidiRequest, WebSocketConta
 from sagewire.emulator.endpoints import EmulatorState, Endpoint
 from sagewire.emulator.errors import ERROR_TYPE_HEADER, ApiError
 from sagewire.emulator.faults import Fault, apply_request_fault
-from sagewire.emulator.models import ModelFailure
+from sagewire.emulator.model_api import ModelFailure
 from sagewire.emulator.stats import EndpointStats, StreamOutcome
 
 log = logging.getLogger(__name__)

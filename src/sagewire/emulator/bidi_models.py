@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 import aiohttp
 
 from sagewire.emulator.bidi_events import BINARY, COMPLETE, PARTIAL, UTF8, Part
-from sagewire.emulator.models import ModelFailure, ModelReply, ModelRequest
+from sagewire.emulator.model_api import ModelFailure, ModelReply, ModelRequest
 
 CONTAINER_PATH = "/invocations-bidirectional-stream"
 _CLOSING = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)

@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator
 
 import aiohttp
 
-from sagewire.emulator.models import DEFAULT_CONTENT_TYPE, ModelFailure, ModelReply, ModelRequest
+from sagewire.emulator.model_api import DEFAULT_CONTENT_TYPE, ModelFailure, ModelReply, ModelRequest
 
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 _FORWARDED = {

@@ -15,7 +15,8 @@ from sagewire.emulator import errors
 from sagewire.emulator.config import EmulatorConfig, EndpointConfig
 from sagewire.emulator.container import ContainerModel
 from sagewire.emulator.faults import Fault
-from sagewire.emulator.models import BUILTIN_MODELS, Model
+from sagewire.emulator.model_api import Model
+from sagewire.emulator.models import BUILTIN_MODELS
 from sagewire.emulator.sessions import SessionTable
 from sagewire.emulator.stats import EndpointStats
 

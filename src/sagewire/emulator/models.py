@@ -1,4 +1,4 @@
-"""Demo models and the small interface every emulated model implements.
+"""Demo models, by name (``BUILTIN_MODELS``); the interface they implement is in ``model_api``.
 
 Why: the emulator should let the gateway be exercised end to end without AWS or a real model.
 A model is anything with ``async def invoke(request) -> ModelReply``; the reply carries the
@@ -18,55 +18,17 @@ import itertools
 import json
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 from sagewire.emulator import sessions
-
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
-
-
-@dataclass(frozen=True)
-class ModelRequest:
-    """What SageMaker passes on to a model container (plus where the call came in)."""
-
-    endpoint: str
-    variant: str
-    body: bytes
-    streaming: bool
-    content_type: str | None = None
-    accept: str | None = None
-    custom_attributes: str | None = None
-    target_model: str | None = None
-    target_container_hostname: str | None = None
-    inference_id: str | None = None
-    enable_explanations: str | None = None
-    inference_component: str | None = None
-    session_id: str | None = None
-
-
-@dataclass
-class ModelReply:
-    """A model's answer: metadata known up front, then the body as it is produced."""
-
-    chunks: AsyncGenerator[bytes, None]  # closed early if the client goes away
-    content_type: str = DEFAULT_CONTENT_TYPE
-    custom_attributes: str | None = None
-    new_session_id: str | None = None
-    closed_session_id: str | None = None
-
-
-class ModelFailure(Exception):
-    """The model container failed: ``status`` None means it gave no answer at all."""
-
-    def __init__(self, status: int | None, message: str, *, timed_out: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.timed_out = timed_out
-
-
-class Model(Protocol):
-    async def invoke(self, request: ModelRequest) -> ModelReply: ...
+from sagewire.emulator.bidi_models import BidiEchoModel
+from sagewire.emulator.model_api import (
+    DEFAULT_CONTENT_TYPE,
+    Model,
+    ModelFailure,
+    ModelReply,
+    ModelRequest,
+)
+from sagewire.emulator.slow_echo import SlowEchoModel
 
 
 async def _once(*chunks: bytes) -> AsyncGenerator[bytes, None]:
@@ -324,26 +286,12 @@ def _line(doc: Mapping[str, object]) -> bytes:
     return json.dumps(doc).encode() + b"\n"
 
 
-def _bidi_echo() -> Model:
-    # Imported late: the bidirectional models build on this module's types.
-    from sagewire.emulator.bidi_models import BidiEchoModel
-
-    return BidiEchoModel()
-
-
-def _slow_echo() -> Model:
-    # Imported late: the async demo model builds on this module's types.
-    from sagewire.emulator.slow_echo import SlowEchoModel
-
-    return SlowEchoModel()
-
-
 BUILTIN_MODELS: Mapping[str, Callable[[], Model]] = {
     "echo": EchoModel,
     "tokens": TokensModel,
     "firehose": FirehoseModel,
     "chat": ChatModel,
-    "bidi-echo": _bidi_echo,
-    "slow-echo": _slow_echo,
+    "bidi-echo": BidiEchoModel,
+    "slow-echo": SlowEchoModel,
 }
 """Demo models selectable by ``model = "<name>"`` in the emulator config."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
-from sagewire.emulator.models import DEFAULT_CONTENT_TYPE, ModelFailure, ModelReply, ModelRequest
+from sagewire.emulator.model_api import DEFAULT_CONTENT_TYPE, ModelFailure, ModelReply, ModelRequest
 
 DEFAULT_DELAY_S = 1.0
 MAX_DELAY_MS = 3_600_000

@@ -29,6 +29,7 @@ from sagewire.core.gateway import Gateway
 from sagewire.core.job_results import JobResults, job_codec
 from sagewire.core.ports import SageMakerBidiPort
 from sagewire.transports.grpc.async_jobs import AsyncJobsService
+from sagewire.transports.grpc.decoding import guarded
 from sagewire.transports.grpc.health import SERVING, HealthService
 from sagewire.transports.grpc.inference import InferenceServicer
 from sagewire.transports.grpc.models import ModelServicer
@@ -92,16 +93,18 @@ class SagewireServer:
         async_jobs = await self._open_async_jobs(gateway, runtime)
         statuses = self._endpoint_statuses()
         server = grpc.aio.server(options=grpc_options(self.settings))
+        # Every service registers through the guard: undecodable requests are INVALID_ARGUMENT.
+        registrar = guarded(server)
         inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
             InferenceServicer(gateway, self.settings.server.max_json_view_bytes, async_jobs),
-            server,
+            registrar,
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(gateway, statuses), server
+            ModelServicer(gateway, statuses), registrar
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
         if self.settings.server.reflection:
-            enable_reflection(server, [*SERVICE_NAMES, HEALTH_SERVICE])
+            enable_reflection(registrar, [*SERVICE_NAMES, HEALTH_SERVICE])
         listen = self.settings.server.listen
         self.port = server.add_insecure_port(listen)
         if self.port == 0:

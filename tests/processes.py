@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 READY = re.compile(r"sagewire ready on (\S+)")
 REST = re.compile(r"sagewire REST bridge on (\S+)")
+METRICS = re.compile(r"metrics on (http://\S+)")
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Process:
     target: str
     log: list[str] = field(default_factory=list)
     rest_url: str = ""  # http://host:port of the REST bridge, when it listens
+    metrics_url: str = ""  # when the process serves /metrics
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         if self.popen.poll() is None:
@@ -42,6 +44,7 @@ def sagewire_process(*args: str, env: dict[str, str] | None = None) -> Iterator[
         **os.environ,
         "SAGEWIRE_SERVER__LISTEN": "127.0.0.1:0",
         "SAGEWIRE_REST__LISTEN": "127.0.0.1:0",
+        "SAGEWIRE_TELEMETRY__METRICS_LISTEN": "127.0.0.1:0",  # config/local.toml says 9464
         **(env or {}),
     }
     popen = subprocess.Popen(
@@ -74,7 +77,8 @@ def sagewire_process(*args: str, env: dict[str, str] | None = None) -> Iterator[
         if popen.poll() is not None or time.monotonic() > deadline:
             popen.kill()
             raise RuntimeError("sagewire did not start:\n" + "".join(log))
-    process = Process(popen, target[0], log, rest[0] if rest else "")
+    found = [m.group(1) for line in log if (m := METRICS.search(line))]
+    process = Process(popen, target[0], log, rest[0] if rest else "", found[0] if found else "")
     try:
         yield process
     finally:

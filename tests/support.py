@@ -80,9 +80,11 @@ def settings_for(
     aws: Mapping[str, Any] | None = None,
     async_jobs: Mapping[str, Any] | None = None,
     rest: Mapping[str, Any] | None = None,
+    telemetry: Mapping[str, Any] | None = None,
 ) -> Settings:
     return load_settings(
         overrides={
+            "telemetry": dict(telemetry or {}),
             "server": {"listen": "127.0.0.1:0", "shutdown_grace_s": 5, **(server or {})},
             # The REST bridge on a free port too, unless a test turns it off.
             "rest": {"listen": "127.0.0.1:0", **(rest or {})},

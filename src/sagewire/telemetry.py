@@ -34,6 +34,11 @@ def configure(console_spans: bool, service_name: str = "sagewire") -> None:
     _State.active = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
+def tracing() -> bool:
+    """Whether spans go anywhere (a provider is installed)."""
+    return _State.active
+
+
 @contextmanager
 def rpc_span(service: str, method: str, metadata: Iterable[Any] | None) -> Iterator[Span | None]:
     """A SERVER span for one RPC (None when tracing is off). Never records payloads.

@@ -16,6 +16,7 @@ import aioboto3
 import botocore
 from botocore.config import Config
 
+from sagewire.aws.instrumented import InstrumentedClient
 from sagewire.config.settings import AwsSettings
 
 
@@ -57,13 +58,15 @@ class SharedClient:
         self._client: Any = None
 
     async def __aenter__(self) -> Self:
-        self._client = await self._stack.enter_async_context(
+        client = await self._stack.enter_async_context(
             aioboto3.Session().client(
                 self._service,
                 endpoint_url=self._endpoint_url,
                 config=client_config(self._settings),
             )
         )
+        # Every API call gets its CLIENT span and upstream metrics (sagewire.aws.instrumented).
+        self._client = InstrumentedClient(client, self._service)
         return self
 
     async def __aexit__(

@@ -18,6 +18,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from sagewire.config import ConfigError, Settings, load_settings
+from sagewire.observability import logs
 from sagewire.transports.grpc.server import SagewireServer
 
 log = logging.getLogger("sagewire")
@@ -61,24 +62,6 @@ def _probe(target: str, service: str, timeout: float) -> int:
     return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # botocore and the HTTP/2 SDK's smithy layers log request bodies (and signing details) at
-    # DEBUG; never let them through by default.
-    for name in (
-        "botocore",
-        "smithy_core",
-        "smithy_http",
-        "smithy_aws_core",
-        "smithy_aws_event_stream",
-    ):
-        logging.getLogger(name).setLevel(max(logging.getLevelName(level), logging.INFO))
-
-
 async def _serve(settings: Settings, stack: AsyncExitStack) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -92,6 +75,13 @@ async def _serve(settings: Settings, stack: AsyncExitStack) -> None:
                 rest_host = settings.rest.listen.rsplit(":", 1)[0]
                 print(
                     f"sagewire REST bridge on http://{rest_host}:{server.rest_port}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if server.metrics_port:
+                metrics_host = (settings.telemetry.metrics_listen or "").rsplit(":", 1)[0]
+                print(
+                    f"metrics on http://{metrics_host}:{server.metrics_port}/metrics",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -178,11 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "serve":
             settings = load_settings(args.config)
-            _configure_logging(settings.server.log_level)
+            logs.configure(settings.server.log_level, settings.server.log_format)
             _run(_serve(settings, AsyncExitStack()))
             return 0
-        load_settings(args.config)  # fail fast, before starting anything
-        _configure_logging("INFO")
+        settings = load_settings(args.config)  # fail fast, before starting anything
+        logs.configure("INFO", settings.server.log_format)
         _run(_local(args))
         return 0
     except ConfigError as exc:

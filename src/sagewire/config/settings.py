@@ -161,6 +161,11 @@ class ServerSettings(Strict):
     reflection: bool = True
     allow_endpoint_passthrough: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # `json`: one JSON object per line (docs/observability.md); `text` for a terminal.
+    log_format: Literal["text", "json"] = "text"
+    # One INFO record per call on the `sagewire.access` logger (method, model, status, reason,
+    # duration, sizes); off, only failures are logged.
+    access_log: bool = True
 
 
 class AwsSettings(Strict):
@@ -190,11 +195,24 @@ class AwsSettings(Strict):
 
 
 class TelemetrySettings(Strict):
-    """Tracing. Spans go to whatever OpenTelemetry provider is installed (for example by
-    `opentelemetry-instrument`); `console_spans` installs one that prints them, for debugging."""
+    """Metrics and tracing (docs/observability.md). Spans and OTel metrics go over OTLP when the
+    standard OTEL_* variables say so, else to whatever provider is installed (for example by
+    `opentelemetry-instrument`); `console_spans` installs one that prints spans, for debugging."""
 
     console_spans: bool = False
     service_name: str = "sagewire"
+    # host:port of the admin HTTP listener serving Prometheus metrics at /metrics; unset, no
+    # listener and no metrics are kept.
+    metrics_listen: str | None = Field(
+        default=None, pattern=r"^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$"
+    )
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_port(cls, value: str | None) -> str | None:
+        if value is not None and int(value.rsplit(":", 1)[1]) > 65535:
+            raise ValueError("port must be 0..65535 (0 picks a free port)")
+        return value
 
 
 class Settings(BaseSettings):

@@ -23,6 +23,7 @@ from sagewire.core.ports import AsyncInferencePort, ObjectStorePort
 from sagewire.core.routes import Route, RouteTable
 from sagewire.core.types import InvocationOptions
 from sagewire.core.validation import validate_media_type, validate_options
+from sagewire.observability import signals
 
 MAX_INPUT_LOCATION_CHARS = 1024
 
@@ -87,11 +88,13 @@ class AsyncJobs:
                 async with asyncio.timeout(timeout):
                     if staged is not None and body is not None:
                         await self._store.put(staged, body, request.content_type)
+                        signals.uploaded(len(body))
                     accepted = await self._runtime.invoke_endpoint_async(
                         replace(request, input_location=source)
                     )
             except TimeoutError:
                 raise deadline_exceeded(f"submitting to model {route.name!r}", timeout) from None
+        signals.job_submitted()
         return self._issue(route, request, accepted)
 
     async def upload(self, call: AsyncCall, chunks: AsyncIterator[bytes]) -> tuple[IssuedJob, int]:
@@ -104,6 +107,7 @@ class AsyncJobs:
         staged = self._staging(route)
         with route.slot():
             size = await self._store.put_stream(staged, self._bounded(chunks), request.content_type)
+            signals.uploaded(size)
             timeout = route.settings.timeout_s
             try:
                 async with asyncio.timeout(timeout):
@@ -112,6 +116,7 @@ class AsyncJobs:
                     )
             except TimeoutError:
                 raise deadline_exceeded(f"submitting to model {route.name!r}", timeout) from None
+        signals.job_submitted()
         return self._issue(route, request, accepted), size
 
     async def _bounded(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

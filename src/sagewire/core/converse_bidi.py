@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from sagewire.core.converse_events import Outbox, Turn, TurnChunk, TurnEnded
 from sagewire.core.ports import BidiStreamPort
 from sagewire.core.types import BidiPart
+from sagewire.observability import signals
 
 
 @dataclass(eq=False)
@@ -100,6 +101,7 @@ class BidiTurns:
             self._touch()
             await self._credits.acquire()
             self._relay(part)
+            signals.parts_relayed()
         self.output_done = True
         while self._answers:
             self._end()

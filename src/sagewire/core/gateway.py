@@ -6,6 +6,7 @@ Every transport calls these methods; none of them knows about gRPC or HTTP.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -39,6 +40,7 @@ from sagewire.core.validation import (
     validate_media_type,
     validate_options,
 )
+from sagewire.observability import signals
 
 
 def _wrong_mode(route: Route, rpc: str, wanted: str) -> SagewireError:
@@ -170,8 +172,10 @@ class Gateway:
         with route.slot():
             try:
                 async with asyncio.timeout(timeout):
+                    opened = time.perf_counter()
                     async with self._runtime.invoke_endpoint_stream(request) as stream:
-                        yield OpenStream(stream.start, framing, _pieces(stream, framing))
+                        pieces = signals.relayed(_pieces(stream, framing), opened)
+                        yield OpenStream(stream.start, framing, pieces)
             except TimeoutError:
                 raise deadline_exceeded(f"stream from model {route.name!r}", timeout) from None
 

@@ -27,6 +27,7 @@ from sagewire.core.backoff import backoff_delay
 from sagewire.core.errors import ErrorKind, SagewireError
 from sagewire.core.job_ids import JobIdCodec, JobToken
 from sagewire.core.ports import CompletionSignal, ObjectStorePort
+from sagewire.observability import calls, signals
 
 # Failure objects hold the model's error text; more than this is not worth a gRPC message.
 FAILURE_REASON_BYTES = 4096
@@ -91,11 +92,15 @@ class JobResults:
         expired."""
         if self._codec is None:
             raise not_configured()
-        return self._codec.decode(job_id, self._clock())
+        token = self._codec.decode(job_id, self._clock())
+        calls.set_model(token.model)  # a route name sagewire itself signed
+        return token
 
     async def result(self, job_id: str) -> JobResult:
         token = self.token(job_id)
         status = await self._probe(token)
+        if status.state.terminal:
+            signals.job_finished(status.state.value)
         body: bytes | None = None
         if status.output is not None and status.output.size <= self._settings.inline_output_bytes:
             body = await self._read_all(_location(token.output_location), status.output)
@@ -114,6 +119,7 @@ class JobResults:
                     last = status.state
                     yield status
                 if status.state.terminal:
+                    signals.job_finished(status.state.value)
                     return
                 delay = backoff_delay(
                     attempt,

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from sagewire.config.settings import OptionName, RouteMode, RouteSettings, StreamFraming
 from sagewire.core.errors import ErrorKind, SagewireError, invalid_argument, model_not_found
 from sagewire.core.types import InvocationOptions, RouteInfo
+from sagewire.observability import calls, signals
+from sagewire.observability.metrics import PASSTHROUGH
 
 # `model = "endpoint/<name>"` reaches an endpoint directly when pass-through is enabled.
 PASSTHROUGH_PREFIX = "endpoint/"
@@ -23,6 +25,12 @@ class Route:
     defaults: InvocationOptions
     allowed: frozenset[str]
     in_flight: int = field(default=0)
+    # The route's name in metrics and access records: pass-through routes share one label,
+    # since their names come from callers.
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.name
 
     @property
     def mode(self) -> RouteMode:
@@ -58,6 +66,7 @@ class Route:
         """Hold one of the route's concurrency slots, or fail fast when none is free."""
         limit = self.settings.max_concurrency
         if self.in_flight >= limit:
+            signals.rejected("ROUTE_CONCURRENCY_LIMIT")
             raise SagewireError(
                 message=f"model {self.name!r} already has {limit} calls in flight; retry shortly",
                 kind=ErrorKind.RESOURCE_EXHAUSTED,
@@ -66,15 +75,21 @@ class Route:
                 metadata={"model": self.name, "limit": str(limit)},
             )
         self.in_flight += 1
+        gauge = signals.in_flight()
+        if gauge is not None:
+            gauge.inc()
         try:
             yield
         finally:
             self.in_flight -= 1
+            if gauge is not None:
+                gauge.dec()
 
 
-def _route(name: str, settings: RouteSettings) -> Route:
+def _route(name: str, settings: RouteSettings, label: str = "") -> Route:
     return Route(
         name=name,
+        label=label,
         settings=settings,
         # RouteDefaults' fields are a subset of InvocationOptions' (same names).
         defaults=InvocationOptions(**settings.defaults.model_dump()),
@@ -95,10 +110,11 @@ class RouteTable:
         if not model:
             raise invalid_argument("model", "is required (a model name from ListModels)")
         route = self._routes.get(model)
+        if route is None and self._passthrough and model.startswith(PASSTHROUGH_PREFIX):
+            route = self._passthrough_routes.get(model) or self._passthrough_route(model)
         if route is not None:
+            calls.set_model(route.label)
             return route
-        if self._passthrough and model.startswith(PASSTHROUGH_PREFIX):
-            return self._passthrough_routes.get(model) or self._passthrough_route(model)
         raise model_not_found(model, list(self._routes))
 
     def _passthrough_route(self, model: str) -> Route:
@@ -114,7 +130,7 @@ class RouteTable:
             raise invalid_argument(
                 "model", f"{endpoint!r} is not a valid SageMaker endpoint name"
             ) from None
-        return self._passthrough_routes.setdefault(model, _route(model, settings))
+        return self._passthrough_routes.setdefault(model, _route(model, settings, PASSTHROUGH))
 
     def infos(self) -> list[RouteInfo]:
         return sorted((r.info() for r in self._routes.values()), key=lambda r: r.name)

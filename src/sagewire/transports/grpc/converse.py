@@ -29,7 +29,9 @@ from sagewire.core.converse_events import (
 from sagewire.core.errors import SagewireError, invalid_argument
 from sagewire.core.gateway import Gateway
 from sagewire.core.types import BidiDataType
-from sagewire.transports.grpc import convert
+from sagewire.observability import calls
+from sagewire.observability.signals import ConverseReport
+from sagewire.transports.grpc import convert, observe
 from sagewire.transports.grpc.edge import Ctx
 from sagewire.transports.grpc.status import to_rpc_status
 from sagewire.v1 import common_pb2, converse_pb2
@@ -53,11 +55,24 @@ async def serve(
             "open", "the first ConverseRequest must be `open` (the model and session options)"
         )
     session = ConverseSession(gateway, start(first.open, context), messages(requests))
+    call = calls.current()
+    report = ConverseReport()
 
     async def send(event: ConverseEvent) -> None:
-        await context.write(response(event, json_limit))
+        message = response(event, json_limit)
+        observe.sent(call, message)
+        if isinstance(event, SessionOpened):
+            report.opened()
+        elif isinstance(event, TurnEnded):
+            report.turn("OK")
+        elif isinstance(event, TurnFailed):
+            report.turn(event.error.reason)
+        await context.write(message)
 
-    await session.run(send)
+    try:
+        await session.run(send)
+    finally:
+        report.ended()
 
 
 def start(message: converse_pb2.ConverseOpen, context: Ctx) -> ConverseStart:

@@ -22,6 +22,8 @@ from opentelemetry.trace import Span
 
 from sagewire import telemetry
 from sagewire.core.errors import SagewireError
+from sagewire.observability.calls import Call
+from sagewire.transports.grpc import observe
 from sagewire.transports.grpc.status import to_grpc_status
 
 log = logging.getLogger("sagewire.access")
@@ -35,21 +37,29 @@ async def abort_with(context: Ctx, error: SagewireError) -> None:
 
 
 async def _handle(
-    context: Ctx, method: str, exc: BaseException, started: float, span: Span | None
+    context: Ctx,
+    method: str,
+    exc: BaseException,
+    started: float,
+    span: Span | None,
+    call: Call | None,
 ) -> None:
     if isinstance(exc, SagewireError):
         code = error_code_name(exc)
-        log.info(
-            "%s -> %s (%s) in %.1f ms",
-            method,
-            code,
-            exc.reason,
-            (time.perf_counter() - started) * 1e3,
-        )
+        if call is None or not call.observer.access:  # else the access record says it
+            log.info(
+                "%s -> %s (%s) in %.1f ms",
+                method,
+                code,
+                exc.reason,
+                (time.perf_counter() - started) * 1e3,
+            )
         telemetry.record_failure(span, code, exc.reason)
+        observe.failed(call, code, exc.reason)
         await abort_with(context, exc)
     incident = uuid.uuid4().hex[:12]
     telemetry.record_failure(span, "INTERNAL", "INTERNAL")
+    observe.failed(call, "INTERNAL", "INTERNAL")
     log.error("%s -> INTERNAL, incident %s", method, incident, exc_info=exc)
     await context.abort(
         grpc.StatusCode.INTERNAL, f"internal error in sagewire (incident {incident})"
@@ -70,13 +80,19 @@ def unary[Req, Resp](
     async def wrapper(self: Any, request: Req, context: Ctx) -> Resp:
         started = time.perf_counter()
         with telemetry.rpc_span(self.SERVICE, name, context.invocation_metadata()) as span:
+            call, request = observe.start(self, name, request)
             try:
                 response = await method(self, request, context)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
+                if response is not None:  # Converse writes its messages itself
+                    observe.sent(call, response)
+            except (asyncio.CancelledError, grpc.aio.AbortError) as exc:
+                observe.interrupted(call, context, exc)
                 raise
             except Exception as exc:
-                await _handle(context, name, exc, started, span)
+                await _handle(context, name, exc, started, span, call)
                 raise  # unreachable: abort raises
+            finally:
+                observe.finish(call)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> OK in %.1f ms", name, (time.perf_counter() - started) * 1e3)
         return response
@@ -94,14 +110,19 @@ def streaming[Req, Resp](
     async def wrapper(self: Any, request: Req, context: Ctx) -> AsyncIterator[Resp]:
         started = time.perf_counter()
         with telemetry.rpc_span(self.SERVICE, name, context.invocation_metadata()) as span:
+            call, request = observe.start(self, name, request)
             try:
                 async for item in method(self, request, context):
+                    observe.sent(call, item)
                     yield item
-            except (asyncio.CancelledError, grpc.aio.AbortError):
+            except (asyncio.CancelledError, GeneratorExit, grpc.aio.AbortError) as exc:
+                observe.interrupted(call, context, exc)
                 raise
             except Exception as exc:
-                await _handle(context, name, exc, started, span)
+                await _handle(context, name, exc, started, span, call)
                 raise
+            finally:
+                observe.finish(call)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> OK in %.1f ms", name, (time.perf_counter() - started) * 1e3)
 

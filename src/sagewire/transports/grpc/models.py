@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from sagewire.core.endpoint_status import EndpointStatuses
 from sagewire.core.gateway import Gateway
-from sagewire.transports.grpc import convert, edge
+from sagewire.transports.grpc import convert, edge, observe
 from sagewire.transports.grpc.edge import Ctx
 from sagewire.v1 import model_service_pb2, model_service_pb2_grpc
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    observer = observe.OFF  # the server sets its own
     SERVICE = "sagewire.v1.ModelService"
 
     def __init__(self, gateway: Gateway, statuses: EndpointStatuses) -> None:

@@ -28,6 +28,10 @@ from sagewire.core.errors import SagewireError
 from sagewire.core.gateway import Gateway
 from sagewire.core.job_results import JobResults, job_codec
 from sagewire.core.ports import SageMakerBidiPort
+from sagewire.observability.admin import AdminListener
+from sagewire.observability.calls import Observer
+from sagewire.observability.metrics import Metrics
+from sagewire.observability.otel import Otlp
 from sagewire.transports.grpc.async_jobs import AsyncJobsService
 from sagewire.transports.grpc.decoding import guarded
 from sagewire.transports.grpc.health import SERVING, HealthService
@@ -83,11 +87,11 @@ class SagewireServer:
         self.health = HealthService()
         self.rest_port = 0
         self._rest: RestListener | None = None
+        self.metrics_port = 0  # the admin listener's port, when telemetry.metrics_listen is set
+        self._otlp: Otlp | None = None
 
     async def start(self) -> int:
-        telemetry.configure(
-            self.settings.telemetry.console_spans, self.settings.telemetry.service_name
-        )
+        observer = await self._open_observability()
         runtime = await self._stack.enter_async_context(SageMakerRuntime(self.settings.aws))
         gateway = Gateway(self.settings, runtime, await self._open_bidi())
         async_jobs = await self._open_async_jobs(gateway, runtime)
@@ -95,13 +99,11 @@ class SagewireServer:
         server = grpc.aio.server(options=grpc_options(self.settings))
         # Every service registers through the guard: undecodable requests are INVALID_ARGUMENT.
         registrar = guarded(server)
-        inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
-            InferenceServicer(gateway, self.settings.server.max_json_view_bytes, async_jobs),
-            registrar,
-        )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(gateway, statuses), registrar
-        )
+        inference = InferenceServicer(gateway, self.settings.server.max_json_view_bytes, async_jobs)
+        models = ModelServicer(gateway, statuses)
+        inference.observer = models.observer = observer
+        inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(inference, registrar)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, registrar)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
         if self.settings.server.reflection:
             enable_reflection(registrar, [*SERVICE_NAMES, HEALTH_SERVICE])
@@ -123,6 +125,19 @@ class SagewireServer:
             await self.health.set(name, SERVING)
         log.info("sagewire serving on %s (port %d)", listen, self.port)
         return self.port
+
+    async def _open_observability(self) -> Observer:
+        """Tracing and OTel metrics (OTEL_* or console), the metrics listener when configured,
+        and the observer the servicers report calls to."""
+        settings = self.settings.telemetry
+        self._otlp = Otlp(settings.service_name)
+        telemetry.configure(settings.console_spans, settings.service_name)
+        metrics = None
+        if settings.metrics_listen is not None:
+            metrics = Metrics()
+            admin = AdminListener(metrics.registry, settings.metrics_listen)
+            self.metrics_port = (await self._stack.enter_async_context(admin)).port
+        return Observer(metrics, self.settings.server.access_log, self._otlp.meter())
 
     async def _open_async_jobs(
         self, gateway: Gateway, runtime: SageMakerRuntime
@@ -179,6 +194,9 @@ class SagewireServer:
             self._rest = None
         await finish_closing()  # cancelled Converse sessions close theirs on the AWS client
         await self._stack.aclose()
+        if self._otlp is not None:
+            self._otlp.shutdown()  # export what is pending
+            self._otlp = None
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:

@@ -1,0 +1,149 @@
+"""One record per call, shared by every transport: metrics, the access record, OTel metrics.
+
+A transport's edge opens a `Call` when a call enters (`Observer.start`) and finishes it when the
+call ends (`Observer.finish`); in between the call is the current one (a ContextVar, so tasks a
+call starts see it too), and code below the edge adds what only it knows: the route
+(`current().model`, set when a model name resolves), rejections, stream parts, AWS calls.
+Nothing here knows gRPC or HTTP: the edge passes status names and sizes in.
+
+With no metrics listener, access log or OTel meter configured the edge skips all of it
+(`Observer.enabled` is False) and a call costs one attribute check.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Protocol
+
+from sagewire.observability.metrics import NO_ROUTE, MethodMetrics, Metrics
+
+access_log = logging.getLogger("sagewire.access")
+
+_current: ContextVar[Call | None] = ContextVar("sagewire_call", default=None)
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    """What one call did. `method` is the full name, e.g. sagewire.v1.InferenceService/Invoke."""
+
+    observer: Observer
+    service: str
+    method: str
+    kind: str  # grpc_type: unary, client_stream, server_stream, bidi_stream
+    started: float  # time.perf_counter()
+    model: str = NO_ROUTE  # the route's name once the model resolved; never a caller's string
+    code: str = "OK"  # the status name (gRPC code names; HTTP transports map theirs)
+    reason: str = ""  # the ErrorInfo reason of a failure
+    received: int = 0  # messages
+    sent: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    principal: str = ""  # the authenticated caller, once a transport knows one
+    bound: MethodMetrics | None = None
+
+    @property
+    def metrics(self) -> Metrics | None:
+        return self.observer.metrics
+
+
+def current() -> Call | None:
+    """The call the running code serves, if any (None outside calls and when observing is off)."""
+    return _current.get()
+
+
+def current_metrics() -> tuple[Metrics, str] | None:
+    """The current call's metrics and model label, when metrics are on."""
+    call = _current.get()
+    if call is None or call.observer.metrics is None:
+        return None
+    return call.observer.metrics, call.model
+
+
+def set_model(label: str) -> None:
+    """Name the route the current call uses (sagewire.core.routes calls it on resolve)."""
+    call = _current.get()
+    if call is not None:
+        call.model = label
+
+
+def set_principal(principal: str) -> None:
+    """Name the authenticated caller in the current call's access record."""
+    call = _current.get()
+    if call is not None:
+        call.principal = principal
+
+
+class CallMeter(Protocol):
+    """Records a finished call elsewhere (sagewire.observability.otel.RpcMeter)."""
+
+    def record(self, call: Call, duration: float) -> None: ...
+
+
+class Observer:
+    """Per server: where calls are reported. Each part is optional."""
+
+    def __init__(
+        self,
+        metrics: Metrics | None = None,
+        access: bool = False,
+        meter: CallMeter | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.access = access
+        self.meter = meter
+        self.enabled = metrics is not None or access or meter is not None
+
+    def start(self, service: str, method: str, kind: str) -> Call:
+        """Open the record of a call to `service`'s `method` (short name, e.g. Invoke)."""
+        call = Call(self, service, f"{service}/{method}", kind, time.perf_counter())
+        _current.set(call)
+        if self.metrics is not None:
+            call.bound = self.metrics.method(service, method, kind)
+            call.bound.started.inc()
+        return call
+
+    def finish(self, call: Call) -> None:
+        duration = time.perf_counter() - call.started
+        bound = call.bound
+        if bound is not None:
+            bound.handled(call.code).inc()
+            bound.handling.observe(duration)
+            if call.received:
+                bound.received.inc(call.received)
+            if call.sent:
+                bound.sent.inc(call.sent)
+        if self.meter is not None:
+            self.meter.record(call, duration)
+        if self.access:
+            _access_record(call, duration)
+
+
+def _access_record(call: Call, duration: float) -> None:
+    """One line per call: never payloads, metadata values or tokens (only sizes and names)."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    record = {
+        "method": call.method,
+        "model": call.model,
+        "status": call.code,
+        "reason": call.reason,
+        "duration_ms": round(duration * 1e3, 3),
+        "bytes_in": call.bytes_in,
+        "bytes_out": call.bytes_out,
+    }
+    if call.principal:
+        record["principal"] = call.principal
+    access_log.info(
+        "%s model=%s -> %s%s in %.1f ms (%d B in, %d B out)",
+        call.method,
+        call.model or "-",
+        call.code,
+        f" ({call.reason})" if call.reason else "",
+        duration * 1e3,
+        call.bytes_in,
+        call.bytes_out,
+        extra={"access": record},
+    )

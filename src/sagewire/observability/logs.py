@@ -1,0 +1,69 @@
+"""Log records: text for a terminal (the default) or one JSON object per line
+(`server.log_format = "json"`, python-json-logger), each with the trace and span ids of the
+call it belongs to.
+
+JSON lines carry `time`, `level`, `logger`, `message`, `trace_id`, `span_id` (empty outside a
+traced call), an `access` object on access records (sagewire.observability.calls) and
+`exc_info` on errors. Loggers that print request bodies or signing details at DEBUG (botocore,
+the HTTP/2 SDK's smithy layers) are held at INFO or above whatever the level.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from opentelemetry import trace
+from pythonjsonlogger.json import JsonFormatter
+
+_NOISY = ("botocore", "smithy_core", "smithy_http", "smithy_aws_core", "smithy_aws_event_stream")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+class TraceContext(logging.Filter):
+    """Adds `trace_id` and `span_id` (hex, "" when no span is recording) to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            record.trace_id = format(context.trace_id, "032x")
+            record.span_id = format(context.span_id, "016x")
+        else:
+            record.trace_id = record.span_id = ""
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """The text format, with ` trace_id=… span_id=…` appended inside a traced call."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        trace_id = getattr(record, "trace_id", "")
+        if trace_id:
+            line += f" trace_id={trace_id} span_id={getattr(record, 'span_id', '')}"
+        return line
+
+
+def json_formatter() -> logging.Formatter:
+    # `timestamp="time"`: ISO 8601 in UTC with microseconds, under the key "time".
+    return JsonFormatter(
+        "%(levelname)s %(name)s %(message)s %(trace_id)s %(span_id)s",
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp="time",
+    )
+
+
+def configure(level: str, log_format: str = "text", stream: Any = None) -> None:
+    """Send sagewire's logs to stderr (or `stream`) in `log_format` ("text" or "json")."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(TraceContext())
+    handler.setFormatter(json_formatter() if log_format == "json" else TextFormatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    floor = max(logging.getLevelName(level), logging.INFO)
+    for name in _NOISY:
+        logging.getLogger(name).setLevel(floor)

@@ -1,0 +1,213 @@
+"""Prometheus metrics: the grpc-ecosystem server series and sagewire's own, on one registry.
+
+The `grpc_server_*` names and labels are those of go-grpc-prometheus / py-grpc-prometheus, so
+existing gRPC dashboards and alerts read sagewire unchanged. sagewire's own series
+(`sagewire_*`) are labelled by model (route) and by small fixed vocabularies (SageMaker
+operation, ErrorInfo reason, async job state); never by job ids, endpoint names a caller sent,
+or anything else a caller controls. docs/observability.md lists every series.
+
+Multiprocess: when PROMETHEUS_MULTIPROC_DIR is set before sagewire starts, prometheus-client
+keeps every value in per-process files there and the listener (sagewire.observability.admin)
+serves the sum over all processes; gauges say how processes combine (`multiprocess_mode`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Long enough for model calls and streams (minutes), fine enough for fast unary calls.
+LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+)  # fmt: skip
+GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+# What `model` reads for calls that named no configured route (unknown model, pass-through
+# endpoints): caller-supplied strings never become label values.
+NO_ROUTE = ""
+PASSTHROUGH = "(passthrough)"
+
+
+def multiprocess_dir() -> str | None:
+    """PROMETHEUS_MULTIPROC_DIR (prometheus-client's own variable), when set."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+@dataclass
+class MethodMetrics:
+    """The grpc_server_* children of one method, bound once (label lookups cost per call)."""
+
+    started: Counter
+    handling: Histogram
+    received: Counter
+    sent: Counter
+    _handled: Counter
+    _labels: tuple[str, str, str]
+    _by_code: dict[str, Counter] = field(default_factory=dict)
+
+    def handled(self, code: str) -> Counter:
+        child = self._by_code.get(code)
+        if child is None:
+            child = self._by_code[code] = self._handled.labels(*self._labels, code)
+        return child
+
+
+class Metrics:
+    """Every Prometheus series sagewire exports, registered on `registry`.
+
+    In multiprocess mode the instruments are registered nowhere (their values live in
+    PROMETHEUS_MULTIPROC_DIR) and `registry` holds only the collector that reads them.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.multiprocess = multiprocess_dir() is not None
+        reg = None if self.multiprocess else self.registry
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            multiprocess.MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+
+        # -- the grpc-ecosystem series ----------------------------------------------------
+        self.grpc_started = Counter(
+            "grpc_server_started", "RPCs started on the server.", GRPC_LABELS, registry=reg
+        )
+        self.grpc_handled = Counter(
+            "grpc_server_handled",
+            "RPCs completed on the server, regardless of success or failure.",
+            (*GRPC_LABELS, "grpc_code"),
+            registry=reg,
+        )
+        self.grpc_handling = Histogram(
+            "grpc_server_handling_seconds",
+            "Response latency (seconds) of RPCs handled by the server.",
+            GRPC_LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.grpc_received = Counter(
+            "grpc_server_msg_received",
+            "RPC stream messages received on the server.",
+            GRPC_LABELS,
+            registry=reg,
+        )
+        self.grpc_sent = Counter(
+            "grpc_server_msg_sent", "RPC stream messages sent by the server.", GRPC_LABELS,
+            registry=reg,
+        )  # fmt: skip
+        self._methods: dict[tuple[str, str, str], MethodMetrics] = {}
+
+        # -- routes -----------------------------------------------------------------------
+        self.route_in_flight = Gauge(
+            "sagewire_route_in_flight",
+            "Calls holding one of the route's concurrency slots (max_concurrency) now.",
+            ("model",),
+            multiprocess_mode="livesum",
+            registry=reg,
+        )
+        self.route_rejections = Counter(
+            "sagewire_route_rejections",
+            "Calls refused by a route's own limits, by ErrorInfo reason "
+            "(ROUTE_CONCURRENCY_LIMIT, CONVERSE_LIMIT, ...).",
+            ("model", "reason"),
+            registry=reg,
+        )
+
+        # -- SageMaker and S3 -------------------------------------------------------------
+        self.upstream_requests = Counter(
+            "sagewire_upstream_requests",
+            "AWS API calls (SageMaker Runtime, SageMaker, S3) by operation and outcome: OK or "
+            "the ErrorInfo reason the failure maps to.",
+            ("model", "operation", "outcome"),
+            registry=reg,
+        )
+        self.upstream_duration = Histogram(
+            "sagewire_upstream_request_duration_seconds",
+            "AWS API call latency in seconds, retries included, up to the response headers "
+            "(streamed bodies are measured by sagewire_stream_*).",
+            ("model", "operation"),
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.upstream_retries = Counter(
+            "sagewire_upstream_retries",
+            "Retries botocore made inside AWS API calls (attempts beyond the first).",
+            ("model", "operation"),
+            registry=reg,
+        )
+        self.retry_quota = Gauge(
+            "sagewire_aws_retry_quota_available",
+            "botocore's remaining retry quota (standard and adaptive retry modes) per AWS "
+            "client; retries stop when it reaches 0. The lowest over processes.",
+            ("service",),
+            multiprocess_mode="livemin",
+            registry=reg,
+        )
+
+        # -- streams ----------------------------------------------------------------------
+        self.stream_first_part = Histogram(
+            "sagewire_stream_time_to_first_part_seconds",
+            "From opening a SageMaker response stream to its first part reaching sagewire.",
+            ("model",),
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.stream_parts = Counter(
+            "sagewire_stream_parts_relayed",
+            "Stream parts relayed to callers (InvokeStream messages, streamed Converse "
+            "chunks, bidirectional stream parts).",
+            ("model",),
+            registry=reg,
+        )
+
+        # -- Converse ---------------------------------------------------------------------
+        self.converse_open = Gauge(
+            "sagewire_converse_sessions_open",
+            "Converse calls open now.",
+            ("model",),
+            multiprocess_mode="livesum",
+            registry=reg,
+        )
+        self.converse_turns = Counter(
+            "sagewire_converse_turns",
+            "Converse turns finished, by outcome: OK or the turn's ErrorInfo reason.",
+            ("model", "outcome"),
+            registry=reg,
+        )
+
+        # -- async inference --------------------------------------------------------------
+        self.async_submitted = Counter(
+            "sagewire_async_jobs_submitted",
+            "Async jobs accepted by InvokeEndpointAsync (SubmitAsync and UploadAsync).",
+            ("model",),
+            registry=reg,
+        )
+        self.async_finished = Counter(
+            "sagewire_async_jobs_finished",
+            "Terminal job states reported to callers (GetAsyncResult, WatchAsync), by state: "
+            "completed, failed, expired. sagewire keeps no job table, so a job reported twice "
+            "counts twice.",
+            ("model", "state"),
+            registry=reg,
+        )
+        self.uploaded_bytes = Counter(
+            "sagewire_s3_uploaded_bytes",
+            "Bytes sagewire staged in S3 for async inputs.",
+            ("model",),
+            registry=reg,
+        )
+
+    def method(self, service: str, method: str, grpc_type: str) -> MethodMetrics:
+        key = (grpc_type, service, method)
+        bound = self._methods.get(key)
+        if bound is None:
+            bound = self._methods[key] = MethodMetrics(
+                started=self.grpc_started.labels(*key),
+                handling=self.grpc_handling.labels(*key),
+                received=self.grpc_received.labels(*key),
+                sent=self.grpc_sent.labels(*key),
+                _handled=self.grpc_handled,
+                _labels=key,
+            )
+        return bound

@@ -1,0 +1,112 @@
+"""What code below the edge reports about the current call, in its own terms.
+
+Each function is a no-op outside a call or when metrics are off, so the core can call them
+unconditionally. The model label is the current call's route (sagewire.observability.calls).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sagewire.observability.calls import current_metrics
+from sagewire.observability.metrics import Metrics
+
+
+def rejected(reason: str) -> None:
+    """A route's own limit refused the call (reason: its ErrorInfo reason)."""
+    found = current_metrics()
+    if found is not None:
+        metrics, model = found
+        metrics.route_rejections.labels(model, reason).inc()
+
+
+def in_flight() -> Any:
+    """The route's in-flight gauge (inc/dec it around the held slot), or None."""
+    found = current_metrics()
+    if found is None:
+        return None
+    metrics, model = found
+    return metrics.route_in_flight.labels(model)
+
+
+def relayed(parts: AsyncIterator[bytes], opened: float) -> AsyncIterator[bytes]:
+    """`parts`, counted as they are relayed; `opened` is time.perf_counter() when the
+    SageMaker stream was requested, for the time to its first part."""
+    found = current_metrics()
+    if found is None:
+        return parts
+    return _relayed(parts, opened, *found)
+
+
+async def _relayed(
+    parts: AsyncIterator[bytes], opened: float, metrics: Metrics, model: str
+) -> AsyncIterator[bytes]:
+    counter = metrics.stream_parts.labels(model)
+    first = True
+    async for part in parts:
+        if first:
+            metrics.stream_first_part.labels(model).observe(time.perf_counter() - opened)
+            first = False
+        counter.inc()
+        yield part
+
+
+def parts_relayed(count: int = 1) -> None:
+    """Parts relayed outside `relayed` (bidirectional streams)."""
+    found = current_metrics()
+    if found is not None:
+        metrics, model = found
+        metrics.stream_parts.labels(model).inc(count)
+
+
+class ConverseReport:
+    """One Converse call's session gauge and turn outcomes."""
+
+    def __init__(self) -> None:
+        self._found = current_metrics()
+        self._open: Any = None
+
+    def opened(self) -> None:
+        if self._found is not None and self._open is None:
+            metrics, _ = self._found
+            # The model resolved after the call started: read the label now.
+            found = current_metrics()
+            model = found[1] if found is not None else ""
+            self._open = metrics.converse_open.labels(model)
+            self._open.inc()
+            self._turns = metrics.converse_turns
+            self._model = model
+
+    def turn(self, outcome: str) -> None:
+        """A turn ended: outcome OK or its ErrorInfo reason."""
+        if self._open is not None:
+            self._turns.labels(self._model, outcome).inc()
+
+    def ended(self) -> None:
+        if self._open is not None:
+            self._open.dec()
+            self._open = None
+
+
+def job_submitted() -> None:
+    found = current_metrics()
+    if found is not None:
+        metrics, model = found
+        metrics.async_submitted.labels(model).inc()
+
+
+def job_finished(state: str) -> None:
+    """A terminal job state (completed, failed, expired) reported to a caller."""
+    found = current_metrics()
+    if found is not None:
+        metrics, model = found
+        metrics.async_finished.labels(model, state).inc()
+
+
+def uploaded(size: int) -> None:
+    found = current_metrics()
+    if found is not None:
+        metrics, model = found
+        metrics.uploaded_bytes.labels(model).inc(size)

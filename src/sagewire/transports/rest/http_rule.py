@@ -172,8 +172,11 @@ def _check_segment(segment: str, source: str) -> None:
 
 def split_path(path: str, verbs: frozenset[str]) -> tuple[list[str], str]:
     """A request path (raw, percent-encoded, no query) as segments and its verb; the verb is
-    split off only when it is one of `verbs`, the verbs the templates register."""
+    split off only when it is one of `verbs`, the verbs the templates register. A trailing
+    slash is ignored (`/v1/models/` is `/v1/models`), as Envoy and grpc-gateway do."""
     segments = path[1:].split("/") if path.startswith("/") else path.split("/")
+    if len(segments) > 1 and not segments[-1]:
+        segments.pop()
     last = segments[-1]
     head, colon, verb = last.rpartition(":")
     if colon and verb in verbs:

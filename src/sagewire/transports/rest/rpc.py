@@ -64,7 +64,8 @@ class RpcHandler:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Routing errors (404, 405) are raised for the app's error middleware."""
         started = time.perf_counter()
-        binding, variables = self._router.match(request.method, request.path)
+        # The raw path: a %2F inside a segment is not a separator (http_rule decodes values).
+        binding, variables = self._router.match(request.method, request.rel_url.raw_path)
         name = binding.method.name
         headers = list(request.headers.items())
         with telemetry.rpc_span(binding.service, name, headers) as span:

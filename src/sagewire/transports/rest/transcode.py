@@ -49,10 +49,20 @@ def _field(descriptor: Any, name: str) -> FieldDescriptor | None:
     return found
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        keys = [key for key, _ in pairs]
+        twice = next(key for key in keys if keys.count(key) > 1)
+        raise errors.malformed_json(f"key {twice!r} appears twice in one object")
+    return data
+
+
 def _parse_json(body: bytes) -> Any:
     try:
         # Decoded first: json.loads would guess UTF-16/32 from the bytes; JSON on HTTP is UTF-8.
-        return json.loads(body.decode())
+        # A repeated key is an error (protobuf's JSON parser says so too), not "last one wins".
+        return json.loads(body.decode(), object_pairs_hook=_unique_keys)
     except UnicodeDecodeError:
         raise errors.malformed_json("it is not UTF-8") from None
     except json.JSONDecodeError as exc:
@@ -109,6 +119,26 @@ def _scalar(field: FieldDescriptor, text: str, field_path: str) -> Any:
     return text
 
 
+def _check_collision(message: Message, field_path: str, value: str) -> None:
+    """A body field the path also binds must agree with the path (Envoy's
+    reject_binding_body_field_collisions); the same value twice is fine."""
+    target: Any = message
+    for name in field_path.split("."):
+        field = _field(target.DESCRIPTOR, name)
+        if field is None:
+            return  # _set_path names the problem
+        if field.message_type is None:
+            current = getattr(target, field.name)
+            if current not in ("", 0, False) and str(current) != value:
+                raise errors.bad_field(
+                    field_path,
+                    f"the path sets {field_path!r} to {value!r} but the body says {current!r}; "
+                    "leave it out of the body",
+                )
+            return
+        target = getattr(target, field.name)
+
+
 def request_message(
     binding: Binding,
     variables: dict[str, str],
@@ -128,6 +158,7 @@ def request_message(
         else:
             _merge({binding.body: data}, message, binding.body)
     for field_path, value in variables.items():
+        _check_collision(message, field_path, value)
         _set_path(message, field_path, [value], "path variable")
     grouped: dict[str, list[str]] = {}
     for key, value in query:

@@ -28,8 +28,12 @@ from sagewire.transports.grpc.health import HealthService
 from sagewire.transports.grpc.inference import InferenceServicer
 from sagewire.transports.grpc.models import ModelServicer
 from sagewire.transports.rest import errors
+from sagewire.transports.rest.openapi import add_openapi_routes
+from sagewire.transports.rest.passthrough import add_passthrough_routes
 from sagewire.transports.rest.routes import Router, bindings
 from sagewire.transports.rest.rpc import RpcHandler, servicer_bodies
+from sagewire.transports.rest.upload import add_upload_routes
+from sagewire.transports.rest.websocket import add_converse_routes
 from sagewire.v1 import inference_service_pb2, model_service_pb2
 
 SERVICES = [
@@ -88,9 +92,13 @@ def build_app(
         "sagewire.v1.ModelService": ModelServicer(gateway, statuses),
     }
     add_health_routes(app, health)
-    # Part B's routes plug in here, each from its own module, before the transcoding
-    # catch-all: OpenAPI (`/v1/openapi.json`), raw passthrough (`/v1/models/{model}/
-    # invocations…`), Converse over WebSocket (`…:converse`), UploadAsync, CORS.
+    # Routes that are not plain transcoding, each from its own module, before the catch-all.
+    add_openapi_routes(app)
+    add_passthrough_routes(app, gateway, settings.server.max_body_bytes)
+    add_converse_routes(
+        app, gateway, settings.server.max_json_view_bytes, settings.server.max_message_bytes
+    )
+    add_upload_routes(app, async_jobs)
     handler = RpcHandler(
         router, servicer_bodies(servicers, router), settings.rest.max_request_bytes
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from sagewire.core.errors import invalid_argument
 
@@ -54,3 +54,9 @@ class RestContext:
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._headers
+
+
+def timeout_of(headers: Mapping[str, str]) -> float | None:
+    """Seconds of the request's `Grpc-Timeout` header, or None when it has none."""
+    value = headers.get(TIMEOUT_HEADER)
+    return None if value is None else parse_timeout(value)

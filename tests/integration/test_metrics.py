@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 from scrape import Scrape, scrape, scrape_until
@@ -213,3 +214,25 @@ async def test_model_service_and_passthrough_labels(emulator: RunningEmulator) -
         outcome="OK",
     )
     assert "endpoint/echo" not in found.text
+
+
+async def test_rest_requests_have_http_series_and_the_same_route_series(
+    emulator: RunningEmulator,
+) -> None:
+    async with metered(emulator) as (sw, url):
+        base = f"http://127.0.0.1:{sw.server.rest_port}"
+        async with aiohttp.ClientSession() as http:
+            ok = await http.post(f"{base}/v1/models/echo:invoke", json={"json": {"a": 1}})
+            missing = await http.post(f"{base}/v1/models/nope-caller:invoke", json={"json": {}})
+            statuses = (ok.status, missing.status)
+        found = await scrape(url)
+    assert statuses == (200, 404)
+    duration = "http_server_request_duration_seconds_count"
+    route = {"http_request_method": "POST", "http_route": "/v1/models/{model}:invoke"}
+    assert found.value(duration, **route, http_response_status_code="200") == 1
+    assert found.value(duration, **route, http_response_status_code="404") == 1
+    # The route series are transport-neutral; the gRPC ones count gRPC calls only.
+    upstream = {"model": "echo", "operation": "InvokeEndpoint", "outcome": "OK"}
+    assert found.value("sagewire_upstream_requests_total", **upstream) == 1
+    assert found.labelled("grpc_server_started_total") == []
+    assert "nope-caller" not in found.text

@@ -22,6 +22,8 @@ from sagewire.observability.metrics import NO_ROUTE, MethodMetrics, Metrics
 
 access_log = logging.getLogger("sagewire.access")
 
+HTTP = "http"  # Call.kind of HTTP requests (the REST bridge)
+
 _current: ContextVar[Call | None] = ContextVar("sagewire_call", default=None)
 
 
@@ -43,6 +45,10 @@ class Call:
     bytes_out: int = 0
     principal: str = ""  # the authenticated caller, once a transport knows one
     bound: MethodMetrics | None = None
+    # HTTP transports (kind "http"): the request method, the route template, the status sent.
+    http_method: str = ""
+    http_route: str = ""
+    http_status: int = 0
 
     @property
     def metrics(self) -> Metrics | None:
@@ -105,8 +111,21 @@ class Observer:
             call.bound.started.inc()
         return call
 
+    def start_http(self, service: str, method: str, http_method: str, route: str) -> Call:
+        """Open the record of an HTTP request transcoded to `service`'s `method`; `route` is
+        the path template (e.g. /v1/models/{model}:invoke), never the requested path."""
+        call = Call(self, service, f"{service}/{method}", HTTP, time.perf_counter())
+        call.http_method = http_method
+        call.http_route = route
+        _current.set(call)
+        return call
+
     def finish(self, call: Call) -> None:
         duration = time.perf_counter() - call.started
+        if call.kind == HTTP and self.metrics is not None:
+            self.metrics.http_duration.labels(
+                call.http_method, call.http_route, str(call.http_status)
+            ).observe(duration)
         bound = call.bound
         if bound is not None:
             bound.handled(call.code).inc()
@@ -125,7 +144,7 @@ def _access_record(call: Call, duration: float) -> None:
     """One line per call: never payloads, metadata values or tokens (only sizes and names)."""
     if not access_log.isEnabledFor(logging.INFO):
         return
-    record = {
+    record: dict[str, object] = {
         "method": call.method,
         "model": call.model,
         "status": call.code,
@@ -134,6 +153,8 @@ def _access_record(call: Call, duration: float) -> None:
         "bytes_in": call.bytes_in,
         "bytes_out": call.bytes_out,
     }
+    if call.http_status:
+        record["http_status"] = call.http_status
     if call.principal:
         record["principal"] = call.principal
     access_log.info(

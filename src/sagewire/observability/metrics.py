@@ -98,6 +98,17 @@ class Metrics:
         )  # fmt: skip
         self._methods: dict[tuple[str, str, str], MethodMetrics] = {}
 
+        # -- the REST bridge: OpenTelemetry's http.server.request.duration, as Prometheus
+        # names it when converting (dots → underscores, unit suffix) ---------------------
+        self.http_duration = Histogram(
+            "http_server_request_duration_seconds",
+            "Duration of HTTP server requests (the REST bridge), by method, route template "
+            "and response status.",
+            ("http_request_method", "http_route", "http_response_status_code"),
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+
         # -- routes -----------------------------------------------------------------------
         self.route_in_flight = Gauge(
             "sagewire_route_in_flight",

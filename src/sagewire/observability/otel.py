@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CALL_DURATION = "rpc.server.call.duration"
+HTTP_DURATION = "http.server.request.duration"
 _CODES = {
     "OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4,
     "NOT_FOUND": 5, "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8,
@@ -62,7 +63,8 @@ def _resource(service_name: str) -> Resource:
 
 
 class RpcMeter:
-    """`rpc.server.call.duration` for every call."""
+    """`rpc.server.call.duration` for every gRPC call, `http.server.request.duration` for every
+    REST bridge request (seconds, the semantic conventions' names and attributes)."""
 
     def __init__(self, provider: metrics.MeterProvider | None = None) -> None:
         meter = (provider or metrics.get_meter_provider()).get_meter("sagewire")
@@ -71,8 +73,23 @@ class RpcMeter:
             unit="s",
             description="Measures the duration of inbound RPC.",
         )
+        self._http = meter.create_histogram(
+            HTTP_DURATION, unit="s", description="Duration of HTTP server requests."
+        )
 
     def record(self, call: Call, duration: float) -> None:
+        if call.kind == "http":
+            self._http.record(
+                duration,
+                {
+                    "http.request.method": call.http_method,
+                    "http.route": call.http_route,
+                    "http.response.status_code": call.http_status,
+                    "url.scheme": "http",
+                    "sagewire.model": call.model,
+                },
+            )
+            return
         attributes: dict[str, str | int] = {
             "rpc.system": "grpc",
             "rpc.service": call.service,
@@ -107,14 +124,17 @@ class Otlp:
             )
 
             # Seconds-scale buckets: the SDK's default boundaries are for milliseconds.
-            view = View(
-                instrument_name=CALL_DURATION,
-                aggregation=ExplicitBucketHistogramAggregation(list(LATENCY_BUCKETS)),
-            )
+            views = [
+                View(
+                    instrument_name=name,
+                    aggregation=ExplicitBucketHistogramAggregation(list(LATENCY_BUCKETS)),
+                )
+                for name in (CALL_DURATION, HTTP_DURATION)
+            ]
             self.meter_provider = MeterProvider(
                 resource=resource,
                 metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())],
-                views=[view],
+                views=views,
             )
 
     def meter(self) -> RpcMeter | None:

@@ -118,7 +118,7 @@ class SagewireServer:
             from sagewire.transports.rest.app import build_app
             from sagewire.transports.rest.server import RestListener
 
-            app = build_app(self.settings, gateway, async_jobs, statuses, self.health)
+            app = build_app(self.settings, gateway, async_jobs, statuses, self.health, observer)
             self._rest = RestListener(app, self.settings.rest.listen)
             self.rest_port = await self._rest.start(self.settings.server.shutdown_grace_s)
         for name in ["", *SERVICE_NAMES]:

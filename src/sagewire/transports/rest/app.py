@@ -23,10 +23,12 @@ from sagewire.config.settings import Settings
 from sagewire.core.endpoint_status import EndpointStatuses
 from sagewire.core.errors import SagewireError
 from sagewire.core.gateway import Gateway
+from sagewire.observability.calls import Observer
 from sagewire.transports.grpc.async_jobs import AsyncJobsService
 from sagewire.transports.grpc.health import HealthService
 from sagewire.transports.grpc.inference import InferenceServicer
 from sagewire.transports.grpc.models import ModelServicer
+from sagewire.transports.grpc.observe import OFF
 from sagewire.transports.rest import errors
 from sagewire.transports.rest.openapi import add_openapi_routes
 from sagewire.transports.rest.passthrough import add_passthrough_routes
@@ -46,6 +48,8 @@ GATEWAY = web.AppKey("gateway", Gateway)
 SETTINGS = web.AppKey("settings", Settings)
 ROUTER = web.AppKey("router", Router)
 ASYNC_JOBS: web.AppKey[AsyncJobsService | None] = web.AppKey("async_jobs")
+# Where calls are reported (sagewire.transports.rest.observe), for routes added elsewhere too.
+OBSERVER = web.AppKey("observer", Observer)
 
 type Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -75,6 +79,7 @@ def build_app(
     async_jobs: AsyncJobsService | None,
     statuses: EndpointStatuses,
     health: HealthService,
+    observer: Observer = OFF,
 ) -> web.Application:
     """The bridge over the same core objects the gRPC server gets (transports.grpc.server)."""
     app = web.Application(
@@ -85,6 +90,7 @@ def build_app(
     app[SETTINGS] = settings
     app[ROUTER] = router
     app[ASYNC_JOBS] = async_jobs
+    app[OBSERVER] = observer
     servicers: dict[str, object] = {
         "sagewire.v1.InferenceService": InferenceServicer(
             gateway, settings.server.max_json_view_bytes, async_jobs
@@ -100,7 +106,7 @@ def build_app(
     )
     add_upload_routes(app, async_jobs)
     handler = RpcHandler(
-        router, servicer_bodies(servicers, router), settings.rest.max_request_bytes
+        router, servicer_bodies(servicers, router), settings.rest.max_request_bytes, observer
     )
     app.router.add_route("*", "/{tail:.*}", handler.handle)
     return app

@@ -23,8 +23,10 @@ from google.protobuf.message import Message
 
 from sagewire import telemetry
 from sagewire.core.errors import ErrorKind, SagewireError, deadline_exceeded
+from sagewire.observability.calls import Observer
 from sagewire.transports.grpc.edge import error_code_name
-from sagewire.transports.rest import errors, streaming, transcode
+from sagewire.transports.grpc.observe import OFF
+from sagewire.transports.rest import errors, observe, streaming, transcode
 from sagewire.transports.rest.context import TIMEOUT_HEADER, RestContext, parse_timeout
 from sagewire.transports.rest.routes import Binding, Router
 
@@ -56,16 +58,34 @@ def _internal(name: str, exc: BaseException) -> SagewireError:
 class RpcHandler:
     """Serves every transcoded binding of `router` with the servicers' bodies."""
 
-    def __init__(self, router: Router, bodies: Mapping[Binding, Body], max_bytes: int) -> None:
+    def __init__(
+        self,
+        router: Router,
+        bodies: Mapping[Binding, Body],
+        max_bytes: int,
+        observer: Observer = OFF,
+    ) -> None:
         self._router = router
         self._bodies = bodies
         self._max_bytes = max_bytes
+        self._observer = observer
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Routing errors (404, 405) are raised for the app's error middleware."""
-        started = time.perf_counter()
         # The raw path: a %2F inside a segment is not a separator (http_rule decodes values).
         binding, variables = self._router.match(request.method, request.rel_url.raw_path)
+        call = observe.start(self._observer, binding, request)
+        response: web.StreamResponse | None = None
+        try:
+            response = await self._handle(request, binding, variables)
+        finally:
+            observe.finish(call, response)
+        return response
+
+    async def _handle(
+        self, request: web.Request, binding: Binding, variables: dict[str, str]
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
         name = binding.method.name
         headers = list(request.headers.items())
         with telemetry.rpc_span(binding.service, name, headers) as span:
@@ -82,6 +102,7 @@ class RpcHandler:
                 _log_failure(name, error, started, span)
                 return errors.error_response(error)
             except Exception as exc:
+                observe.failed("INTERNAL", "INTERNAL")
                 return errors.error_response(_internal(name, exc))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> OK in %.1f ms", name, (time.perf_counter() - started) * 1e3)
@@ -143,6 +164,7 @@ async def _end_with(
     error: SagewireError,
 ) -> None:
     """A failure after data was sent: logged, then the stream's last record."""
+    observe.failed(error_code_name(error), error.reason)
     log.info("%s -> %s (%s) after data", binding.method.name, error_code_name(error), error.reason)
     await response.write(form.error(errors.status_dict(error)))
 
@@ -173,7 +195,13 @@ async def _read(request: web.Request, limit: int) -> bytes:
 
 def _log_failure(name: str, error: SagewireError, started: float, span: Any) -> None:
     code = error_code_name(error)
-    log.info(
-        "%s -> %s (%s) in %.1f ms", name, code, error.reason, (time.perf_counter() - started) * 1e3
-    )
+    observe.failed(code, error.reason)
+    if not observe.access_logged():  # else the access record says it
+        log.info(
+            "%s -> %s (%s) in %.1f ms",
+            name,
+            code,
+            error.reason,
+            (time.perf_counter() - started) * 1e3,
+        )
     telemetry.record_failure(span, code, error.reason)

@@ -1,0 +1,53 @@
+"""The REST bridge's side of call observation (sagewire.observability.calls): one record per
+transcoded request, labelled by the route template (never the requested path), with the HTTP
+status sent, the status code name and reason of a failure, and the body sizes."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from sagewire.observability.calls import Call, Observer, current
+from sagewire.transports.rest.routes import Binding
+
+# What an access record says of a request whose client went away before the answer
+# (nginx's convention; no status was sent).
+CLIENT_CLOSED = 499
+
+
+def start(observer: Observer, binding: Binding, request: web.Request) -> Call | None:
+    if not observer.enabled:
+        return None
+    call = observer.start_http(
+        binding.service, binding.method.name, request.method, binding.template.source
+    )
+    call.received = 1
+    call.bytes_in = request.content_length or 0
+    return call
+
+
+def failed(code: str, reason: str) -> None:
+    """The current request failed with this status code name and ErrorInfo reason."""
+    call = current()
+    if call is not None:
+        call.code, call.reason = code, reason
+
+
+def access_logged() -> bool:
+    """Whether the access record will report the current request (so no separate line)."""
+    call = current()
+    return call is not None and call.observer.access
+
+
+def finish(call: Call | None, response: web.StreamResponse | None) -> None:
+    if call is None:
+        return
+    if response is None:
+        call.code, call.http_status = "CANCELLED", CLIENT_CLOSED
+    else:
+        call.http_status = response.status
+        if isinstance(response, web.Response):
+            call.bytes_out = response.content_length or 0
+        else:
+            call.bytes_out = response.body_length
+        call.sent = 1
+    call.observer.finish(call)

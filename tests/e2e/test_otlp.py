@@ -1,0 +1,193 @@
+"""OpenTelemetry over OTLP and JSON logs, from sagewire as a process to a collector the test runs.
+
+The collector is a grpc.aio server implementing OTLP's TraceService and MetricsService (the
+opentelemetry-proto definitions): sagewire's own exporters, configured only by the standard
+OTEL_* variables, send to it over a real socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+import pytest_asyncio
+from opentelemetry.proto.collector.metrics.v1 import (
+    metrics_service_pb2,
+    metrics_service_pb2_grpc,
+)
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from processes import sagewire_process
+
+from sagewire.v1 import inference_service_pb2_grpc, invoke_pb2
+
+pytestmark = pytest.mark.e2e
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+SECRET = "hunter2-never-exported"
+
+
+class Collector(
+    trace_service_pb2_grpc.TraceServiceServicer, metrics_service_pb2_grpc.MetricsServiceServicer
+):
+    """Keeps every export request it receives."""
+
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+        self.metrics: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
+        self.received = asyncio.Event()
+
+    async def wait_for(self, check: Any, within: float = 30) -> None:
+        """Until `check()` holds, woken by each export."""
+        async with asyncio.timeout(within):
+            while True:
+                self.received.clear()
+                if check():
+                    return
+                await self.received.wait()
+
+    async def Export(self, request: Any, context: Any) -> Any:
+        self.received.set()
+        if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
+            for resource in request.resource_spans:
+                for scope in resource.scope_spans:
+                    self.spans.extend(scope.spans)
+            return trace_service_pb2.ExportTraceServiceResponse()
+        self.metrics.append(request)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
+class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def __init__(self, collector: Collector) -> None:
+        self._collector = collector
+
+    async def Export(self, request: Any, context: Any) -> Any:
+        return await self._collector.Export(request, context)
+
+
+@pytest_asyncio.fixture
+async def collector() -> AsyncIterator[tuple[Collector, int]]:
+    found = Collector()
+    server = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(found, server)  # type: ignore[no-untyped-call]
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        _Metrics(found), server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield found, port
+    await server.stop(None)
+
+
+def attributes(items: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        assert isinstance(item, KeyValue)
+        value = item.value
+        out[item.key] = getattr(value, value.WhichOneof("value") or "string_value")
+    return out
+
+
+async def _calls(target: str, rest_url: str) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = inference_service_pb2_grpc.InferenceServiceStub(channel)
+        await stub.Invoke(
+            invoke_pb2.InvokeRequest(model="echo", body=json.dumps({"p": SECRET}).encode()),
+            metadata=(("traceparent", PARENT),),
+            timeout=30,
+        )
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Invoke(invoke_pb2.InvokeRequest(model="nope", body=b"{}"), timeout=30)
+    async with aiohttp.ClientSession() as http:
+        answer = await http.post(f"{rest_url}/v1/models/echo:invoke", json={"json": {}})
+        assert answer.status == 200
+
+
+async def test_spans_metrics_and_json_logs(collector: tuple[Collector, int]) -> None:
+    found, port = collector
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_SERVICE_NAME": "sagewire-otlp-test",
+        "SAGEWIRE_SERVER__LOG_FORMAT": "json",
+    }
+    with sagewire_process("local", "--config", "config/local.toml", env=env) as process:
+        await _calls(process.target, process.rest_url)
+        await found.wait_for(lambda: any(s.kind == Span.SPAN_KIND_CLIENT for s in found.spans))
+        await found.wait_for(lambda: found.metrics)
+        assert process.stop() == 0  # SIGTERM: exports what is pending, then exits
+        log = list(process.log)
+
+    # A SERVER span continuing the caller's trace, and under it a CLIENT span for the
+    # SageMaker call with its endpoint, operation, status and retries.
+    ours = [s for s in found.spans if s.trace_id.hex() == TRACE_ID]
+    server = [s for s in ours if s.kind == Span.SPAN_KIND_SERVER]
+    client = [s for s in ours if s.kind == Span.SPAN_KIND_CLIENT]
+    assert [s.name for s in server] == ["sagewire.v1.InferenceService/Invoke"]
+    assert [s.name for s in client] == ["SageMaker Runtime.InvokeEndpoint"]
+    assert client[0].parent_span_id == server[0].span_id
+    called = attributes(client[0].attributes)
+    assert called["rpc.system"] == "aws-api"
+    assert called["rpc.method"] == "InvokeEndpoint"
+    assert called["aws.sagemaker.endpoint_name"] == "echo"
+    assert called["http.response.status_code"] == 200
+    assert called["retry_attempts"] == 0
+    assert SECRET not in str(found.spans)
+
+    # rpc.server.call.duration in seconds, per method and status code.
+    points: list[dict[str, Any]] = []
+    for request in found.metrics:
+        for resource in request.resource_metrics:
+            assert attributes(resource.resource.attributes)["service.name"] == "sagewire-otlp-test"
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.name == "rpc.server.call.duration":
+                        assert metric.unit == "s"
+                        points += [
+                            {**attributes(p.attributes), "count": p.count}
+                            for p in metric.histogram.data_points
+                        ]
+                    if metric.name == "http.server.request.duration":
+                        assert metric.unit == "s"
+    # Cumulative temporality: the last export holds the totals.
+    invoke_ok = [
+        p for p in points if p["rpc.method"] == "Invoke" and p["rpc.grpc.status_code"] == 0
+    ]
+    assert invoke_ok
+    assert invoke_ok[-1]["count"] == 1
+    assert invoke_ok[-1]["sagewire.model"] == "echo"
+    assert any(p["rpc.grpc.status_code"] == 5 for p in points)  # NOT_FOUND
+
+    # JSON logs: one object per line, the access record with the caller's trace id.
+    records = [json.loads(line) for line in log if line.startswith("{")]
+    assert records
+    for record in records:
+        assert {"time", "level", "logger", "message", "trace_id", "span_id"} <= record.keys()
+    access = [r for r in records if r["logger"] == "sagewire.access"]
+    invoke = [r for r in access if r["access"]["method"] == "sagewire.v1.InferenceService/Invoke"]
+    assert invoke[0]["trace_id"] == TRACE_ID
+    assert invoke[0]["access"] | {"duration_ms": 0} == {
+        "method": "sagewire.v1.InferenceService/Invoke",
+        "model": "echo",
+        "status": "OK",
+        "reason": "",
+        "duration_ms": 0,
+        "bytes_in": invoke[0]["access"]["bytes_in"],
+        "bytes_out": invoke[0]["access"]["bytes_out"],
+    }
+    assert invoke[0]["access"]["bytes_in"] > len(SECRET)
+    failed = [r for r in invoke if r["access"]["status"] == "NOT_FOUND"]
+    assert failed[0]["access"]["reason"] == "UNKNOWN_MODEL"
+    assert failed[0]["access"]["model"] == ""
+    rest = [r for r in access if r["access"].get("http_status") == 200]
+    assert rest[0]["access"]["method"] == "sagewire.v1.InferenceService/Invoke"
+    assert SECRET not in "".join(log)

@@ -34,6 +34,16 @@ def test_invalid_config_stops_startup_naming_the_key(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr
 
 
+def test_an_option_the_routes_operation_does_not_take_stops_startup(tmp_path: Path) -> None:
+    # InvokeEndpointWithResponseStream has no TargetModel: it used to be dropped silently.
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[routes.mme]\nendpoint = "e"\nmode = "stream"\nallow = ["target_model"]\n')
+    result = _run("check-config", str(bad))
+    assert result.returncode == 2
+    assert "routes.mme.allow: Value error, 'target_model': mode stream calls " in result.stderr
+    assert "InvokeEndpointWithResponseStream" in result.stderr
+
+
 def test_check_config_accepts_the_sample() -> None:
     result = _run("check-config", "config/local.toml")
     assert result.returncode == 0

@@ -404,7 +404,7 @@ async def test_errors_before_the_stream_end_the_call_before_any_message(
         (
             {"options": common_pb2.InvocationOptions(custom_attributes="x")},
             "options.custom_attributes",
-            "OPTION_NOT_ALLOWED",
+            "OPTION_NOT_SUPPORTED",  # the HTTP/2 stream has no CustomAttributes at all
         ),
     ],
 )

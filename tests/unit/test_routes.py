@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sagewire.config.operations import OPTIONS, Operation
 from sagewire.config.settings import (
     OptionName,
     RouteDefaults,
@@ -14,6 +15,8 @@ from sagewire.config.settings import (
 from sagewire.core.errors import ErrorKind, SagewireError
 from sagewire.core.routes import RouteTable
 from sagewire.core.types import InvocationOptions
+
+INVOKE = Operation.INVOKE_ENDPOINT
 
 
 def table(passthrough: bool = False, **routes: RouteSettings) -> RouteTable:
@@ -65,13 +68,13 @@ def test_empty_model_is_invalid_argument_naming_model() -> None:
 
 
 def test_allowed_option_passes() -> None:
-    table(echo=ECHO).resolve("echo").check_allowed(InvocationOptions(inference_id="x"))
+    table(echo=ECHO).resolve("echo").check_allowed(InvocationOptions(inference_id="x"), INVOKE)
 
 
 def test_option_not_allowed_names_field_and_lists_allowed() -> None:
     route = table(echo=ECHO).resolve("echo")
     with pytest.raises(SagewireError) as info:
-        route.check_allowed(InvocationOptions(inference_id="x", target_variant="B"))
+        route.check_allowed(InvocationOptions(inference_id="x", target_variant="B"), INVOKE)
     error = info.value
     assert error.kind is ErrorKind.INVALID_ARGUMENT
     assert error.reason == "OPTION_NOT_ALLOWED"
@@ -85,7 +88,7 @@ def test_option_not_allowed_names_field_and_lists_allowed() -> None:
 def test_option_not_allowed_when_route_allows_none() -> None:
     route = table(bare=RouteSettings(endpoint="e")).resolve("bare")
     with pytest.raises(SagewireError, match=r"\(allowed: none\)$"):
-        route.check_allowed(InvocationOptions(custom_attributes="x"))
+        route.check_allowed(InvocationOptions(custom_attributes="x"), INVOKE)
 
 
 def test_defaults_are_merged_under_caller_options() -> None:
@@ -122,7 +125,8 @@ def test_passthrough_enabled_reaches_the_endpoint_as_a_raw_stream_route() -> Non
     assert route.settings.endpoint == "my-endpoint"
     assert route.mode is RouteMode.STREAM
     assert route.settings.framing is StreamFraming.RAW
-    assert route.allowed == {str(o) for o in OptionName}
+    # Every option InvokeEndpoint takes; InvokeStream refuses the two it has no parameter for.
+    assert route.allowed == OPTIONS[INVOKE]
     # Kept, so its concurrency bound holds across calls; not listed with configured routes.
     assert routes.resolve("endpoint/my-endpoint") is route
     assert [i.name for i in routes.infos()] == ["echo"]

@@ -37,19 +37,17 @@ _OPTION_PARAMS = {
     "session_id": "SessionId",
     "enable_explanations": "EnableExplanations",
 }
-# Not accepted by InvokeEndpointWithResponseStream.
-_NOT_ON_STREAM = frozenset({"target_model", "enable_explanations"})
 
 
-def _params(request: EndpointRequest, streaming: bool) -> dict[str, Any]:
+def _params(request: EndpointRequest) -> dict[str, Any]:
+    """botocore's parameters. The core has refused every option the operation does not take
+    (sagewire.config.operations), so nothing is dropped here: botocore would refuse it."""
     params: dict[str, Any] = {"EndpointName": request.endpoint, "Body": request.body}
     if request.content_type:
         params["ContentType"] = request.content_type
     if request.accept:
         params["Accept"] = request.accept
     for name in request.options.set_fields():
-        if streaming and name in _NOT_ON_STREAM:
-            continue
         params[_OPTION_PARAMS[name]] = getattr(request.options, name)
     return params
 
@@ -110,7 +108,7 @@ class SageMakerRuntime(SharedClient):
 
     async def invoke_endpoint(self, request: EndpointRequest) -> InvokeResult:
         try:
-            response = await self._client.invoke_endpoint(**_params(request, streaming=False))
+            response = await self._client.invoke_endpoint(**_params(request))
             async with response["Body"] as body:
                 data = await body.read()
         except AWS_FAILURES as exc:
@@ -129,9 +127,7 @@ class SageMakerRuntime(SharedClient):
         self, request: EndpointRequest
     ) -> AsyncIterator[_ResponseStream]:
         try:
-            response = await self._client.invoke_endpoint_with_response_stream(
-                **_params(request, streaming=True)
-            )
+            response = await self._client.invoke_endpoint_with_response_stream(**_params(request))
         except AWS_FAILURES as exc:
             raise map_aws_error(exc, request.endpoint) from exc
         body = response["Body"]

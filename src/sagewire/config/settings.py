@@ -15,6 +15,7 @@ from sagewire.config.async_jobs import AsyncJobSettings, AsyncRouteSettings
 from sagewire.config.base import Strict
 from sagewire.config.bidi import BidiRouteSettings
 from sagewire.config.converse import ConverseSettings
+from sagewire.config.operations import MODE_OPERATION, takes, unsupported
 from sagewire.config.rest import RestSettings
 from sagewire.config.sagemaker_fields import media_type_problem, option_problem
 
@@ -98,6 +99,39 @@ class RouteSettings(Strict):
     bidi: BidiRouteSettings = BidiRouteSettings()
     # `async` is a Python keyword: the TOML table is [routes.<name>.async].
     async_: AsyncRouteSettings = Field(default=AsyncRouteSettings(), alias="async")
+
+    @field_validator("defaults")
+    @classmethod
+    def _defaults_fit_the_operation(
+        cls, defaults: RouteDefaults, info: ValidationInfo
+    ) -> RouteDefaults:
+        mode = info.data.get("mode")
+        if mode is not None:
+            operation = MODE_OPERATION[mode.value]
+            set_names = [name for name, value in defaults.model_dump().items() if value]
+            bad = unsupported(operation, set_names)
+            if bad:
+                raise ValueError(
+                    f"{bad[0]}: mode {mode.value} calls {operation}, which takes no such "
+                    f"option (it takes {takes(operation)}); remove it"
+                )
+        return defaults
+
+    @field_validator("allow")
+    @classmethod
+    def _allowed_options_fit_the_operation(
+        cls, allow: list[OptionName], info: ValidationInfo
+    ) -> list[OptionName]:
+        mode = info.data.get("mode")
+        if mode is not None:
+            operation = MODE_OPERATION[mode.value]
+            bad = unsupported(operation, [name.value for name in allow])
+            if bad:
+                raise ValueError(
+                    f"{bad[0]!r}: mode {mode.value} calls {operation}, which takes no such "
+                    f"option (it takes {takes(operation)}); remove it"
+                )
+        return allow
 
     @field_validator("content_type", "accept")
     @classmethod

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 from sagewire.config.async_jobs import INVOCATION_TIMEOUT_RANGE, REQUEST_TTL_RANGE
+from sagewire.config.operations import Operation
 from sagewire.config.settings import OptionName, RouteMode, Settings
 from sagewire.core.async_types import AsyncAccepted, AsyncCall, AsyncEndpointRequest, S3Location
 from sagewire.core.errors import ErrorKind, SagewireError, deadline_exceeded, invalid_argument
@@ -152,7 +153,7 @@ class AsyncJobs:
         caller = InvocationOptions(
             custom_attributes=call.custom_attributes, inference_id=call.inference_id
         )
-        route.check_allowed(caller)
+        route.check_allowed(caller, Operation.ASYNC)
         for name, value in (
             (OptionName.REQUEST_TTL_SECONDS, call.request_ttl_seconds),
             (OptionName.INVOCATION_TIMEOUT_SECONDS, call.invocation_timeout_seconds),

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
+from sagewire.config.operations import MODE_OPERATION, Operation
 from sagewire.config.settings import OptionName, RouteMode, Settings, StreamFraming
 from sagewire.core.errors import (
     ErrorKind,
@@ -91,8 +92,10 @@ class Gateway:
         return self.routes.resolve(name).info()
 
     # -- helpers --------------------------------------------------------------------------
-    def _prepare(self, route: Route, call: InvokeCall, session_id: str = "") -> EndpointRequest:
-        route.check_allowed(call.options)
+    def _prepare(
+        self, route: Route, call: InvokeCall, operation: Operation, session_id: str = ""
+    ) -> EndpointRequest:
+        route.check_allowed(call.options, operation)
         options = call.options.over(route.defaults)
         if session_id:  # set by sagewire itself (Converse), so not subject to `allow`
             options = replace(options, session_id=session_id)
@@ -139,7 +142,7 @@ class Gateway:
         route = self.routes.resolve(call.model)
         if route.mode not in (RouteMode.REALTIME, RouteMode.STREAM):
             raise _wrong_mode(route, "Invoke", "realtime or stream")
-        request = self._prepare(route, call, session_id)
+        request = self._prepare(route, call, Operation.INVOKE_ENDPOINT, session_id)
         timeout = self._timeout(route, call)
         with route.slot():
             try:
@@ -161,7 +164,7 @@ class Gateway:
         route = self.routes.resolve(call.model)
         if route.mode is not RouteMode.STREAM:
             raise _wrong_mode(route, "InvokeStream", "stream")
-        request = self._prepare(route, call, session_id)
+        request = self._prepare(route, call, Operation.RESPONSE_STREAM, session_id)
         framing = self._framing(route, call)
         if request.options.session_id == NEW_SESSION:
             raise invalid_argument(
@@ -192,7 +195,8 @@ class Gateway:
             return route, StreamFraming.RAW
         if route.mode not in (RouteMode.REALTIME, RouteMode.STREAM):
             raise _wrong_mode(route, "Converse", "realtime, stream or bidi")
-        self._prepare(route, call)
+        # Turns on stream routes use the response stream, on realtime routes InvokeEndpoint.
+        self._prepare(route, call, MODE_OPERATION[route.mode.value])
         return route, self._framing(route, call)
 
     @staticmethod
@@ -210,15 +214,9 @@ class Gateway:
                     f"model {route.name!r} is a bidi route, whose parts carry a DataType (UTF8 "
                     "for text and JSON, BINARY for bytes) instead; leave it unset",
                 )
-        route.check_allowed(call.options)
+        # The route's defaults were checked against the operation at start-up.
+        route.check_allowed(call.options, Operation.BIDI)
         options = call.options.over(route.defaults)
-        for name in options.set_fields():
-            if name != OptionName.TARGET_VARIANT.value:
-                raise invalid_argument(
-                    f"options.{name}",
-                    "has no counterpart on SageMaker's bidirectional stream (bidi routes take "
-                    "only target_variant)",
-                )
         validate_options(options)
         return BidiRequest(
             endpoint=route.settings.endpoint,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from sagewire.config.settings import OptionName, RouteMode, RouteSettings, StreamFraming
+from sagewire.config.operations import OPTIONS, PARAMETERS, Operation, takes
+from sagewire.config.settings import RouteMode, RouteSettings, StreamFraming
 from sagewire.core.errors import ErrorKind, SagewireError, invalid_argument, model_not_found
 from sagewire.core.types import InvocationOptions, RouteInfo
 from sagewire.observability import calls, signals
@@ -51,8 +52,15 @@ class Route:
             defaults=self.defaults,
         )
 
-    def check_allowed(self, options: InvocationOptions) -> None:
-        for name in options.set_fields():
+    def check_allowed(self, options: InvocationOptions, operation: Operation) -> None:
+        """Refuse, naming the field, an option `operation` has no parameter for
+        (OPTION_NOT_SUPPORTED), then one the route does not let callers set
+        (OPTION_NOT_ALLOWED)."""
+        names = options.set_fields()
+        for name in names:
+            if name not in OPTIONS[operation]:
+                raise not_supported(f"options.{name}", operation)
+        for name in names:
             if name not in self.allowed:
                 allowed = ", ".join(sorted(self.allowed)) or "none"
                 raise invalid_argument(
@@ -84,6 +92,16 @@ class Route:
             self.in_flight -= 1
             if gauge is not None:
                 gauge.dec()
+
+
+def not_supported(field: str, operation: Operation) -> SagewireError:
+    name = field.removeprefix("options.")
+    return invalid_argument(
+        field,
+        f"{operation} has no {PARAMETERS[name]} parameter, so sagewire would have to drop it; "
+        f"leave it unset (this call takes {takes(operation)})",
+        reason="OPTION_NOT_SUPPORTED",
+    )
 
 
 def _route(name: str, settings: RouteSettings, label: str = "") -> Route:
@@ -121,16 +139,17 @@ class RouteTable:
         endpoint = model.removeprefix(PASSTHROUGH_PREFIX)
         try:
             settings = RouteSettings(
-                endpoint=endpoint,
-                mode=RouteMode.STREAM,
-                framing=StreamFraming.RAW,
-                allow=list(OptionName),
+                endpoint=endpoint, mode=RouteMode.STREAM, framing=StreamFraming.RAW
             )
         except ValueError:
             raise invalid_argument(
                 "model", f"{endpoint!r} is not a valid SageMaker endpoint name"
             ) from None
-        return self._passthrough_routes.setdefault(model, _route(model, settings, PASSTHROUGH))
+        # Callers may set every option of the operation they call (Invoke: InvokeEndpoint's).
+        route = replace(
+            _route(model, settings, PASSTHROUGH), allowed=OPTIONS[Operation.INVOKE_ENDPOINT]
+        )
+        return self._passthrough_routes.setdefault(model, route)
 
     def infos(self) -> list[RouteInfo]:
         return sorted((r.info() for r in self._routes.values()), key=lambda r: r.name)

@@ -4,6 +4,7 @@ variables carry from line to line as they would in a terminal."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
 import re
@@ -102,8 +103,47 @@ def _check_output(out: str) -> None:
     assert json.loads(data) == {"inputs": "later"}
 
 
+INPUT = {"inputs": "hello", "parameters": {"max_new_tokens": 20}}
+
+
+def _check_raw(out: str) -> None:
+    assert json.loads(out) == INPUT  # the model's bytes, no envelope
+
+
+def _check_raw_headers(out: str) -> None:
+    head, _, body = out.replace("\r\n", "\n").partition("\n\n")
+    lines = head.lower().splitlines()
+    assert lines[0].startswith("http/1.1 200")
+    assert "content-type: application/json" in lines
+    assert "x-amzn-sagemaker-custom-attributes: trace=1" in lines
+    assert json.loads(body) == INPUT
+
+
+def _check_raw_stream(out: str) -> None:
+    tokens = [line.get("token") for line in _json_lines(out)]
+    assert tokens == ["hello", "from", "sagewire", None]
+
+
+def _check_upload(out: str) -> None:
+    answer = json.loads(out)
+    assert answer["job"]["inferenceId"] == "my-upload"
+    assert answer["inputSize"] == "27"
+
+
+def _check_openapi(out: str) -> None:
+    paths = ast.literal_eval(out)  # the printed Python list
+    assert "/v1/models/{model}/invocations" in paths
+    assert "/v1/models/{model}:invoke" in paths
+
+
 # (pattern on the printed command, check of its output); the first match applies.
 CHECKS: list[tuple[str, Callable[[str], None]]] = [
+    (r"^printf .*> input\.json$", lambda out: None),
+    (r"-i --data-binary .*echo/invocations$", _check_raw_headers),
+    (r"echo/invocations$", _check_raw),
+    (r"invocations-response-stream$", _check_raw_stream),
+    (r":uploadAsync$", _check_upload),
+    (r"openapi\.json", _check_openapi),
     (r"^JOB=", lambda out: None),
     (r":watch\"$", _check_watch),
     (r"/output\"$", _check_output),
@@ -129,13 +169,13 @@ def _generic(out: str) -> None:
         assert not ("code" in data and "message" in data and data.get("code")), data
 
 
-def _run_block(commands: list[str], address: str) -> list[tuple[str, int, str]]:
+def _run_block(commands: list[str], address: str, cwd: Path) -> list[tuple[str, int, str]]:
     script = "".join(
         f"{command.replace(PRINTED_ADDRESS, address)}\nprintf '\\n{_MARK} %s\\n' $?\n"
         for command in commands
     )
     result = subprocess.run(
-        ["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False
+        ["bash", "-c", script], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
     )
     runs: list[tuple[str, int, str]] = []
     text = result.stdout
@@ -154,12 +194,12 @@ def local() -> Iterator[Process]:
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda path: path.name)
-def test_doc_curl_commands_run_as_printed(local: Process, doc: Path) -> None:
+def test_doc_curl_commands_run_as_printed(local: Process, doc: Path, tmp_path: Path) -> None:
     blocks = curl_blocks(doc)
     assert blocks, f"{doc.name} has no curl block"
     address = local.rest_url.removeprefix("http://")
     for commands in blocks:
-        for command, code, out in _run_block(commands, address):
+        for command, code, out in _run_block(commands, address, tmp_path):  # files go there
             assert code == 0, (command, out)
             check = next((c for pattern, c in CHECKS if re.search(pattern, command)), _generic)
             try:

@@ -112,8 +112,9 @@ async def test_a_turn_error_is_in_band_and_the_session_goes_on(
     ("model", "frames", "code", "reason", "needle"),
     [
         ("tokens", ['{"turn": {"turnId": "t"}}'], 3, "INVALID_ARGUMENT", "must be `open`"),
-        ("tokens", ['{"open": {}}', '{"turn": '], 3, "INVALID_ARGUMENT", "frame 1"),
-        ("tokens", ['{"open": {"colour": 1}}'], 3, "INVALID_ARGUMENT", "frame 0"),
+        ("tokens", ['{"open": {}}', '{"turn": '], 3, "MALFORMED_JSON", "frame 1"),
+        ("tokens", ['{"open": {"colour": 1}}'], 3, "INVALID_JSON_FIELD", "frame 0"),
+        ("tokens", ['{"open": {}, "open": {}}'], 3, "MALFORMED_JSON", "frame 0"),
         ("tokens", ['{"open": {"model": "chat"}}'], 3, "INVALID_ARGUMENT", "path names"),
         ("nope", ['{"open": {}}'], 5, "UNKNOWN_MODEL", "unknown model"),
         ("async-only", ['{"open": {}}'], 9, "WRONG_MODE", "mode"),

@@ -30,6 +30,7 @@ from sagewire.transports.grpc.inference import InferenceServicer
 from sagewire.transports.grpc.models import ModelServicer
 from sagewire.transports.grpc.observe import OFF
 from sagewire.transports.rest import errors
+from sagewire.transports.rest.cors import add_cors
 from sagewire.transports.rest.openapi import add_openapi_routes
 from sagewire.transports.rest.passthrough import add_passthrough_routes
 from sagewire.transports.rest.routes import Router, bindings
@@ -105,6 +106,7 @@ def build_app(
         app, gateway, settings.server.max_json_view_bytes, settings.server.max_message_bytes
     )
     add_upload_routes(app, async_jobs)
+    add_cors(app, settings.rest.cors_allow_origins, settings.rest.cors_max_age_s)
     handler = RpcHandler(
         router, servicer_bodies(servicers, router), settings.rest.max_request_bytes, observer
     )

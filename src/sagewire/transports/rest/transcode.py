@@ -170,6 +170,16 @@ def request_message(
     return message
 
 
+def parse_message(data: bytes, message: Message) -> Message:
+    """`message` merged from a JSON object in `data` (a WebSocket frame, say): the same checks
+    as a request body (UTF-8, no repeated keys, known fields, right types)."""
+    parsed = _parse_json(data)
+    if not isinstance(parsed, dict):
+        raise errors.malformed_json(f"expected a JSON object ({message.DESCRIPTOR.name})")
+    _merge(parsed, message, "body")
+    return message
+
+
 # Integers beyond this are not exact in a double, so they stay floats.
 _MAX_EXACT_INT = 2**53
 

@@ -20,15 +20,14 @@ and nothing else holds the input; docs/rest.md records the measured RSS growth.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import hdrs, web
-from google.protobuf import json_format
 
 from sagewire.core.errors import SagewireError, invalid_argument
 from sagewire.core.job_results import not_configured
 from sagewire.transports.grpc.async_jobs import AsyncJobsService
+from sagewire.transports.rest import transcode
 from sagewire.transports.rest.context import RestContext, timeout_of
 from sagewire.transports.rest.errors import JSON_TYPE, error_response
 from sagewire.v1 import async_jobs_pb2
@@ -107,10 +106,7 @@ class UploadHandler:
             answer = await self._jobs.upload(messages, context)  # type: ignore[arg-type]
         except SagewireError as error:
             return error_response(error)
-        return web.Response(
-            body=json.dumps(json_format.MessageToDict(answer), separators=(",", ":")).encode(),
-            content_type=JSON_TYPE,
-        )
+        return web.Response(body=transcode.dumps(transcode.to_json(answer)), content_type=JSON_TYPE)
 
 
 def add_upload_routes(app: web.Application, jobs: AsyncJobsService | None) -> None:

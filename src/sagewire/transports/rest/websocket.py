@@ -1,8 +1,9 @@
 """Converse over a WebSocket: `GET /v1/models/{model}:converse` with `Upgrade: websocket`.
 
 Each text frame from the client is one ConverseRequest and each text frame from sagewire one
-ConverseResponse, in the proto3 JSON mapping (what `json_format` reads and writes: both field
-spellings in, lowerCamelCase out, bytes as base64). The session is the same as over gRPC: the
+ConverseResponse, in the proto3 JSON mapping, read and written as the transcoded routes read
+and write bodies (transports.rest.transcode: both field spellings in, lowerCamelCase out, bytes
+as base64). The session is the same as over gRPC: the
 first frame is `open` (its `model` may be left out: the path names it), then `turn`, `cancel`
 and `close` frames; per-turn failures arrive in-band as `turnError` frames. The frames run
 through the gRPC servicer's own Converse body (transports.grpc.converse.serve, over
@@ -20,19 +21,18 @@ socket or disconnects cancels the session: running turns and their upstream call
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import cast
 
 from aiohttp import WSMsgType, web
-from google.protobuf import json_format
 
 from sagewire.core.errors import ErrorKind, SagewireError, deadline_exceeded, invalid_argument
 from sagewire.core.gateway import Gateway
 from sagewire.transports.grpc import converse as proto_converse
 from sagewire.transports.grpc.edge import Ctx, error_code_name
 from sagewire.transports.grpc.status import to_rpc_status
+from sagewire.transports.rest import transcode
 from sagewire.transports.rest.context import TIMEOUT_HEADER, RestContext, timeout_of
 from sagewire.transports.rest.errors import error_response
 from sagewire.v1 import converse_pb2
@@ -55,16 +55,16 @@ def _client_gone() -> SagewireError:
 
 
 def parse_frame(text: str, index: int) -> converse_pb2.ConverseRequest:
-    """One text frame as a ConverseRequest; INVALID_ARGUMENT naming the frame otherwise."""
+    """One text frame as a ConverseRequest, checked as a JSON request body is; an error names
+    the frame (`frame 3: …`) and keeps the body check's reason."""
     try:
-        return json_format.Parse(text, converse_pb2.ConverseRequest())
-    except json_format.ParseError as exc:
-        problem = str(exc).split("\n")[0]
-        raise invalid_argument(
-            f"frame {index}", f"is not a ConverseRequest in proto3 JSON: {problem}"
-        ) from None
-    except RecursionError:
-        raise invalid_argument(f"frame {index}", "is nested too deeply") from None
+        return cast(
+            converse_pb2.ConverseRequest,
+            transcode.parse_message(text.encode(), converse_pb2.ConverseRequest()),
+        )
+    except SagewireError as error:
+        problem = error.violations[0].description if error.violations else error.message
+        raise invalid_argument(f"frame {index}", problem, reason=error.reason) from None
 
 
 async def requests(ws: web.WebSocketResponse) -> AsyncIterator[converse_pb2.ConverseRequest]:
@@ -100,7 +100,8 @@ async def with_model(
 
 
 def encode(response: converse_pb2.ConverseResponse) -> str:
-    return json.dumps(json_format.MessageToDict(response), separators=(",", ":"))
+    """The proto3 JSON text of a frame, numbers as the transcoded routes write them."""
+    return transcode.dumps(transcode.to_json(response)).decode()
 
 
 class SocketContext(RestContext):
@@ -120,7 +121,7 @@ async def _end_with(ws: web.WebSocketResponse, error: SagewireError) -> None:
         return
     status = to_rpc_status(error)
     try:
-        await ws.send_str(json.dumps({"error": json_format.MessageToDict(status)}))
+        await ws.send_str(transcode.dumps({"error": transcode.to_json(status)}).decode())
         await ws.close(
             code=CLOSE_BASE + status.code, message=error.reason.encode()[:_MAX_REASON_BYTES]
         )

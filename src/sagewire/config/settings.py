@@ -167,6 +167,9 @@ class ServerSettings(Strict):
         default="127.0.0.1:50051", pattern=r"^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$"
     )
     shutdown_grace_s: float = Field(default=10.0, ge=0, le=3600)
+    # After SIGTERM, keep serving with health NOT_SERVING this long before refusing new calls,
+    # so balancers that health-check (Envoy, a mesh) stop sending first (docs/deploy.md).
+    drain_delay_s: float = Field(default=0.0, ge=0, le=300)
 
     @field_validator("listen")
     @classmethod

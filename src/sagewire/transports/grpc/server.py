@@ -185,6 +185,14 @@ class SagewireServer:
             # One drain for both listeners: health (gRPC and /readyz) flips first, then both
             # stop accepting and give in-flight calls the same grace period, side by side.
             await self.health.enter_graceful_shutdown()
+            delay = self.settings.server.drain_delay_s
+            if delay:
+                # A replica that refuses calls while a balancer still sends them fails those
+                # calls (gRPC cancels calls that arrive once its server is stopping); serving
+                # them while health says NOT_SERVING lets the balancer's health check move
+                # traffic away first.
+                log.info("draining: health NOT_SERVING, still serving for %.1fs", delay)
+                await asyncio.sleep(delay)
             log.info("shutting down: refusing new calls, %.1fs grace for in-flight calls", grace)
             stops = [self._server.stop(grace)]
             if self._rest is not None:

@@ -1,0 +1,280 @@
+"""deploy/envoy/envoy.yaml, run: a real Envoy in front of two `sagewire serve` processes on the
+emulator, with a real grpc.aio client calling through it.
+
+Which replica served a call is read off the wire: replica A routes model `echo` to emulator
+endpoint `echo-a`, whose only variant is `replica-a` (B likewise), and sagewire returns the
+variant SageMaker reports in `invoked_production_variant`.
+
+The pushback tests put Envoy in front of a gRPC peer that sheds with grpc-retry-pushback-ms,
+since sagewire itself does not shed load yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+from envoy_proxy import ENVOY, loopback_config, running_envoy
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
+from processes import Process, sagewire_process
+
+from sagewire.emulator.config import EmulatorConfig, EndpointConfig
+from sagewire.emulator.server import RunningEmulator, running_emulator
+from sagewire.transports.grpc.health import SERVING, HealthService
+from sagewire.v1 import (
+    inference_service_pb2,
+    inference_service_pb2_grpc,
+    invoke_pb2,
+    model_service_pb2,
+)
+
+pytestmark = pytest.mark.skipif(not ENVOY.exists(), reason=f"no Envoy at {ENVOY}")
+
+EMULATOR = EmulatorConfig(
+    endpoints={
+        "echo-a": EndpointConfig(model="echo", variants=["replica-a"]),
+        "echo-b": EndpointConfig(model="echo", variants=["replica-b"]),
+    }
+)
+WORKERS = 6
+
+
+@contextmanager
+def replica(
+    name: str, emulator: RunningEmulator, workdir: Path, port: int = 0
+) -> Iterator[Process]:
+    config = workdir / f"replica-{name}.toml"
+    config.write_text(
+        # drain_delay_s: longer than Envoy's health check takes to see NOT_SERVING (two checks
+        # 2 s apart), as docs/deploy.md says.
+        "[server]\nshutdown_grace_s = 5\ndrain_delay_s = 5\n\n"
+        f'[routes.echo]\nendpoint = "echo-{name}"\n',
+        encoding="utf-8",
+    )
+    env = {
+        "SAGEWIRE_SERVER__LISTEN": f"127.0.0.1:{port}",
+        "SAGEWIRE_AWS__RUNTIME_ENDPOINT_URL": emulator.url,
+    }
+    with sagewire_process("serve", "--config", str(config), env=env) as process:
+        yield process
+
+
+class Load:
+    """WORKERS callers in closed loop through Envoy; every outcome is counted by phase."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.stub = inference_service_pb2_grpc.InferenceServiceStub(channel)
+        self.phase = "start"
+        self.served: dict[str, Counter[str]] = {}
+        self.failures: list[str] = []
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._caller(i)) for i in range(WORKERS)]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+    def count(self, phase: str, variant: str) -> int:
+        return self.served.get(phase, Counter())[variant]
+
+    async def _caller(self, number: int) -> None:
+        body = b'{"caller": %d}' % number
+        while not self._stop.is_set():
+            phase = self.phase
+            try:
+                reply = await self.stub.Invoke(
+                    invoke_pb2.InvokeRequest(model="echo", body=body), timeout=20
+                )
+            except grpc.aio.AioRpcError as error:
+                self.failures.append(f"{phase}: {error.code().name}: {error.details()}")
+                continue
+            assert reply.body == body
+            self.served.setdefault(phase, Counter())[reply.invoked_production_variant] += 1
+
+
+async def until(condition: Callable[[], bool], within_s: float, what: str, load: Load) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {within_s}s; served {load.served}")
+        await asyncio.sleep(0.05)
+
+
+async def test_calls_spread_and_a_replica_restart_fails_no_call(tmp_path: Path) -> None:
+    async with running_emulator(EMULATOR) as emulator:
+        with ExitStack() as stack:
+            a = stack.enter_context(replica("a", emulator, tmp_path))
+            b = stack.enter_context(replica("b", emulator, tmp_path))
+            port_a = int(a.target.rsplit(":", 1)[1])
+            port_b = int(b.target.rsplit(":", 1)[1])
+            envoy = stack.enter_context(running_envoy(loopback_config([port_a, port_b]), tmp_path))
+            async with grpc.aio.insecure_channel(envoy.target) as channel:
+                load = Load(channel)
+                load.phase = "both"
+                load.start()
+                try:
+                    # One client connection, and both replicas serve its calls.
+                    await until(
+                        lambda: (
+                            min(load.count("both", "replica-a"), load.count("both", "replica-b"))
+                            >= 25
+                        ),
+                        60,
+                        "calls reach both replicas",
+                        load,
+                    )
+                    # SIGTERM to A in the middle of the load: it drains and exits.
+                    load.phase = "a-draining"
+                    exit_code = await asyncio.to_thread(a.stop, signal.SIGTERM, 30.0)
+                    load.phase = "a-down"
+                    await until(
+                        lambda: load.count("a-down", "replica-b") >= 50, 30, "B serves alone", load
+                    )
+                    # A comes back on its port; Envoy's health check lets it in again.
+                    await asyncio.to_thread(
+                        stack.enter_context, replica("a", emulator, tmp_path, port_a)
+                    )
+                    load.phase = "a-back"
+                    await until(
+                        lambda: load.count("a-back", "replica-a") >= 25,
+                        60,
+                        "A receives calls again",
+                        load,
+                    )
+                finally:
+                    await load.stop()
+            stats = envoy.stats()
+    spread = {phase: dict(counter) for phase, counter in load.served.items()}
+    print(f"\nspread by phase: {spread}")
+    print(f"failed calls: {len(load.failures)}")
+    print(
+        "envoy: "
+        + ", ".join(
+            f"{key}={stats.get(key, 0)}"
+            for key in (
+                "upstream_rq_retry",
+                "upstream_rq_retry_success",
+                "upstream_cx_connect_fail",
+                "health_check.failure",
+                "health_check.success",
+                "outlier_detection.ejections_enforced_total",
+            )
+        )
+    )
+    assert exit_code == 0
+    assert load.failures == []
+    assert load.count("a-back", "replica-b") > 0  # B keeps serving too
+
+
+def test_every_streaming_method_takes_the_route_without_a_per_try_timeout() -> None:
+    """A per-try timeout would cut a long stream; the stream routes must name every streaming
+    method of every service sagewire serves, and the unary route (with it) only unary ones."""
+    config = loopback_config([1])
+    (listener,) = config["static_resources"]["listeners"]
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = manager["route_config"]["virtual_hosts"][0]["routes"]
+
+    def route_for(path: str) -> dict[str, object]:
+        for route in routes:
+            match = route["match"]
+            if "safe_regex" in match and re.fullmatch(match["safe_regex"]["regex"], path):
+                return dict(route["route"])
+            if match.get("path") == path or path.startswith(match.get("prefix", "\0")):
+                return dict(route["route"])
+        raise AssertionError(f"no route for {path}")
+
+    files = [inference_service_pb2, model_service_pb2, health_pb2, reflection_pb2]
+    checked = 0
+    for module in files:
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                path = f"/{service.full_name}/{method.name}"
+                streaming = method.client_streaming or method.server_streaming
+                retry_policy = route_for(path).get("retry_policy") or {}
+                assert isinstance(retry_policy, dict)
+                assert ("per_try_timeout" in retry_policy) is not streaming, path
+                checked += 1
+    assert checked >= 14
+
+
+class SheddingReplica:
+    """A gRPC peer that answers `Invoke` as a replica shedding load would: UNAVAILABLE with
+    the grpc-retry-pushback-ms trailer (gRFC A6) on its first attempt, then the answer. It
+    stands in for sagewire's own load shedding, which does not exist yet (issue 14)."""
+
+    def __init__(self, pushback: str | None) -> None:
+        self.pushback = pushback
+        self.attempts: list[float] = []
+
+    async def invoke(
+        self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> bytes:
+        self.attempts.append(time.monotonic())
+        if len(self.attempts) == 1:
+            if self.pushback is not None:
+                context.set_trailing_metadata((("grpc-retry-pushback-ms", self.pushback),))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "shedding load")
+        return invoke_pb2.InvokeResponse(body=request).SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("pushback", "retried", "least_gap_s", "most_gap_s"),
+    [
+        ("300", True, 0.9, 10.0),  # 300 ms, read by Envoy as a whole second
+        (None, True, 0.0, 0.9),  # no pushback: Envoy's own back-off (25-250 ms)
+        ("-1", False, 0.0, 0.0),  # "do not retry"
+    ],
+)
+async def test_retries_honour_grpc_retry_pushback(
+    tmp_path: Path, pushback: str | None, retried: bool, least_gap_s: float, most_gap_s: float
+) -> None:
+    peer = SheddingReplica(pushback)
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "sagewire.v1.InferenceService",
+                {"Invoke": grpc.unary_unary_rpc_method_handler(peer.invoke)},
+            ),
+        )
+    )
+    health = HealthService()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    await health.set("", SERVING)
+    try:
+        with running_envoy(loopback_config([port]), tmp_path) as envoy:
+            async with grpc.aio.insecure_channel(envoy.target) as channel:
+                stub = inference_service_pb2_grpc.InferenceServiceStub(channel)
+                request = invoke_pb2.InvokeRequest(model="echo", body=b"{}")
+                if retried:
+                    reply = await stub.Invoke(request, timeout=20)
+                    assert reply.body == request.SerializeToString()
+                else:
+                    with pytest.raises(grpc.aio.AioRpcError) as failed:
+                        await stub.Invoke(request, timeout=20)
+                    # The caller sees sagewire's status, not the one Envoy's filter hid.
+                    assert failed.value.code() is grpc.StatusCode.UNAVAILABLE
+                    assert failed.value.details() == "shedding load"
+                    await asyncio.sleep(1.5)  # a retry, if one came, would have come by now
+    finally:
+        await server.stop(0)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(peer.attempts)]
+    print(f"pushback {pushback}: {len(peer.attempts)} attempts, gaps {gaps}")
+    assert len(peer.attempts) == (2 if retried else 1)
+    if retried:
+        assert least_gap_s <= gaps[0] <= most_gap_s

@@ -18,9 +18,11 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-READY = re.compile(r"sagewire ready on (\S+)")
-REST = re.compile(r"sagewire REST bridge on (\S+)")
-METRICS = re.compile(r"metrics on (http://\S+)")
+# An address ends at white space or a quote: with server.log_format = "json" the same words
+# also appear inside a logged JSON string.
+READY = re.compile(r"sagewire ready on ([^\s\"]+)")
+REST = re.compile(r"sagewire REST bridge on ([^\s\"]+)")
+METRICS = re.compile(r"metrics on (http://[^\s\"]+)")
 
 
 @dataclass

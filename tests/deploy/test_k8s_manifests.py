@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
@@ -75,7 +76,7 @@ def test_example_hpa_on_calls_in_flight_validates() -> None:
     for version in K8S_VERSIONS:
         kubernetes_validate.validate(example, version, strict=True)
     names = [m.get("pods", {}).get("metric", {}).get("name") for m in example["spec"]["metrics"]]
-    assert "sagewire_grpc_calls_in_flight" in names
+    assert "sagewire_calls_in_flight" in names
 
 
 def test_pod_is_hardened(overlay: tuple[str, list[dict[str, Any]]]) -> None:
@@ -102,7 +103,15 @@ def test_ports_probes_and_drain_agree_with_the_config(
     assert host == "0.0.0.0", "inside a pod sagewire must listen on every interface"
     main = container(resources)
     ports = {p["name"]: p["containerPort"] for p in main["ports"]}
-    assert ports["grpc"] == int(port)
+    # Every container port is one sagewire listens on, and every listener has its port.
+    listeners = {
+        "grpc": settings.server.listen,
+        "http": settings.rest.listen,
+        "metrics": settings.telemetry.metrics_listen or "",
+    }
+    assert set(ports) == {name for name, address in listeners.items() if address}
+    for name, address in listeners.items():
+        assert address.rsplit(":", 1) == ["0.0.0.0", str(ports[name])], name
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert main[probe]["grpc"]["port"] == int(port), probe
     for service in (r for r in resources if r["kind"] == "Service"):
@@ -203,6 +212,15 @@ async def test_sagewire_serve_runs_the_rendered_config_as_the_probes_expect(
                         health_pb2.HealthCheckRequest(service=service), timeout=10
                     )
                     assert answer.status == health_pb2.HealthCheckResponse.SERVING, probe
+                # The REST bridge and the metrics listener the Services and probes point at.
+                assert process.rest_url
+                assert process.metrics_url
+                async with aiohttp.ClientSession() as http:
+                    async with http.get(f"{process.rest_url}/readyz") as ready:
+                        assert ready.status == 200
+                    async with http.get(process.metrics_url) as metrics:
+                        assert metrics.status == 200
+                        assert "grpc_server_started_total" in await metrics.text()
                 inference = inference_service_pb2_grpc.InferenceServiceStub(channel)
                 request = invoke_pb2.InvokeRequest(model="sentiment", body=b'{"text": "fine"}')
                 assert (await inference.Invoke(request, timeout=10)).body == request.body

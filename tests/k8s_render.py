@@ -7,6 +7,7 @@ tests that need it skip with a reason that says so (pytest -ra prints it in the 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -117,8 +118,27 @@ def environment(values: Mapping[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
+def image_env() -> dict[str, str]:
+    """The SAGEWIRE_* variables the image itself sets (the Dockerfile's last stage's ENV): they
+    override the ConfigMap's file unless the container's own env overrides them in turn."""
+    stage = (REPO / "Dockerfile").read_text(encoding="utf-8").rsplit("\nFROM ", 1)[1]
+    env: dict[str, str] = {}
+    for instruction in stage.replace("\\\n", " ").splitlines():
+        if instruction.startswith("ENV "):
+            for pair in shlex.split(instruction.removeprefix("ENV ")):
+                key, _, value = pair.partition("=")
+                if key.startswith("SAGEWIRE_"):
+                    env[key] = value
+    return env
+
+
+def pod_env(resources: list[dict[str, Any]]) -> dict[str, str]:
+    """The SAGEWIRE_* environment of the pod's process: the image's, then the container's."""
+    return {**image_env(), **container_env(resources)}
+
+
 def pod_settings(resources: list[dict[str, Any]], path: Path) -> Settings:
-    """What `sagewire serve` in the pod loads: the ConfigMap's file plus the container's env."""
+    """What `sagewire serve` in the pod loads: the ConfigMap's file plus the pod's env."""
     path.write_text(config_toml(resources), encoding="utf-8")
-    with environment(container_env(resources)):
+    with environment(pod_env(resources)):
         return load_settings(path)

@@ -24,8 +24,9 @@ from k8s_render import (
     OVERLAYS,
     config_toml,
     container,
-    container_env,
+    image_env,
     one,
+    pod_env,
     pod_settings,
     render,
 )
@@ -160,6 +161,12 @@ def test_selectors_and_references_meet(overlay: tuple[str, list[dict[str, Any]]]
     assert "secretKeyRef" in env["SAGEWIRE_ASYNC_JOBS__JOB_ID_KEYS"]["valueFrom"]
 
 
+def test_the_image_environment_is_read() -> None:
+    """The image sets the gRPC listener itself; the pod's settings include it (a ConfigMap that
+    moved `listen` alone would be overridden by it, and the port test would say so)."""
+    assert image_env()["SAGEWIRE_SERVER__LISTEN"] == "0.0.0.0:50051"
+
+
 def test_overlays_differ_where_they_should() -> None:
     dev, prod = render("dev"), render("prod")
     assert one(dev, "Deployment")["spec"]["replicas"] == 1
@@ -197,9 +204,10 @@ async def test_sagewire_serve_runs_the_rendered_config_as_the_probes_expect(
     config.write_text(config_toml(resources), encoding="utf-8")
     async with running_emulator(EMULATOR) as emulator:
         env = {
-            **container_env(resources),
-            # Only what a test must change: the emulator instead of AWS (and sagewire_process
-            # listens on a free loopback port instead of 0.0.0.0:50051).
+            **pod_env(resources),
+            # Only what a test must change: free loopback ports instead of 0.0.0.0:50051 (and
+            # 8080, 9464: sagewire_process sets those), and the emulator instead of AWS.
+            "SAGEWIRE_SERVER__LISTEN": "127.0.0.1:0",
             "SAGEWIRE_AWS__RUNTIME_ENDPOINT_URL": emulator.url,
             "SAGEWIRE_AWS__CONTROL_ENDPOINT_URL": emulator.url,
         }

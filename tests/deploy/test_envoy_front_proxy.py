@@ -17,8 +17,8 @@ import re
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 
 import grpc
@@ -210,6 +210,32 @@ def test_every_streaming_method_takes_the_route_without_a_per_try_timeout() -> N
     assert checked >= 14
 
 
+@asynccontextmanager
+async def grpc_peer(
+    invoke: Callable[[bytes, grpc.aio.ServicerContext[bytes, bytes]], Awaitable[bytes]],
+) -> AsyncIterator[int]:
+    """A gRPC server on a free loopback port answering `Invoke` with `invoke` and health SERVING
+    (so Envoy's health check admits it); yields its port."""
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "sagewire.v1.InferenceService",
+                {"Invoke": grpc.unary_unary_rpc_method_handler(invoke)},
+            ),
+        )
+    )
+    health = HealthService()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    await health.set("", SERVING)
+    try:
+        yield port
+    finally:
+        await server.stop(0)
+
+
 class SheddingReplica:
     """A gRPC peer that answers `Invoke` as a replica shedding load would: UNAVAILABLE with
     the grpc-retry-pushback-ms trailer (gRFC A6) on its first attempt, then the answer. It
@@ -242,21 +268,7 @@ async def test_retries_honour_grpc_retry_pushback(
     tmp_path: Path, pushback: str | None, retried: bool, least_gap_s: float, most_gap_s: float
 ) -> None:
     peer = SheddingReplica(pushback)
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                "sagewire.v1.InferenceService",
-                {"Invoke": grpc.unary_unary_rpc_method_handler(peer.invoke)},
-            ),
-        )
-    )
-    health = HealthService()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    await health.set("", SERVING)
-    try:
+    async with grpc_peer(peer.invoke) as port:
         with running_envoy(loopback_config([port]), tmp_path) as envoy:
             async with grpc.aio.insecure_channel(envoy.target) as channel:
                 stub = inference_service_pb2_grpc.InferenceServiceStub(channel)
@@ -271,10 +283,38 @@ async def test_retries_honour_grpc_retry_pushback(
                     assert failed.value.code() is grpc.StatusCode.UNAVAILABLE
                     assert failed.value.details() == "shedding load"
                     await asyncio.sleep(1.5)  # a retry, if one came, would have come by now
-    finally:
-        await server.stop(0)
     gaps = [later - earlier for earlier, later in itertools.pairwise(peer.attempts)]
     print(f"pushback {pushback}: {len(peer.attempts)} attempts, gaps {gaps}")
     assert len(peer.attempts) == (2 if retried else 1)
     if retried:
         assert least_gap_s <= gaps[0] <= most_gap_s
+
+
+async def test_the_callers_deadline_reaches_the_replica_and_bounds_the_call(
+    tmp_path: Path,
+) -> None:
+    """grpc-timeout passes through Envoy to the replica (which bounds its SageMaker call by
+    it), and Envoy ends the call at that deadline even when the replica does not."""
+    remaining: list[float | None] = []
+
+    async def invoke(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        remaining.append(context.time_remaining())
+        if len(remaining) > 1:
+            await asyncio.sleep(30)  # a replica that ignores its deadline
+        return invoke_pb2.InvokeResponse(body=request).SerializeToString()
+
+    async with grpc_peer(invoke) as port:
+        with running_envoy(loopback_config([port]), tmp_path) as envoy:
+            async with grpc.aio.insecure_channel(envoy.target) as channel:
+                stub = inference_service_pb2_grpc.InferenceServiceStub(channel)
+                request = invoke_pb2.InvokeRequest(model="echo", body=b"{}")
+                await stub.Invoke(request, timeout=7)
+                started = time.monotonic()
+                with pytest.raises(grpc.aio.AioRpcError) as failed:
+                    await stub.Invoke(request, timeout=1)
+                took = time.monotonic() - started
+    print(f"deadline seen by the replica: {remaining}; 1 s call ended after {took:.2f}s")
+    assert remaining[0] is not None
+    assert 5.0 < remaining[0] <= 7.0
+    assert failed.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert took < 5.0

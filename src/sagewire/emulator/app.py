@@ -124,7 +124,7 @@ async def _admit(request: web.Request, *, streaming: bool) -> tuple[Endpoint, Mo
             inference_component=h.get(_SM + "Inference-Component"),
             session_id=session_id,
         )
-        await apply_request_fault(endpoint.fault, name)
+        await apply_request_fault(endpoint.fault, name, endpoint.stats.invocations)
     except ApiError:
         endpoint.stats.errors += 1
         raise

@@ -121,7 +121,7 @@ class BidiListener:
         try:
             variant = endpoint.variant(h.get(_SM + "target-variant"))
             model = _bidi_model(self._state, endpoint)
-            await apply_request_fault(endpoint.fault, name)
+            await apply_request_fault(endpoint.fault, name, stats.invocations)
             request = BidiRequest(
                 endpoint=name,
                 variant=variant,

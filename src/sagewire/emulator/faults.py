@@ -43,6 +43,12 @@ class Fault(BaseModel):
     latency_ms: int = Field(default=0, ge=0, description="Added before the model runs.")
     error: ErrorKind | None = Field(default=None, description="Answer every call with this error.")
     message: str | None = Field(default=None, description="Override the error's Message.")
+    error_first_calls: int | None = Field(
+        default=None,
+        ge=0,
+        description="Only the endpoint's first N invocations get `error`, later ones succeed "
+        "(a brief outage or a cold start); None: every call.",
+    )
     original_status: int = Field(
         default=500, ge=100, le=599, description="model_error: container status"
     )
@@ -107,11 +113,14 @@ def error_for(fault: Fault, endpoint: str) -> ApiError | None:
             return errors.simple_error(fault.error, fault.message)
 
 
-async def apply_request_fault(fault: Fault, endpoint: str) -> None:
+async def apply_request_fault(fault: Fault, endpoint: str, call_number: int = 1) -> None:
     """Before the model runs: the added latency, then the injected error, if any (a model
-    timeout answers only after `timeout_after_ms`, as SageMaker answers after its 60 s)."""
+    timeout answers only after `timeout_after_ms`, as SageMaker answers after its 60 s).
+    `call_number` counts the endpoint's invocations from 1, for `error_first_calls`."""
     if fault.latency_ms:
         await asyncio.sleep(fault.latency_ms / 1000)
+    if fault.error_first_calls is not None and call_number > fault.error_first_calls:
+        return
     err = error_for(fault, endpoint)
     if err is not None:
         if fault.error == "model_timeout":

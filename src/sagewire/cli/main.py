@@ -3,6 +3,8 @@
 sagewire serve --config FILE     run the gateway against AWS (or AWS_ENDPOINT_URL_* overrides)
 sagewire local [--config FILE]   run the gateway plus the local SageMaker emulator (no AWS)
 sagewire check-config FILE       validate a configuration file and exit
+
+and, as a client of a running sagewire (sagewire.client.cli): invoke, stream, chat, jobs, models.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Coroutine, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
+from sagewire.client.cli import main as client_cli
 from sagewire.config import ConfigError, Settings, load_settings
 from sagewire.observability import logs
 from sagewire.transports.grpc.server import SagewireServer
@@ -42,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--target", default="127.0.0.1:50051")
     probe.add_argument("--service", default="", help="service name ('' = overall)")
     probe.add_argument("--timeout", type=float, default=3.0)
+    client_cli.add_commands(sub)
     return parser
 
 
@@ -159,6 +163,8 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in client_cli.COMMANDS:
+        return client_cli.run(args)
     try:
         if args.command == "health":
             return _probe(args.target, args.service, args.timeout)

@@ -83,8 +83,9 @@ class AsyncClient:
     `options=ChannelOptions(...)`.
     """
 
-    def __init__(self, target: str | None = None, *, options: ChannelOptions | None = None,
-                 **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self, target: str | None = None, *, options: ChannelOptions | None = None, **kwargs: Any
+    ) -> None:
         if target is not None:
             kwargs["target"] = target
         self.options = options or ChannelOptions(**kwargs)

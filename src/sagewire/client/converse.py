@@ -83,9 +83,12 @@ class ConverseSession:
         self.session_id = ""
         self._stub = stub
         self._open = converse_pb2.ConverseOpen(
-            model=model, options=options, content_type=content_type, accept=accept,
+            model=model,
+            options=options,
+            content_type=content_type,
+            accept=accept,
             framing=framing,
-        )  # fmt: skip
+        )
         self._timeout = timeout
         self._metadata = metadata
         self._call: Any = None
@@ -201,9 +204,10 @@ class ConverseSession:
         elif kind == "turn_end":
             end = message.turn_end
             self._turn(end.turn_id)._put(
-                TurnEnd(end.turn_id, end.invoked_production_variant, end.chunk_count,
-                        end.byte_count)
-            )  # fmt: skip
+                TurnEnd(
+                    end.turn_id, end.invoked_production_variant, end.chunk_count, end.byte_count
+                )
+            )
         elif kind == "turn_error":
             error = message.turn_error
             self._turn(error.turn_id)._put(errors.from_status(error.status))

@@ -34,11 +34,13 @@ class Client:
     results as its async twin (documented there) and raises the same errors.
     """
 
-    def __init__(self, target: str | None = None, *, options: ChannelOptions | None = None,
-                 **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self, target: str | None = None, *, options: ChannelOptions | None = None, **kwargs: Any
+    ) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="sagewire-client")  # fmt: skip
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name="sagewire-client"
+        )
         self._thread.start()
         self._async = self._run(_make(target, options, kwargs))
 

@@ -72,7 +72,9 @@ async def test_client_wheel_needs_and_ships_only_the_client(
         (metadata_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
         metadata = Parser().parsestr(archive.read(metadata_name).decode())
         archive.extractall(tmp_path / "site")
-    required = {r.split(">")[0].split("=")[0].strip() for r in metadata.get_all("Requires-Dist")}
+    required = {
+        r.split(">")[0].split("=")[0].strip() for r in metadata.get_all("Requires-Dist", [])
+    }
     assert required == {"grpcio", "protobuf", "googleapis-common-protos", "tqdm"}
     shipped = {n.split("/")[0] + "/" + n.split("/")[1] for n in names if n.startswith("sagewire/")}
     assert shipped == {"sagewire/client", "sagewire/v1"}

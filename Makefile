@@ -59,9 +59,9 @@ protos: $(STAMP) $(PROTODEPS) ## Regenerate generated/ from protos/
 .PHONY: check-generated
 check-generated: $(STAMP) $(PROTODEPS) ## Fail when generated/ is stale against protos/
 	$(call GEN,.build/generated-check)
-	@diff -r generated .build/generated-check >/dev/null || { \
+	@diff -r -x __pycache__ generated .build/generated-check >/dev/null || { \
 	  echo "generated/ is stale: run 'make protos' and commit the result."; \
-	  diff -r generated .build/generated-check | head -20; exit 1; }
+	  diff -r -x __pycache__ generated .build/generated-check | head -20; exit 1; }
 	@echo "generated/ is current"
 
 .PHONY: lint

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -132,11 +133,16 @@ async def test_unavailable_is_retried_until_it_succeeds(
 ) -> None:
     # The first two upstream calls fail with 503 (sagewire's AWS client makes one attempt in
     # tests), so the caller sees UNAVAILABLE twice; gRPC's policy retries and the third works.
+    # sagewire asks for 1 s (RetryInfo, and grpc-retry-pushback-ms for gRPC's policy): each
+    # retry waits that long instead of the policy's own 0-0.2 s randomised backoff.
     emulator.set_fault("faulty", Fault(error="service_unavailable", error_first_calls=2))
     async with AsyncClient(sagewire.target, timeout=20) as c:
+        started = time.monotonic()
         result = await c.invoke("faulty", json={"n": 1})
+        elapsed = time.monotonic() - started
     assert result.json() == {"n": 1}
     assert emulator.stats("faulty").invocations == 3
+    assert elapsed >= 2.0
 
 
 async def test_retries_stop_at_max_attempts_and_can_be_turned_off(

@@ -36,7 +36,8 @@ def decode(error: SagewireError) -> tuple[grpc.StatusCode, str, dict[str, Any]]:
     """(code, message, {detail type name: unpacked detail}) as a client would read them."""
     status = to_grpc_status(error)
     trailers = dict(status.trailing_metadata)
-    assert set(trailers) == {"grpc-status-details-bin"}
+    pushback = {"grpc-retry-pushback-ms"} if error.retry_after_s is not None else set()
+    assert set(trailers) == {"grpc-status-details-bin", *pushback}
     rpc = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
     assert rpc.code == status.code.value[0]
     assert rpc.message == status.details
@@ -114,6 +115,13 @@ def test_retry_after_becomes_retry_info(retry_after_s: float, seconds: int, nano
     assert list(details) == ["google.rpc.ErrorInfo", "google.rpc.RetryInfo"]
     delay = details["google.rpc.RetryInfo"].retry_delay
     assert (delay.seconds, delay.nanos) == (seconds, nanos)
+
+
+def test_retry_after_is_also_grpc_retry_pushback() -> None:
+    busy = to_grpc_status(SagewireError("busy", kind=ErrorKind.UNAVAILABLE, retry_after_s=1.5))
+    assert ("grpc-retry-pushback-ms", "1500") in busy.trailing_metadata
+    final = to_grpc_status(SagewireError("no", kind=ErrorKind.INVALID_ARGUMENT))
+    assert all(key != "grpc-retry-pushback-ms" for key, _ in final.trailing_metadata)
 
 
 def test_model_failure_becomes_model_error_detail() -> None:

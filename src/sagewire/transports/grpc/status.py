@@ -8,6 +8,8 @@ ErrorInfo (stable `reason`, domain "sagewire"), BadRequest (the offending field)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
@@ -81,6 +83,23 @@ def to_rpc_status(error: SagewireError) -> status_pb2.Status:
     return status_pb2.Status(code=code.value[0], message=error.message, details=details)
 
 
+# gRPC's retry pushback (gRFC A6): a client retry policy waits this long instead of its own
+# randomised backoff, so the RetryInfo delay sagewire asks for is what gRPC clients wait.
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
+
+
 def to_grpc_status(error: SagewireError) -> grpc.Status:
-    """A grpc.Status (code, message, trailing metadata with the details) for `context.abort`."""
-    return rpc_status.to_status(to_rpc_status(error))
+    """A grpc.Status (code, message, trailing metadata with the details) for `context.abort`;
+    with `grpc-retry-pushback-ms` = RetryInfo's delay when a retry may help."""
+    status = rpc_status.to_status(to_rpc_status(error))
+    if error.retry_after_s is None:
+        return status
+    pushback = ((PUSHBACK_KEY, str(round(error.retry_after_s * 1000))),)
+    return _Status(status.code, status.details, (*status.trailing_metadata, *pushback))
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]

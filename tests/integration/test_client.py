@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -244,3 +245,38 @@ async def test_blocking_stream_stops_upstream_when_abandoned(
             break
         await asyncio.sleep(0.05)
     assert emulator.stats("tokens").streams_aborted == 1
+
+
+async def test_bearer_token_from_a_string_or_an_async_source() -> None:
+    # A bare gRPC server that only records what ListModels received (sagewire's own checks of
+    # the token belong to the security layer's tests).
+    seen: list[str] = []
+
+    async def list_models(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        seen.append(dict(context.invocation_metadata() or ()).get("authorization", ""))
+        return b""
+
+    handler = grpc.method_handlers_generic_handler(
+        "sagewire.v1.ModelService",
+        {"ListModels": grpc.unary_unary_rpc_method_handler(list_models)},
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    calls = 0
+
+    async def rotating() -> str:
+        nonlocal calls
+        calls += 1
+        return f"token-{calls}"
+
+    try:
+        async with AsyncClient(f"127.0.0.1:{port}", token="static") as c:
+            assert await c.models() == []
+        async with AsyncClient(f"127.0.0.1:{port}", token=rotating) as c:
+            await c.models()
+            await c.models()
+    finally:
+        await server.stop(None)
+    assert seen == ["Bearer static", "Bearer token-1", "Bearer token-2"]

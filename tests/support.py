@@ -81,6 +81,8 @@ def settings_for(
     async_jobs: Mapping[str, Any] | None = None,
     rest: Mapping[str, Any] | None = None,
     telemetry: Mapping[str, Any] | None = None,
+    auth: Mapping[str, Any] | None = None,
+    quotas: Mapping[str, Any] | None = None,
 ) -> Settings:
     return load_settings(
         overrides={
@@ -92,6 +94,8 @@ def settings_for(
             "aws": {**_aws_for(runtime), "max_attempts": 1, **(aws or {})},
             "async_jobs": {"job_id_keys": [TEST_JOB_ID_KEY], **(async_jobs or {})},
             "routes": dict(routes if routes is not None else TEST_ROUTES),
+            "auth": dict(auth or {}),
+            "quotas": dict(quotas or {}),
         }
     )
 
@@ -168,6 +172,7 @@ _DETAIL_TYPES: list[type[pb_message.Message]] = [
     error_details_pb2.ErrorInfo,
     error_details_pb2.BadRequest,
     error_details_pb2.RetryInfo,
+    error_details_pb2.QuotaFailure,
     common_pb2.ModelErrorDetail,
 ]
 

@@ -3,6 +3,7 @@
 sagewire serve --config FILE     run the gateway against AWS (or AWS_ENDPOINT_URL_* overrides)
 sagewire local [--config FILE]   run the gateway plus the local SageMaker emulator (no AWS)
 sagewire check-config FILE       validate a configuration file and exit
+sagewire api-key new NAME        make an API key: the key (for the caller) and its hash line
 
 and, as a client of a running sagewire (sagewire.client.cli): invoke, stream, chat, jobs, models.
 """
@@ -41,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("config")
+    keys = sub.add_parser("api-key", help="make static API keys ([auth.api_keys])")
+    key_verbs = keys.add_subparsers(dest="verb", required=True)
+    new = key_verbs.add_parser("new", help="print a new key and its hashes-file line")
+    new.add_argument("name", help="the key's name: its principal is key:<name>")
     probe = sub.add_parser("health", help="probe a running sagewire's gRPC health service")
     probe.add_argument("--target", default="127.0.0.1:50051")
     probe.add_argument("--service", default="", help="service name ('' = overall)")
@@ -64,6 +69,23 @@ def _probe(target: str, service: str, timeout: float) -> int:
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
     print(f"{target}: {status}")
     return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def _new_api_key(name: str) -> int:
+    from sagewire.security.api_keys import ApiKeyFileError, new_key, parse_hashes
+
+    key, line = new_key(name)
+    try:
+        parse_hashes(line, "name")  # the name must make a valid line
+    except ApiKeyFileError:
+        print(
+            f"sagewire: {name!r} is not a key name: 1-128 of letters, digits, . _ @ -",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"key (give to the caller, store nowhere else): {key}", file=sys.stderr)
+    print(line)
+    return 0
 
 
 async def _serve(settings: Settings, stack: AsyncExitStack) -> None:
@@ -168,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "health":
             return _probe(args.target, args.service, args.timeout)
+        if args.command == "api-key":
+            return _new_api_key(args.name)
         if args.command == "check-config":
             load_settings(args.config)
             print(f"{args.config}: OK")

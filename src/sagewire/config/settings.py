@@ -18,11 +18,13 @@ from sagewire.config.converse import ConverseSettings
 from sagewire.config.operations import MODE_OPERATION, takes, unsupported
 from sagewire.config.rest import RestSettings
 from sagewire.config.sagemaker_fields import media_type_problem, option_problem
+from sagewire.config.security import AuthSettings, QuotaSettings, TlsSettings, check_callers
 
 SAGEMAKER_MAX_BODY_BYTES = 6_291_456
 # SageMaker gives a real-time model 60 s; a little margin lets its own timeout error arrive.
 REALTIME_TIMEOUT_CAP_S = 70.0
 
+_HOST_PORT = r"^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$"
 EndpointName = Annotated[
     str, StringConstraints(max_length=63, pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
 ]
@@ -99,6 +101,13 @@ class RouteSettings(Strict):
     bidi: BidiRouteSettings = BidiRouteSettings()
     # `async` is a Python keyword: the TOML table is [routes.<name>.async].
     async_: AsyncRouteSettings = Field(default=AsyncRouteSettings(), alias="async")
+    # Who may call this route once [auth] is on (default-deny); see docs/security.md.
+    callers: list[str] = Field(default_factory=list)
+
+    @field_validator("callers")
+    @classmethod
+    def _callers(cls, callers: list[str]) -> list[str]:
+        return check_callers(callers)
 
     @field_validator("defaults")
     @classmethod
@@ -163,20 +172,33 @@ class RouteSettings(Strict):
 class ServerSettings(Strict):
     """The gRPC listener and its limits."""
 
-    listen: str = Field(
-        default="127.0.0.1:50051", pattern=r"^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$"
-    )
+    listen: str = Field(default="127.0.0.1:50051", pattern=_HOST_PORT)
     shutdown_grace_s: float = Field(default=10.0, ge=0, le=3600)
     # After SIGTERM, keep serving with health NOT_SERVING this long before refusing new calls,
     # so balancers that health-check (Envoy, a mesh) stop sending first (docs/deploy.md).
     drain_delay_s: float = Field(default=0.0, ge=0, le=300)
+    # TLS (and mutual TLS with client_ca_file) on `listen`; unset: plaintext.
+    tls: TlsSettings | None = None
+    # A plaintext listener serving grpc.health.v1 only (Kubernetes gRPC probes cannot do TLS);
+    # unset: none.
+    maintenance_listen: str | None = Field(default=None, pattern=_HOST_PORT)
 
-    @field_validator("listen")
+    @field_validator("listen", "maintenance_listen")
     @classmethod
-    def _port_in_range(cls, value: str) -> str:
-        if int(value.rsplit(":", 1)[1]) > 65535:
+    def _port_in_range(cls, value: str | None) -> str | None:
+        if value is not None and int(value.rsplit(":", 1)[1]) > 65535:
             raise ValueError("port must be 0..65535 (0 picks a free port)")
         return value
+
+    # Connection hygiene: an idle connection (no call in flight) is closed after
+    # `max_connection_idle_s`; every connection is asked to go away after `max_connection_age_s`
+    # and closed `max_connection_age_grace_s` later, whatever it is doing (this bounds a client
+    # that never finishes sending a request); a client must finish the TLS and HTTP/2
+    # handshake within `handshake_timeout_s`. 0 turns a bound off.
+    max_connection_idle_s: float = Field(default=300.0, ge=0, le=86_400)
+    max_connection_age_s: float = Field(default=3600.0, ge=0, le=604_800)
+    max_connection_age_grace_s: float = Field(default=600.0, ge=0, le=86_400)
+    handshake_timeout_s: float = Field(default=10.0, gt=0, le=600)
 
     max_body_bytes: int = Field(default=SAGEMAKER_MAX_BODY_BYTES, ge=1, le=SAGEMAKER_MAX_BODY_BYTES)
     # gRPC message cap: the body limit plus room for the envelope and JSON-as-Value overhead.
@@ -265,6 +287,8 @@ class Settings(BaseSettings):
     aws: AwsSettings = AwsSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     async_jobs: AsyncJobSettings = AsyncJobSettings()
+    auth: AuthSettings = AuthSettings()
+    quotas: QuotaSettings = QuotaSettings()
     routes: dict[ModelName, RouteSettings] = Field(default_factory=dict)
 
     @field_validator("routes")
@@ -281,6 +305,31 @@ class Settings(BaseSettings):
                 "async_jobs.job_id_keys (see docs/async.md)"
             )
         return routes
+
+    @model_validator(mode="after")
+    def _security_consistent(self) -> Settings:
+        auth, tls = self.auth, self.server.tls
+        if auth.mtls and (tls is None or tls.client_ca_file is None):
+            raise ValueError(
+                "auth.mtls needs server.tls with client_ca_file: callers are identified by "
+                "client certificates only under mutual TLS"
+            )
+        quotas = self.quotas
+        limited = [quotas.per_caller, quotas.per_caller_route]
+        if not auth.enabled and any(q.rps or q.max_concurrency for q in limited):
+            raise ValueError(
+                "quotas are per authenticated caller: configure [auth] (mtls, jwt or api_keys)"
+            )
+        if not auth.enabled:
+            listed = [name for name, route in self.routes.items() if route.callers]
+            if listed or auth.reflection_callers or auth.passthrough_callers:
+                raise ValueError(
+                    "callers are listed (routes "
+                    + (", ".join(sorted(listed)) or "none")
+                    + ") but no authentication is configured: set auth.mtls, auth.jwt or "
+                    "auth.api_keys, or the lists protect nothing"
+                )
+        return self
 
     @classmethod
     def settings_customise_sources(

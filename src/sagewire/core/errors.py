@@ -42,6 +42,14 @@ class FieldViolation:
 
 
 @dataclass(frozen=True)
+class QuotaViolation:
+    """One exceeded quota (google.rpc.QuotaFailure.Violation): whose, and which limit."""
+
+    subject: str
+    description: str
+
+
+@dataclass(frozen=True)
 class ModelFailure:
     """What the model container itself answered (SageMaker ModelError)."""
 
@@ -62,6 +70,7 @@ class SagewireError(Exception):
     violations: tuple[FieldViolation, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
     model_failure: ModelFailure | None = None
+    quota_violations: tuple[QuotaViolation, ...] = ()
 
     def __post_init__(self) -> None:
         super().__init__(self.message)

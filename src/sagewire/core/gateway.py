@@ -23,6 +23,7 @@ from sagewire.core.framing import frame_lines
 from sagewire.core.ports import (
     BidiStreamPort,
     ResponseStream,
+    RouteGuard,
     SageMakerBidiPort,
     SageMakerRuntimePort,
 )
@@ -77,12 +78,13 @@ class Gateway:
         settings: Settings,
         runtime: SageMakerRuntimePort,
         bidi: SageMakerBidiPort | None = None,
+        guard: RouteGuard | None = None,
     ) -> None:
         self._settings = settings
         self._runtime = runtime
         # HTTP/2 bidirectional streams; only needed when a route has mode `bidi`.
         self._bidi = bidi
-        self.routes = RouteTable(settings.routes, settings.server.allow_endpoint_passthrough)
+        self.routes = RouteTable(settings.routes, settings.server.allow_endpoint_passthrough, guard)
 
     # -- ModelService ---------------------------------------------------------------------
     def list_models(self) -> list[RouteInfo]:

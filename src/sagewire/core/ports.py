@@ -116,3 +116,33 @@ class CompletionSignal(Protocol):
     async def wait(self, inference_id: str, timeout_s: float) -> None:
         """Return when `inference_id` may have changed state, or after `timeout_s`."""
         ...
+
+
+class RouteGuard(Protocol):
+    """Who may use what (sagewire.security.guard): asked by the route table for every route a
+    call resolves and every route it lists, and by async jobs for the caller's binding."""
+
+    def admit(self, route: str) -> None:
+        """Raise PERMISSION_DENIED or RESOURCE_EXHAUSTED unless the current caller may call
+        `route` now."""
+
+    def visible(self, route: str) -> bool:
+        """May the current caller see `route` in listings and hints?"""
+        ...
+
+    def owner(self) -> str:
+        """The current caller's binding for the job ids it is issued ("" without auth)."""
+        ...
+
+
+class OpenGuard:
+    """The RouteGuard of a server without authentication: everything is open to everyone."""
+
+    def admit(self, route: str) -> None:
+        return None
+
+    def visible(self, route: str) -> bool:
+        return True
+
+    def owner(self) -> str:
+        return ""

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from sagewire.config.operations import OPTIONS, PARAMETERS, Operation, takes
 from sagewire.config.settings import RouteMode, RouteSettings, StreamFraming
 from sagewire.core.errors import ErrorKind, SagewireError, invalid_argument, model_not_found
+from sagewire.core.ports import OpenGuard, RouteGuard
 from sagewire.core.types import InvocationOptions, RouteInfo
 from sagewire.observability import calls, signals
 from sagewire.observability.metrics import PASSTHROUGH
@@ -116,11 +117,18 @@ def _route(name: str, settings: RouteSettings, label: str = "") -> Route:
 
 
 class RouteTable:
-    """Resolves a caller's `model` to a Route."""
+    """Resolves a caller's `model` to a Route. `guard` decides who may use and see which route
+    (every resolution and listing passes it, so no RPC can skip authorisation)."""
 
-    def __init__(self, routes: Mapping[str, RouteSettings], passthrough: bool = False) -> None:
+    def __init__(
+        self,
+        routes: Mapping[str, RouteSettings],
+        passthrough: bool = False,
+        guard: RouteGuard | None = None,
+    ) -> None:
         self._routes = {name: _route(name, s) for name, s in routes.items()}
         self._passthrough = passthrough
+        self.guard = guard or OpenGuard()
         # Pass-through routes are made on first use and kept, so their concurrency bound holds.
         self._passthrough_routes: dict[str, Route] = {}
 
@@ -128,12 +136,16 @@ class RouteTable:
         if not model:
             raise invalid_argument("model", "is required (a model name from ListModels)")
         route = self._routes.get(model)
-        if route is None and self._passthrough and model.startswith(PASSTHROUGH_PREFIX):
-            route = self._passthrough_routes.get(model) or self._passthrough_route(model)
         if route is not None:
             calls.set_model(route.label)
+            self.guard.admit(route.name)
             return route
-        raise model_not_found(model, list(self._routes))
+        if self._passthrough and model.startswith(PASSTHROUGH_PREFIX):
+            self.guard.admit(model)  # before anything is made for the name
+            route = self._passthrough_routes.get(model) or self._passthrough_route(model)
+            calls.set_model(route.label)
+            return route
+        raise model_not_found(model, [n for n in self._routes if self.guard.visible(n)])
 
     def _passthrough_route(self, model: str) -> Route:
         endpoint = model.removeprefix(PASSTHROUGH_PREFIX)
@@ -152,4 +164,5 @@ class RouteTable:
         return self._passthrough_routes.setdefault(model, route)
 
     def infos(self) -> list[RouteInfo]:
-        return sorted((r.info() for r in self._routes.values()), key=lambda r: r.name)
+        visible = (r for r in self._routes.values() if self.guard.visible(r.name))
+        return sorted((r.info() for r in visible), key=lambda r: r.name)

@@ -24,6 +24,7 @@ from sagewire import telemetry
 from sagewire.core.errors import SagewireError
 from sagewire.observability.calls import Call
 from sagewire.transports.grpc import observe
+from sagewire.transports.grpc.credentials import enter_call
 from sagewire.transports.grpc.status import to_grpc_status
 
 log = logging.getLogger("sagewire.access")
@@ -81,7 +82,9 @@ def unary[Req, Resp](
         started = time.perf_counter()
         with telemetry.rpc_span(self.SERVICE, name, context.invocation_metadata()) as span:
             call, request = observe.start(self, name, request)
+            scope = None  # the security layer's hold on the call (sagewire.security.guard)
             try:
+                scope = await enter_call(self, name, request, context)
                 response = await method(self, request, context)
                 if response is not None:  # Converse writes its messages itself
                     observe.sent(call, response)
@@ -93,6 +96,8 @@ def unary[Req, Resp](
                 raise  # unreachable: abort raises
             finally:
                 observe.finish(call)
+                if scope is not None:
+                    scope.close()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> OK in %.1f ms", name, (time.perf_counter() - started) * 1e3)
         return response
@@ -111,7 +116,9 @@ def streaming[Req, Resp](
         started = time.perf_counter()
         with telemetry.rpc_span(self.SERVICE, name, context.invocation_metadata()) as span:
             call, request = observe.start(self, name, request)
+            scope = None
             try:
+                scope = await enter_call(self, name, request, context)
                 async for item in method(self, request, context):
                     observe.sent(call, item)
                     yield item
@@ -123,6 +130,8 @@ def streaming[Req, Resp](
                 raise
             finally:
                 observe.finish(call)
+                if scope is not None:
+                    scope.close()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> OK in %.1f ms", name, (time.perf_counter() - started) * 1e3)
 

@@ -9,6 +9,7 @@ from sagewire.core.content import is_json
 from sagewire.core.errors import ErrorKind, SagewireError
 from sagewire.core.gateway import Gateway
 from sagewire.core.types import InvokeCall
+from sagewire.security.guard import Security
 from sagewire.transports.grpc import converse, convert, edge, observe
 from sagewire.transports.grpc.async_jobs import AsyncJobsService
 from sagewire.transports.grpc.edge import Ctx
@@ -47,6 +48,8 @@ def _call(
 class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
     observer = observe.OFF  # the server sets its own
     SERVICE = "sagewire.v1.InferenceService"
+    # Set by the server: the edge authenticates and authorises through it.
+    security: Security | None = None
 
     def __init__(
         self,

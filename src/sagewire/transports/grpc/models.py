@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sagewire.core.endpoint_status import EndpointStatuses
 from sagewire.core.gateway import Gateway
+from sagewire.security.guard import Security
 from sagewire.transports.grpc import convert, edge, observe
 from sagewire.transports.grpc.edge import Ctx
 from sagewire.v1 import model_service_pb2, model_service_pb2_grpc
@@ -12,6 +13,8 @@ from sagewire.v1 import model_service_pb2, model_service_pb2_grpc
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     observer = observe.OFF  # the server sets its own
     SERVICE = "sagewire.v1.ModelService"
+    # Set by the server: the edge authenticates and authorises through it.
+    security: Security | None = None
 
     def __init__(self, gateway: Gateway, statuses: EndpointStatuses) -> None:
         self._gateway = gateway

@@ -8,9 +8,12 @@ descriptor is derived from v1alpha's with the package renamed, making it describ
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
-from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 V1ALPHA = "grpc.reflection.v1alpha.ServerReflection"
 V1 = "grpc.reflection.v1.ServerReflection"
@@ -40,19 +43,34 @@ def _register_v1_descriptor() -> None:
     pool.AddSerializedFile(proto.SerializeToString())
 
 
-def enable_reflection(server: grpc.aio.Server, service_names: list[str]) -> None:
+type Ctx = grpc.aio.ServicerContext[Any, Any]
+# Raises (aborts the call) when the caller may not use reflection (auth.reflection_callers).
+type ReflectionCheck = Callable[[Ctx], Awaitable[None]]
+
+
+def enable_reflection(
+    server: grpc.aio.Server, service_names: list[str], check: ReflectionCheck | None = None
+) -> None:
     _register_v1_descriptor()
     names = [*service_names, V1ALPHA, V1]
     servicer = reflection.aio.ReflectionServicer(names)  # type: ignore[attr-defined]
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
-    v1_handler = grpc.method_handlers_generic_handler(
-        V1,
-        {
-            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
-                servicer.ServerReflectionInfo,
-                request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
-                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
-            )
-        },
+    serve = servicer.ServerReflectionInfo
+    if check is not None:
+
+        async def guarded(requests: AsyncIterator[Any], context: Ctx) -> AsyncIterator[Any]:
+            await check(context)
+            async for response in servicer.ServerReflectionInfo(requests, context):
+                yield response
+
+        serve = guarded
+    handler = grpc.stream_stream_rpc_method_handler(
+        serve,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
     )
-    server.add_generic_rpc_handlers((v1_handler,))
+    server.add_generic_rpc_handlers(
+        tuple(
+            grpc.method_handlers_generic_handler(service, {"ServerReflectionInfo": handler})
+            for service in (V1ALPHA, V1)
+        )
+    )

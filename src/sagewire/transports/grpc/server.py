@@ -32,7 +32,10 @@ from sagewire.observability.admin import AdminListener
 from sagewire.observability.calls import Observer
 from sagewire.observability.metrics import Metrics
 from sagewire.observability.otel import Otlp
+from sagewire.security.guard import Security
+from sagewire.security.tls import RotatingTls, TlsFilesError
 from sagewire.transports.grpc.async_jobs import AsyncJobsService
+from sagewire.transports.grpc.credentials import reflection_check
 from sagewire.transports.grpc.decoding import guarded
 from sagewire.transports.grpc.health import SERVING, HealthService
 from sagewire.transports.grpc.inference import InferenceServicer
@@ -68,6 +71,7 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
+    options += _connection_bounds(settings)
     window = settings.server.receive_window_bytes
     if window:
         # A fixed window bounds what gRPC buffers per stream ahead of a slow reader; BDP
@@ -76,12 +80,41 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
     return options
 
 
+def _connection_bounds(settings: Settings) -> list[tuple[str, int]]:
+    """gRPC core's connection limits (docs/security.md, "Connection hygiene")."""
+    server = settings.server
+    bounds = [("grpc.server_handshake_timeout_ms", int(server.handshake_timeout_s * 1000))]
+    if server.max_connection_idle_s:
+        bounds.append(("grpc.max_connection_idle_ms", int(server.max_connection_idle_s * 1000)))
+    if server.max_connection_age_s:
+        bounds += [
+            ("grpc.max_connection_age_ms", int(server.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(server.max_connection_age_grace_s * 1000)),
+        ]
+    return bounds
+
+
+def _bind(server: grpc.aio.Server, listen: str, tls: RotatingTls | None) -> int:
+    port = (
+        server.add_secure_port(listen, tls.grpc_credentials())
+        if tls is not None
+        else server.add_insecure_port(listen)
+    )
+    if port == 0:
+        raise OSError(f"could not listen on {listen}")
+    return port
+
+
 class SagewireServer:
     """sagewire's gRPC server. Use `async with SagewireServer(settings) as server:`."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.port = 0
+        # The plaintext health-only listener's port (server.maintenance_listen), else 0.
+        self.maintenance_port = 0
+        self.tls: RotatingTls | None = None
+        self._maintenance: grpc.aio.Server | None = None
         self._stack = AsyncExitStack()
         self._server: grpc.aio.Server | None = None
         self.health = HealthService()
@@ -93,7 +126,8 @@ class SagewireServer:
     async def start(self) -> int:
         observer = await self._open_observability()
         runtime = await self._stack.enter_async_context(SageMakerRuntime(self.settings.aws))
-        gateway = Gateway(self.settings, runtime, await self._open_bidi())
+        security = self._open_security()
+        gateway = Gateway(self.settings, runtime, await self._open_bidi(), security)
         async_jobs = await self._open_async_jobs(gateway, runtime)
         statuses = self._endpoint_statuses()
         server = grpc.aio.server(options=grpc_options(self.settings))
@@ -102,15 +136,16 @@ class SagewireServer:
         inference = InferenceServicer(gateway, self.settings.server.max_json_view_bytes, async_jobs)
         models = ModelServicer(gateway, statuses)
         inference.observer = models.observer = observer
+        inference.security = models.security = security  # the edge's security hook
         inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(inference, registrar)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, registrar)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
         if self.settings.server.reflection:
-            enable_reflection(registrar, [*SERVICE_NAMES, HEALTH_SERVICE])
+            check = reflection_check(security) if security.enabled else None
+            enable_reflection(registrar, [*SERVICE_NAMES, HEALTH_SERVICE], check)
         listen = self.settings.server.listen
-        self.port = server.add_insecure_port(listen)
-        if self.port == 0:
-            raise OSError(f"could not listen on {listen}")
+        self.tls = self._open_tls()
+        self.port = _bind(server, listen, self.tls)
         await server.start()
         self._server = server
         if self.settings.rest.listen:
@@ -121,6 +156,7 @@ class SagewireServer:
             app = build_app(self.settings, gateway, async_jobs, statuses, self.health, observer)
             self._rest = RestListener(app, self.settings.rest.listen)
             self.rest_port = await self._rest.start(self.settings.server.shutdown_grace_s)
+        await self._start_maintenance()
         for name in ["", *SERVICE_NAMES]:
             await self.health.set(name, SERVING)
         log.info("sagewire serving on %s (port %d)", listen, self.port)
@@ -138,6 +174,33 @@ class SagewireServer:
             admin = AdminListener(metrics.registry, settings.metrics_listen)
             self.metrics_port = (await self._stack.enter_async_context(admin)).port
         return Observer(metrics, self.settings.server.access_log, self._otlp.meter())
+
+    def _open_security(self) -> Security:
+        """Authentication, authorisation and quotas; closed (its JWKS client) on stop."""
+        security = Security(self.settings)
+        self._stack.push_async_callback(security.close)
+        return security
+
+    def _open_tls(self) -> RotatingTls | None:
+        tls = self.settings.server.tls
+        if tls is None:
+            return None
+        try:
+            return RotatingTls(tls)
+        except TlsFilesError as exc:
+            raise ConfigError("server.tls", [str(exc)]) from None
+
+    async def _start_maintenance(self) -> None:
+        """The plaintext health-only listener, sharing the health states of the main one."""
+        listen = self.settings.server.maintenance_listen
+        if listen is None:
+            return
+        server = grpc.aio.server(options=_connection_bounds(self.settings))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        self.maintenance_port = _bind(server, listen, None)
+        await server.start()
+        self._maintenance = server
+        log.info("health-only maintenance listener on %s (plaintext)", listen)
 
     async def _open_async_jobs(
         self, gateway: Gateway, runtime: SageMakerRuntime
@@ -200,6 +263,9 @@ class SagewireServer:
             await asyncio.gather(*stops)
             self._server = None
             self._rest = None
+        if self._maintenance is not None:
+            await self._maintenance.stop(0)
+            self._maintenance = None
         await finish_closing()  # cancelled Converse sessions close theirs on the AWS client
         await self._stack.aclose()
         if self._otlp is not None:

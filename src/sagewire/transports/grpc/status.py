@@ -2,7 +2,8 @@
 
 Every error leaving sagewire passes through `to_grpc_status`; docs/errors.md documents the
 result. Details follow google.rpc conventions so any gRPC client can read them:
-ErrorInfo (stable `reason`, domain "sagewire"), BadRequest (the offending field), RetryInfo
+ErrorInfo (stable `reason`, domain "sagewire"), BadRequest (the offending field), QuotaFailure
+(the exceeded per-caller quota), RetryInfo
 (when a retry may help) and sagewire.v1.ModelErrorDetail (the model's own status/message).
 """
 
@@ -61,6 +62,19 @@ def to_rpc_status(error: SagewireError) -> status_pb2.Status:
                             field=v.field, description=v.description
                         )
                         for v in error.violations
+                    ]
+                )
+            )
+        )
+    if error.quota_violations:
+        details.append(
+            _pack(
+                error_details_pb2.QuotaFailure(
+                    violations=[
+                        error_details_pb2.QuotaFailure.Violation(
+                            subject=v.subject, description=v.description
+                        )
+                        for v in error.quota_violations
                     ]
                 )
             )

@@ -4,9 +4,12 @@ connection is judged on its own."""
 
 from __future__ import annotations
 
+import ssl
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 import pytest_asyncio
@@ -105,3 +108,29 @@ async def test_a_certificate_from_another_ca_never_reaches_a_handler(mtls: Mtls)
         refused = await invoke_failure(channel)
     assert refused.code == grpc.StatusCode.UNAVAILABLE
     assert refused.reason == ""  # the handshake failed: no sagewire status at all
+
+
+async def test_the_rest_listener_takes_the_same_client_certificates(mtls: Mtls) -> None:
+    spiffe = issue_client(mtls.client_ca, uris=["spiffe://example.org/ns/checkout/sa/api"])
+    dns = issue_client(mtls.client_ca, dns=["batch.internal"])
+    base = f"https://localhost:{mtls.sw.server.rest_port}"
+
+    async def models(client: Pem | None, tmp: Path) -> tuple[int, list[str]]:
+        context = ssl.create_default_context(cadata=mtls.server_ca.cert_pem.bytes().decode())
+        if client is not None:
+            (tmp / "c.pem").write_bytes(client.cert)
+            (tmp / "k.pem").write_bytes(client.key)
+            context.load_cert_chain(tmp / "c.pem", tmp / "k.pem")
+        connector = aiohttp.TCPConnector(ssl=context, force_close=True)
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(base + "/v1/models") as response,
+        ):
+            doc = await response.json()
+            return response.status, [m["name"] for m in doc.get("models", [])]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        assert await models(spiffe, Path(tmp)) == (200, ["echo"])
+        assert await models(dns, Path(tmp)) == (200, ["echo-open"])
+        with pytest.raises(aiohttp.ClientError):  # no certificate: the handshake fails
+            await models(None, Path(tmp))

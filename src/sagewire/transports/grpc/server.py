@@ -153,8 +153,16 @@ class SagewireServer:
             from sagewire.transports.rest.app import build_app
             from sagewire.transports.rest.server import RestListener
 
-            app = build_app(self.settings, gateway, async_jobs, statuses, self.health, observer)
-            self._rest = RestListener(app, self.settings.rest.listen)
+            app = build_app(
+                self.settings, gateway, async_jobs, statuses, self.health, observer, security
+            )
+            self._rest = RestListener(
+                app,
+                self.settings.rest.listen,
+                self.tls.ssl_context() if self.tls is not None else None,
+                # 0 ("never") is aiohttp's "no keep-alive": close after each answer instead.
+                self.settings.server.max_connection_idle_s or 3600.0,
+            )
             self.rest_port = await self._rest.start(self.settings.server.shutdown_grace_s)
         await self._start_maintenance()
         for name in ["", *SERVICE_NAMES]:

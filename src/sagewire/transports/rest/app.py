@@ -18,12 +18,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from sagewire.config.settings import Settings
 from sagewire.core.endpoint_status import EndpointStatuses
 from sagewire.core.errors import SagewireError
 from sagewire.core.gateway import Gateway
 from sagewire.observability.calls import Observer
+from sagewire.security.guard import Security
 from sagewire.transports.grpc.async_jobs import AsyncJobsService
 from sagewire.transports.grpc.health import HealthService
 from sagewire.transports.grpc.inference import InferenceServicer
@@ -35,6 +37,7 @@ from sagewire.transports.rest.openapi import add_openapi_routes
 from sagewire.transports.rest.passthrough import add_passthrough_routes
 from sagewire.transports.rest.routes import Router, bindings
 from sagewire.transports.rest.rpc import RpcHandler, servicer_bodies
+from sagewire.transports.rest.security import security_middleware
 from sagewire.transports.rest.upload import add_upload_routes
 from sagewire.transports.rest.websocket import add_converse_routes
 from sagewire.v1 import inference_service_pb2, model_service_pb2
@@ -81,11 +84,14 @@ def build_app(
     statuses: EndpointStatuses,
     health: HealthService,
     observer: Observer = OFF,
+    security: Security | None = None,
 ) -> web.Application:
-    """The bridge over the same core objects the gRPC server gets (transports.grpc.server)."""
-    app = web.Application(
-        middlewares=[json_errors], client_max_size=settings.rest.max_request_bytes
-    )
+    """The bridge over the same core objects the gRPC server gets (transports.grpc.server),
+    behind the same security layer when authentication is on."""
+    middlewares: list[Middleware] = [json_errors]
+    if security is not None and security.enabled:
+        middlewares.append(security_middleware(security))
+    app = web.Application(middlewares=middlewares, client_max_size=settings.rest.max_request_bytes)
     router = Router(bindings(SERVICES))
     app[GATEWAY] = gateway
     app[SETTINGS] = settings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 
 from aiohttp import web
 
@@ -19,9 +20,20 @@ class RestListener:
     """An aiohttp AppRunner on one TCP address. `stop(grace)` stops accepting, lets in-flight
     requests finish for `grace` seconds, then cancels them."""
 
-    def __init__(self, app: web.Application, listen: str) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        listen: str,
+        ssl_context: ssl.SSLContext | None = None,
+        idle_timeout_s: float = 75.0,
+    ) -> None:
         self._app = app
         self._listen = listen
+        # TLS (rotating, from server.tls) and how long a connection may sit without a complete
+        # request: aiohttp closes a connection idle, or stuck in an unfinished request head, for
+        # longer than its keep-alive timeout.
+        self._ssl = ssl_context
+        self._idle_timeout_s = idle_timeout_s
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -31,11 +43,12 @@ class RestListener:
             handler_cancellation=True,  # a client that hangs up cancels its upstream call
             access_log=None,  # the bridge writes its own access lines (no payloads)
             shutdown_timeout=grace_s,
+            keepalive_timeout=self._idle_timeout_s,
         )
         await runner.setup()
         host, port = split_listen(self._listen)
         try:
-            await web.TCPSite(runner, host, port, reuse_port=False).start()
+            await web.TCPSite(runner, host, port, reuse_port=False, ssl_context=self._ssl).start()
         except BaseException:
             await runner.cleanup()
             raise

@@ -5,8 +5,9 @@ Which replica served a call is read off the wire: replica A routes model `echo` 
 endpoint `echo-a`, whose only variant is `replica-a` (B likewise), and sagewire returns the
 variant SageMaker reports in `invoked_production_variant`.
 
-The pushback tests put Envoy in front of a gRPC peer that sheds with grpc-retry-pushback-ms,
-since sagewire itself does not shed load yet.
+The pushback tests run sagewire answering SageMaker's ServiceUnavailable (UNAVAILABLE with
+grpc-retry-pushback-ms 1000), and a small gRPC peer for other values: none, sub-second, and -1
+("do not retry").
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from processes import Process, sagewire_process
 
 from sagewire.emulator.config import EmulatorConfig, EndpointConfig
+from sagewire.emulator.faults import Fault
 from sagewire.emulator.server import RunningEmulator, running_emulator
 from sagewire.transports.grpc.health import SERVING, HealthService
 from sagewire.v1 import (
@@ -51,7 +53,11 @@ WORKERS = 6
 
 @contextmanager
 def replica(
-    name: str, emulator: RunningEmulator, workdir: Path, port: int = 0
+    name: str,
+    emulator: RunningEmulator,
+    workdir: Path,
+    port: int = 0,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Process]:
     config = workdir / f"replica-{name}.toml"
     config.write_text(
@@ -61,11 +67,12 @@ def replica(
         f'[routes.echo]\nendpoint = "echo-{name}"\n',
         encoding="utf-8",
     )
-    env = {
+    environ = {
         "SAGEWIRE_SERVER__LISTEN": f"127.0.0.1:{port}",
         "SAGEWIRE_AWS__RUNTIME_ENDPOINT_URL": emulator.url,
+        **(env or {}),
     }
-    with sagewire_process("serve", "--config", str(config), env=env) as process:
+    with sagewire_process("serve", "--config", str(config), env=environ) as process:
         yield process
 
 
@@ -210,6 +217,42 @@ def test_every_streaming_method_takes_the_route_without_a_per_try_timeout() -> N
     assert checked >= 14
 
 
+async def test_envoy_waits_the_pushback_sagewire_sends(tmp_path: Path) -> None:
+    """sagewire answers SageMaker's ServiceUnavailable with UNAVAILABLE and
+    grpc-retry-pushback-ms 1000; Envoy retries the call on the other replica after that second,
+    and the caller gets the answer."""
+    async with running_emulator(EMULATOR) as emulator:
+        emulator.set_fault("echo-a", Fault(error="service_unavailable"))
+        with ExitStack() as stack:
+            # One attempt at SageMaker, so replica A answers at once.
+            a = stack.enter_context(
+                replica("a", emulator, tmp_path, env={"SAGEWIRE_AWS__MAX_ATTEMPTS": "1"})
+            )
+            b = stack.enter_context(replica("b", emulator, tmp_path))
+            ports = [int(p.target.rsplit(":", 1)[1]) for p in (a, b)]
+            envoy = stack.enter_context(running_envoy(loopback_config(ports), tmp_path))
+            async with grpc.aio.insecure_channel(envoy.target) as channel:
+                stub = inference_service_pb2_grpc.InferenceServiceStub(channel)
+                durations: list[tuple[int, float]] = []
+                for _ in range(20):
+                    shed = emulator.stats("echo-a").invocations
+                    started = time.monotonic()
+                    reply = await stub.Invoke(
+                        invoke_pb2.InvokeRequest(model="echo", body=b"{}"), timeout=20
+                    )
+                    durations.append(
+                        (emulator.stats("echo-a").invocations - shed, time.monotonic() - started)
+                    )
+                    assert reply.invoked_production_variant == "replica-b"
+                    if sum(1 for tried_a, _ in durations if tried_a) >= 2:
+                        break
+    retried = [took for tried_a, took in durations if tried_a]
+    direct = [took for tried_a, took in durations if not tried_a]
+    print(f"via A then B: {[f'{t:.2f}s' for t in retried]}; B only: {len(direct)} calls")
+    assert len(retried) >= 2
+    assert all(took >= 0.95 for took in retried)
+
+
 @asynccontextmanager
 async def grpc_peer(
     invoke: Callable[[bytes, grpc.aio.ServicerContext[bytes, bytes]], Awaitable[bytes]],
@@ -237,9 +280,9 @@ async def grpc_peer(
 
 
 class SheddingReplica:
-    """A gRPC peer that answers `Invoke` as a replica shedding load would: UNAVAILABLE with
-    the grpc-retry-pushback-ms trailer (gRFC A6) on its first attempt, then the answer. It
-    stands in for sagewire's own load shedding, which does not exist yet (issue 14)."""
+    """A gRPC peer that answers `Invoke` UNAVAILABLE with the given grpc-retry-pushback-ms
+    trailer (gRFC A6) on its first attempt, then the answer: pushback values the sagewire test
+    above does not show (none, sub-second, -1)."""
 
     def __init__(self, pushback: str | None) -> None:
         self.pushback = pushback

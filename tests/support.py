@@ -27,6 +27,7 @@ TEST_EMULATOR_CONFIG = EmulatorConfig(
     endpoints={
         "echo": EndpointConfig(model="echo", variants=["AllTraffic", "B"]),
         "tokens": EndpointConfig(model="tokens"),
+        "sse-tokens": EndpointConfig(model="sse-tokens"),
         "firehose": EndpointConfig(model="firehose"),
         "chat": EndpointConfig(model="chat"),
         # Faults are set per test with emulator.set_fault().

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterator
 
 import pytest
-from processes import Process, grpcurl, grpcurl_messages, sagewire_process
+from processes import REPO, Process, grpcurl, grpcurl_messages, sagewire_process
 
 pytestmark = pytest.mark.e2e
 
@@ -84,3 +85,19 @@ def test_unknown_model_error_is_readable(local: Process) -> None:
     assert "Code: NotFound" in result.stderr
     assert "unknown model 'nope'" in result.stderr
     assert '"reason":"UNKNOWN_MODEL"' in result.stderr
+
+
+def test_streaming_docs_sse_example_runs_as_printed(local: Process) -> None:
+    """docs/streaming.md's `sse` example: one message per Server-Sent Event of `sse-tokens`."""
+    doc = (REPO / "docs" / "streaming.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## Server-Sent Events") :]
+    start = section.index("```sh\n") + len("```sh\n")
+    block = section[start : section.index("\n```", start)]
+    args = shlex.split(block.replace("\\\n", " "))
+    assert args[0] == "grpcurl"
+    result = grpcurl(*(local.target if a == "127.0.0.1:50051" else a for a in args[1:]))
+    assert result.returncode == 0, result.stderr
+    messages = grpcurl_messages(result.stdout)
+    assert [m["json"]["token"]["text"] for m in messages[:3]] == ["hello", "from", "sagewire"]
+    assert messages[-1]["json"] == {"token": None, "generated_text": "hello from sagewire"}
+    assert len(messages) == 4  # the comment and data: [DONE] are not messages

@@ -74,7 +74,14 @@ def test_route_defaults_are_sane() -> None:
 
 def test_the_shipped_local_config_loads() -> None:
     settings = load_settings(LOCAL_TOML)
-    assert set(settings.routes) == {"echo", "tokens", "chat", "bidi-echo", "slow-echo"}
+    assert set(settings.routes) == {
+        "echo",
+        "tokens",
+        "sse-tokens",
+        "chat",
+        "bidi-echo",
+        "slow-echo",
+    }
     assert settings.routes["bidi-echo"].mode is RouteMode.BIDI
     assert settings.routes["slow-echo"].mode is RouteMode.ASYNC
     assert settings.async_jobs.keys()  # the dev-only key an async route needs

@@ -86,7 +86,7 @@ def test_proto3_json_mapping(document: dict[str, Any]) -> None:
         "description": stream["body"]["description"],
     }
     framing = schemas["sagewire.v1.Framing"]
-    assert framing["enum"] == ["FRAMING_UNSPECIFIED", "FRAMING_RAW", "FRAMING_LINES"]
+    assert framing["enum"] == ["FRAMING_UNSPECIFIED", "FRAMING_RAW", "FRAMING_LINES", "FRAMING_SSE"]
     model = schemas["sagewire.v1.Model"]["properties"]
     assert model["timeout"]["type"] == "string"  # Duration
     assert model["allowedOptions"]["type"] == "array"

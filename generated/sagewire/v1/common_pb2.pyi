@@ -31,6 +31,12 @@ class _FramingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Framing.Value
     """One message per newline-terminated record, re-joined or split across PayloadParts;
     JSON records also fill the message's `json` field.
     """
+    FRAMING_SSE: _Framing.ValueType  # 3
+    """One Server-Sent Event per message (text/event-stream, as the TGI, vLLM and LMI containers
+    stream): `body` is the event's data (several `data:` lines joined with LF, without the
+    `data:` prefix), `json` that data parsed when it is JSON. Comments, blank lines, other
+    fields and a `data: [DONE]` event are dropped. See docs/streaming.md.
+    """
 
 class Framing(_Framing, metaclass=_FramingEnumTypeWrapper):
     """How a streamed response is cut into gRPC messages."""
@@ -42,6 +48,12 @@ FRAMING_RAW: Framing.ValueType  # 1
 FRAMING_LINES: Framing.ValueType  # 2
 """One message per newline-terminated record, re-joined or split across PayloadParts;
 JSON records also fill the message's `json` field.
+"""
+FRAMING_SSE: Framing.ValueType  # 3
+"""One Server-Sent Event per message (text/event-stream, as the TGI, vLLM and LMI containers
+stream): `body` is the event's data (several `data:` lines joined with LF, without the
+`data:` prefix), `json` that data parsed when it is JSON. Comments, blank lines, other
+fields and a `data: [DONE]` event are dropped. See docs/streaming.md.
 """
 Global___Framing: _TypeAlias = Framing  # noqa: Y015
 

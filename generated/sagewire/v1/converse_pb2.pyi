@@ -334,7 +334,9 @@ class ConverseChunk(_message.Message):
     turn_id: _builtins.str
     """The turn this answers."""
     body: _builtins.bytes
-    """Bytes of this part (a record with its newline under lines framing)."""
+    """Bytes of this part (a record with its newline under lines framing, an event's data under
+    sse).
+    """
     data_type: _common_pb2.DataType.ValueType
     """Kind of bytes, on bidi routes."""
     partial: _builtins.bool

@@ -195,12 +195,14 @@ class InvokeStreamResponse(_message.Message):
     JSON_FIELD_NUMBER: _builtins.int
     INDEX_FIELD_NUMBER: _builtins.int
     body: _builtins.bytes
-    """Bytes of this piece: a PayloadPart (raw framing) or one record with its newline (lines)."""
+    """Bytes of this piece: a PayloadPart (raw framing), one record with its newline (lines) or one
+    Server-Sent Event's data (sse).
+    """
     index: _builtins.int
     """Zero-based position of this message in the stream."""
     @_builtins.property
     def json(self) -> _struct_pb2.Value:
-        """The record parsed, under lines framing when it is valid JSON; unset
+        """The record or event data parsed, under lines or sse framing when it is valid JSON; unset
         otherwise. Also unset when any number in it would change as a double (integers beyond ±2^53,
         decimals that do not read back as written, e.g. 9007199254740993), so `json` never differs from
         `body`.

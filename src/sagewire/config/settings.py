@@ -45,6 +45,12 @@ class StreamFraming(StrEnum):
 
     RAW = "raw"
     LINES = "lines"
+    SSE = "sse"
+
+    @property
+    def records(self) -> bool:
+        """Each message is one record (a line, an event) that may be JSON."""
+        return self is not StreamFraming.RAW
 
 
 class OptionName(StrEnum):

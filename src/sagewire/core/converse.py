@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
-from sagewire.config.settings import RouteMode, StreamFraming
+from sagewire.config.settings import RouteMode
 from sagewire.core.converse_bidi import BidiTurns
 from sagewire.core.converse_events import (
     BadTurn,
@@ -406,7 +406,7 @@ class ConverseSession:
             return await self._relay_result(turn.turn_id, result)
         count = size = 0
         async with self._gateway.open_stream(call, session_id=session_id) as stream:
-            record = stream.framing is StreamFraming.LINES
+            record = stream.framing.records
             async for piece in stream.pieces:
                 await self._emit(TurnChunk(turn.turn_id, piece, record))
                 count, size = count + 1, size + len(piece)

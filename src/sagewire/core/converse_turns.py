@@ -14,7 +14,7 @@ from sagewire.core.content import is_json
 from sagewire.core.converse_bidi import BidiTurns
 from sagewire.core.converse_events import Turn
 from sagewire.core.errors import ErrorKind, SagewireError, invalid_argument
-from sagewire.core.framing import LineFramer
+from sagewire.core.framing import frame_whole
 from sagewire.core.types import InvokeResult
 from sagewire.core.validation import NEW_SESSION
 
@@ -151,11 +151,8 @@ def admission_error(turn: Turn, state: Admission) -> SagewireError | None:
 
 
 def result_chunks(result: InvokeResult, framing: StreamFraming) -> list[tuple[bytes, bool]]:
-    """A whole answer as (body, is a record) chunks: records under lines framing, else one
-    chunk (a record when the answer is JSON); none for an empty answer."""
-    if framing is StreamFraming.LINES:
-        framer = LineFramer()
-        pieces = framer.feed(result.body)
-        tail = framer.flush()
-        return [(p, True) for p in ([*pieces, tail] if tail else pieces)]
+    """A whole answer as (body, is a record) chunks: records under lines or sse framing, else
+    one chunk (a record when the answer is JSON); none for an empty answer."""
+    if framing.records:
+        return [(record, True) for record in frame_whole(result.body, framing)]
     return [(result.body, is_json(result.content_type))] if result.body else []

@@ -19,7 +19,7 @@ from sagewire.core.errors import (
     deadline_exceeded,
     invalid_argument,
 )
-from sagewire.core.framing import frame_lines
+from sagewire.core.framing import frame
 from sagewire.core.ports import (
     BidiStreamPort,
     ResponseStream,
@@ -65,9 +65,7 @@ class OpenStream:
 
 
 def _pieces(stream: ResponseStream, framing: StreamFraming) -> AsyncIterator[bytes]:
-    if framing is StreamFraming.LINES:
-        return frame_lines(stream.parts())
-    return stream.parts()
+    return frame(stream.parts(), framing)
 
 
 class Gateway:

@@ -136,6 +136,7 @@ def default_config() -> EmulatorConfig:
         endpoints={
             "echo": echo,
             "tokens": EndpointConfig(model="tokens"),
+            "sse-tokens": EndpointConfig(model="sse-tokens"),
             "firehose": EndpointConfig(model="firehose"),
             "chat": EndpointConfig(model="chat"),
             "model-error": EndpointConfig(

@@ -29,6 +29,7 @@ from sagewire.emulator.model_api import (
     ModelRequest,
 )
 from sagewire.emulator.slow_echo import SlowEchoModel
+from sagewire.emulator.sse_tokens import SseTokensModel
 
 
 async def _once(*chunks: bytes) -> AsyncGenerator[bytes, None]:
@@ -293,5 +294,6 @@ BUILTIN_MODELS: Mapping[str, Callable[[], Model]] = {
     "chat": ChatModel,
     "bidi-echo": BidiEchoModel,
     "slow-echo": SlowEchoModel,
+    "sse-tokens": SseTokensModel,
 }
 """Demo models selectable by ``model = "<name>"`` in the emulator config."""

@@ -25,6 +25,7 @@ _MODES = {
 _FRAMINGS = {
     StreamFraming.RAW: common_pb2.FRAMING_RAW,
     StreamFraming.LINES: common_pb2.FRAMING_LINES,
+    StreamFraming.SSE: common_pb2.FRAMING_SSE,
 }
 
 

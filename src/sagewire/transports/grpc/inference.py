@@ -81,11 +81,11 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
                     (META_VARIANT, stream.start.invoked_variant),
                 )
             )
-            lines = stream.framing.value == "lines"
+            records = stream.framing.records
             index = 0
             async for piece in stream.pieces:
                 message = invoke_pb2.InvokeStreamResponse(body=piece, index=index)
-                value = convert.json_view_value(piece, self._json_limit) if lines else None
+                value = convert.json_view_value(piece, self._json_limit) if records else None
                 if value is not None:
                     message.json.CopyFrom(value)
                 yield message

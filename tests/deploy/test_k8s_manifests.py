@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
+import ssl
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import grpc
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
+import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from k8s_render import (
     K8S,
@@ -30,7 +33,7 @@ from k8s_render import (
     pod_settings,
     render,
 )
-from processes import sagewire_process
+from processes import Process, sagewire_process
 
 from sagewire.emulator.config import EmulatorConfig, EndpointConfig
 from sagewire.emulator.server import running_emulator
@@ -100,21 +103,26 @@ def test_ports_probes_and_drain_agree_with_the_config(
 ) -> None:
     name, resources = overlay
     settings = pod_settings(resources, tmp_path / "sagewire.toml")
-    host, port = settings.server.listen.rsplit(":", 1)
-    assert host == "0.0.0.0", "inside a pod sagewire must listen on every interface"
     main = container(resources)
     ports = {p["name"]: p["containerPort"] for p in main["ports"]}
     # Every container port is one sagewire listens on, and every listener has its port.
     listeners = {
         "grpc": settings.server.listen,
+        "health": settings.server.maintenance_listen or "",
         "http": settings.rest.listen,
         "metrics": settings.telemetry.metrics_listen or "",
     }
-    assert set(ports) == {name for name, address in listeners.items() if address}
-    for name, address in listeners.items():
-        assert address.rsplit(":", 1) == ["0.0.0.0", str(ports[name])], name
+    assert set(ports) == {listener for listener, address in listeners.items() if address}
+    # Inside a pod every listener binds every interface, on its container port.
+    for listener, address in listeners.items():
+        if address:
+            assert address.rsplit(":", 1) == ["0.0.0.0", str(ports[listener])], listener
+    # The kubelet's gRPC probes cannot do TLS: with TLS on the main port they must ask the
+    # plaintext maintenance listener.
+    probe_port = ports["health"] if settings.server.maintenance_listen else ports["grpc"]
+    assert settings.server.tls is None or settings.server.maintenance_listen
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert main[probe]["grpc"]["port"] == int(port), probe
+        assert main[probe]["grpc"]["port"] == probe_port, probe
     for service in (r for r in resources if r["kind"] == "Service"):
         for service_port in service["spec"]["ports"]:
             assert service_port["targetPort"] in ports, service["metadata"]["name"]
@@ -127,7 +135,8 @@ def test_ports_probes_and_drain_agree_with_the_config(
     drain = settings.server.drain_delay_s + settings.server.shutdown_grace_s
     assert pod["terminationGracePeriodSeconds"] > pre_stop + drain
     print(
-        f"{name}: listen {settings.server.listen}, probes on {port}, preStop {pre_stop}s + "
+        f"{name}: listen {settings.server.listen} (TLS: {settings.server.tls is not None}), "
+        f"probes on {probe_port}, preStop {pre_stop}s + "
         f"drain {settings.server.drain_delay_s:g}s + {settings.server.shutdown_grace_s:g}s < "
         f"grace {pod['terminationGracePeriodSeconds']}s"
     )
@@ -175,6 +184,12 @@ def test_overlays_differ_where_they_should() -> None:
     affinity = one(prod, "Deployment")["spec"]["template"]["spec"]["affinity"]
     term = affinity["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
     assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    # prod: mutual TLS from the Secret sagewire-tls; dev: plaintext.
+    prod_env = {e["name"]: e.get("value") for e in container(prod)["env"]}
+    assert prod_env["SAGEWIRE_SERVER__TLS__CLIENT_CA_FILE"].startswith("/etc/sagewire/tls/")
+    assert not [e for e in container(dev)["env"] if "TLS" in e["name"]]
+    volumes = one(prod, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "tls", "secret": {"secretName": "sagewire-tls"}} in volumes
     # dev generates its (public, dev-only) key; prod expects the Secret to exist in the cluster.
     assert [r for r in dev if r["kind"] == "Secret"]
     assert not [r for r in prod if r["kind"] == "Secret"]
@@ -190,48 +205,93 @@ EMULATOR = EmulatorConfig(
 )
 
 
-# prod only: dev renders the same file and differs in what the static tests above check.
+TLS_MOUNT = "/etc/sagewire/tls/"
+
+
+def _free_port() -> int:
+    """A port nothing listens on now (for a listener whose bound port sagewire does not print)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _tls_files(directory: Path) -> tuple[trustme.CA, dict[str, str]]:
+    """What cert-manager would put in the Secret sagewire-tls, made by a throwaway CA."""
+    ca = trustme.CA()
+    directory.mkdir()
+    server = ca.issue_cert("localhost", "127.0.0.1")
+    server.cert_chain_pems[0].write_to_path(str(directory / "tls.crt"))
+    for pem in server.cert_chain_pems[1:]:
+        pem.write_to_path(str(directory / "tls.crt"), append=True)
+    server.private_key_pem.write_to_path(str(directory / "tls.key"))
+    ca.cert_pem.write_to_path(str(directory / "ca.crt"))
+    return ca, {name: str(directory / name) for name in ("tls.crt", "tls.key", "ca.crt")}
+
+
+# prod only: dev renders the same file without TLS, and differs only in what the static tests
+# above check.
 @pytest.mark.parametrize("name", ["prod"])
 async def test_sagewire_serve_runs_the_rendered_config_as_the_probes_expect(
     name: str, tmp_path: Path
 ) -> None:
-    """`sagewire serve` with the overlay's ConfigMap file and container environment: it starts,
-    answers the probes' health check SERVING, serves a routed call, and after SIGTERM exits 0
-    well within the drain the manifests allow for."""
+    """`sagewire serve` with the overlay's ConfigMap file and the pod's environment: it starts,
+    answers the probes' health check SERVING on the port they ask, serves a routed call over
+    mutual TLS (and refuses a caller without a certificate), serves REST and metrics, and after
+    SIGTERM turns NOT_SERVING, keeps serving for the drain delay and exits 0 well within the
+    grace the pod allows."""
     resources = render(name)
     main = container(resources)
     config = tmp_path / "sagewire.toml"
     config.write_text(config_toml(resources), encoding="utf-8")
+    ca, tls_files = _tls_files(tmp_path / "tls")
+    # Only what a test must change: free loopback ports instead of 0.0.0.0:50051, 8081 (and
+    # 8080, 9464: sagewire_process sets those), the Secret's files where the volume would put
+    # them, and the emulator instead of AWS.
+    env = {
+        key: tls_files[value.removeprefix(TLS_MOUNT)] if value.startswith(TLS_MOUNT) else value
+        for key, value in pod_env(resources).items()
+    }
+    tls = "SAGEWIRE_SERVER__TLS__CERT_FILE" in env
+    maintenance_port = _free_port()
+    if "SAGEWIRE_SERVER__MAINTENANCE_LISTEN" in env:
+        env["SAGEWIRE_SERVER__MAINTENANCE_LISTEN"] = f"127.0.0.1:{maintenance_port}"
     async with running_emulator(EMULATOR) as emulator:
-        env = {
-            **pod_env(resources),
-            # Only what a test must change: free loopback ports instead of 0.0.0.0:50051 (and
-            # 8080, 9464: sagewire_process sets those), and the emulator instead of AWS.
+        env |= {
             "SAGEWIRE_SERVER__LISTEN": "127.0.0.1:0",
             "SAGEWIRE_AWS__RUNTIME_ENDPOINT_URL": emulator.url,
             "SAGEWIRE_AWS__CONTROL_ENDPOINT_URL": emulator.url,
         }
         with sagewire_process(main["args"][0], "--config", str(config), env=env) as process:
-            async with grpc.aio.insecure_channel(process.target) as channel:
-                health = health_pb2_grpc.HealthStub(channel)
-                for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                    service = main[probe]["grpc"].get("service", "")
-                    answer = await health.Check(
-                        health_pb2.HealthCheckRequest(service=service), timeout=10
-                    )
-                    assert answer.status == health_pb2.HealthCheckResponse.SERVING, probe
-                # The REST bridge and the metrics listener the Services and probes point at.
-                assert process.rest_url
-                assert process.metrics_url
-                async with aiohttp.ClientSession() as http:
-                    async with http.get(f"{process.rest_url}/readyz") as ready:
-                        assert ready.status == 200
-                    async with http.get(process.metrics_url) as metrics:
-                        assert metrics.status == 200
-                        assert "grpc_server_started_total" in await metrics.text()
+            main_port = int(process.target.rsplit(":", 1)[1])
+            probe_port = main["readinessProbe"]["grpc"]["port"]
+            ports = {p["containerPort"]: p["name"] for p in main["ports"]}
+            probe_target = (
+                f"127.0.0.1:{maintenance_port}" if ports[probe_port] == "health" else process.target
+            )
+            client = ca.issue_cert("caller.example.com")
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=ca.cert_pem.bytes(),
+                private_key=client.private_key_pem.bytes(),
+                certificate_chain=client.cert_chain_pems[0].bytes(),
+            )
+            async with (
+                grpc.aio.insecure_channel(probe_target) as probes,
+                (
+                    grpc.aio.secure_channel(process.target, credentials)
+                    if tls
+                    else grpc.aio.insecure_channel(process.target)
+                ) as channel,
+            ):
+                # What the kubelet does: plaintext gRPC health, on the probes' port.
+                health = health_pb2_grpc.HealthStub(probes)
+                await _probes_answer_serving(health, main, probe_port)
                 inference = inference_service_pb2_grpc.InferenceServiceStub(channel)
                 request = invoke_pb2.InvokeRequest(model="sentiment", body=b'{"text": "fine"}')
                 assert (await inference.Invoke(request, timeout=10)).body == request.body
+                if tls:
+                    await _refused_without_a_certificate(process.target, ca, request)
+                await _rest_and_metrics_answer(process, ca, client if tls else None)
                 # SIGTERM: the probes see NOT_SERVING at once, yet calls are still served for
                 # server.drain_delay_s, so a health-checking balancer can move away first.
                 started = time.monotonic()
@@ -253,6 +313,48 @@ async def test_sagewire_serve_runs_the_rendered_config_as_the_probes_expect(
     assert served_draining < settings.server.drain_delay_s <= took
     assert took < pod["terminationGracePeriodSeconds"] - pre_stop
     print(
-        f"{name}: served on {process.target}; after SIGTERM NOT_SERVING, a call served at "
-        f"{served_draining:.1f}s, exit 0 at {took:.1f}s"
+        f"{name}: {'mutual TLS' if tls else 'plaintext'} on {process.target}, probes on "
+        f"{probe_target}; after SIGTERM NOT_SERVING, a call served at {served_draining:.1f}s, "
+        f"exit 0 at {took:.1f}s (main port {main_port})"
     )
+
+
+async def _probes_answer_serving(health: Any, main: dict[str, Any], probe_port: int) -> None:
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert main[probe]["grpc"]["port"] == probe_port
+        service = main[probe]["grpc"].get("service", "")
+        answer = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING, probe
+
+
+async def _refused_without_a_certificate(
+    target: str, ca: trustme.CA, request: invoke_pb2.InvokeRequest
+) -> None:
+    """Mutual TLS: a caller without a client certificate never reaches a handler."""
+    anonymous = grpc.ssl_channel_credentials(ca.cert_pem.bytes())
+    async with grpc.aio.secure_channel(target, anonymous) as stranger:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await inference_service_pb2_grpc.InferenceServiceStub(stranger).Invoke(
+                request, timeout=10
+            )
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def _rest_and_metrics_answer(
+    process: Process, ca: trustme.CA, client: trustme.LeafCert | None
+) -> None:
+    """The REST bridge (over mutual TLS when the gRPC listener has it) and /metrics."""
+    assert process.rest_url
+    assert process.metrics_url
+    rest_url, rest_ssl = process.rest_url, cast("ssl.SSLContext | bool", False)
+    if client is not None:
+        rest_url = rest_url.replace("http://", "https://")
+        context = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
+        client.configure_cert(context)
+        rest_ssl = context
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{rest_url}/readyz", ssl=rest_ssl) as ready:
+            assert ready.status == 200
+        async with http.get(process.metrics_url) as metrics:
+            assert metrics.status == 200, process.metrics_url
+            assert "grpc_server_started_total" in await metrics.text()

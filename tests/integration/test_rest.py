@@ -16,7 +16,8 @@ import pytest_asyncio
 
 from sagewire.emulator.faults import Fault
 from sagewire.emulator.server import RunningEmulator
-from support import Sagewire
+from sagewire.v1 import invoke_pb2
+from support import Sagewire, start_sagewire
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -319,3 +320,49 @@ async def test_health_endpoints(http: aiohttp.ClientSession, sagewire: Sagewire)
     for path in ("/healthz", "/readyz"):
         code, _, body = await _call(http, sagewire, "GET", path)
         assert (code, body) == (200, {"status": "SERVING"})
+
+
+async def test_grpc_timeout_ends_a_stream_with_the_deadline_record(
+    http: aiohttp.ClientSession, sagewire: Sagewire, emulator: RunningEmulator
+) -> None:
+    words = " ".join(f"w{i}" for i in range(50))
+    async with http.post(
+        sagewire.rest_url + "/v1/models/tokens:invokeStream",
+        json={"json": {"text": words, "delay_ms": 50}},
+        headers={"Grpc-Timeout": "500m"},
+    ) as response:
+        assert response.status == 200
+        lines = await _lines(response)
+    assert 1 <= len(lines) < 50
+    assert lines[-1]["error"]["code"] == 4  # DEADLINE_EXCEEDED
+    stats = emulator.stats("tokens")
+    await _wait_until(lambda: stats.streams_aborted == 1)  # the upstream stream was stopped
+
+
+async def test_readyz_flips_when_the_drain_begins(emulator: RunningEmulator) -> None:
+    async with start_sagewire(emulator) as sw, aiohttp.ClientSession() as session:
+        await sw.server.health.enter_graceful_shutdown()
+        async with session.get(sw.rest_url + "/readyz") as answer:
+            assert answer.status == 503
+            assert await answer.json() == {"status": "NOT_SERVING"}
+        async with session.get(sw.rest_url + "/healthz") as answer:
+            assert answer.status == 200  # alive, only not ready
+
+
+async def test_one_drain_finishes_calls_on_both_listeners(emulator: RunningEmulator) -> None:
+    """stop() lets an in-flight gRPC call and an in-flight REST call both finish, then both
+    listeners refuse new connections."""
+    async with start_sagewire(emulator) as sw, aiohttp.ClientSession() as session:
+        rest_call = asyncio.ensure_future(
+            session.post(sw.rest_url + "/v1/models/slow-echo:invoke", json={"json": 1})
+        )
+        grpc_call = sw.inference.Invoke(invoke_pb2.InvokeRequest(model="slow-echo", body=b"1"))
+        stats = emulator.stats("slow-echo")
+        await _wait_until(lambda: stats.invocations == 2)
+        await sw.server.stop()
+        answer = await rest_call
+        assert answer.status == 200
+        assert (await answer.json())["json"] == 1
+        assert (await grpc_call).body == b"1"
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await session.get(sw.rest_url + "/healthz")

@@ -124,7 +124,8 @@ async def test_spans_metrics_and_json_logs(collector: tuple[Collector, int]) -> 
         await _calls(process.target, process.rest_url)
         await found.wait_for(lambda: any(s.kind == Span.SPAN_KIND_CLIENT for s in found.spans))
         await found.wait_for(lambda: found.metrics)
-        assert process.stop() == 0  # SIGTERM: exports what is pending, then exits
+        # In a thread: the collector answers the exit-time export on this loop meanwhile.
+        assert await asyncio.to_thread(process.stop) == 0  # SIGTERM: exports pending, exits
         log = list(process.log)
 
     # A SERVER span continuing the caller's trace, and under it a CLIENT span for the

@@ -23,6 +23,7 @@ import yaml  # type: ignore[import-untyped]
 
 REPO = Path(__file__).resolve().parents[1]
 ENVOY_CONFIG = REPO / "deploy" / "envoy" / "envoy.yaml"
+UPSTREAM_MTLS = REPO / "deploy" / "envoy" / "upstream-mtls.yaml"
 ENVOY = Path(sys.executable).parent / "envoy"
 
 
@@ -46,6 +47,19 @@ def loopback_config(upstream_ports: list[int]) -> dict[str, Any]:
             ]
         }
     ]
+    return config
+
+
+def with_upstream_mtls(config: dict[str, Any], tls_dir: Path, server_name: str) -> dict[str, Any]:
+    """`config` with deploy/envoy/upstream-mtls.yaml added to its cluster: the certificate files
+    from `tls_dir` (tls.crt, tls.key, ca.crt) instead of /etc/envoy/tls, and `server_name` as
+    the replicas' name (SNI and the name checked in their certificate)."""
+    text = UPSTREAM_MTLS.read_text(encoding="utf-8").replace("/etc/envoy/tls", str(tls_dir))
+    block: dict[str, Any] = yaml.safe_load(
+        text.replace("sagewire.sagewire.svc.cluster.local", server_name)
+    )
+    (cluster,) = config["static_resources"]["clusters"]
+    cluster.update(block)
     return config
 
 

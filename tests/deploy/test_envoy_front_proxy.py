@@ -24,7 +24,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from envoy_proxy import ENVOY, loopback_config, running_envoy
+import trustme
+from envoy_proxy import ENVOY, loopback_config, running_envoy, with_upstream_mtls
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 from processes import Process, sagewire_process
@@ -251,6 +252,50 @@ async def test_envoy_waits_the_pushback_sagewire_sends(tmp_path: Path) -> None:
     print(f"via A then B: {[f'{t:.2f}s' for t in retried]}; B only: {len(direct)} calls")
     assert len(retried) >= 2
     assert all(took >= 0.95 for took in retried)
+
+
+async def test_envoy_reaches_replicas_over_mutual_tls(tmp_path: Path) -> None:
+    """deploy/envoy/upstream-mtls.yaml in front of sagewire with [server.tls] and a client CA
+    (the prod overlay): Envoy's health check and calls go over mutual TLS."""
+    ca = trustme.CA()
+    server_dir, envoy_dir = tmp_path / "server", tmp_path / "envoy"
+    for directory, leaf in (
+        (server_dir, ca.issue_cert("sagewire.test")),
+        (envoy_dir, ca.issue_cert("envoy.test")),
+    ):
+        directory.mkdir()
+        leaf.cert_chain_pems[0].write_to_path(str(directory / "tls.crt"))
+        leaf.private_key_pem.write_to_path(str(directory / "tls.key"))
+        ca.cert_pem.write_to_path(str(directory / "ca.crt"))
+    tls = {
+        "SAGEWIRE_SERVER__TLS__CERT_FILE": str(server_dir / "tls.crt"),
+        "SAGEWIRE_SERVER__TLS__KEY_FILE": str(server_dir / "tls.key"),
+        "SAGEWIRE_SERVER__TLS__CLIENT_CA_FILE": str(server_dir / "ca.crt"),
+    }
+    async with running_emulator(EMULATOR) as emulator:
+        with (
+            replica("a", emulator, tmp_path, env=tls) as a,
+            running_envoy(
+                with_upstream_mtls(
+                    loopback_config([int(a.target.rsplit(":", 1)[1])]), envoy_dir, "sagewire.test"
+                ),
+                tmp_path,
+            ) as envoy,
+        ):
+            async with grpc.aio.insecure_channel(envoy.target) as channel:
+                stub = inference_service_pb2_grpc.InferenceServiceStub(channel)
+                for _ in range(3):
+                    reply = await stub.Invoke(
+                        invoke_pb2.InvokeRequest(model="echo", body=b"{}"), timeout=20
+                    )
+                    assert reply.invoked_production_variant == "replica-a"
+            stats = envoy.stats()
+    print(
+        f"over mTLS: health checks ok {stats.get('health_check.success')}, "
+        f"TLS handshakes {stats.get('ssl.handshake')}"
+    )
+    assert stats.get("health_check.success", 0) >= 1
+    assert stats.get("ssl.handshake", 0) >= 1
 
 
 @asynccontextmanager

@@ -62,8 +62,8 @@ def replica(
 ) -> Iterator[Process]:
     config = workdir / f"replica-{name}.toml"
     config.write_text(
-        # drain_delay_s: longer than Envoy's health check takes to see NOT_SERVING (two checks
-        # 2 s apart), as docs/deploy.md says.
+        # drain_delay_s as in deploy/k8s: longer than Envoy's health check takes to see
+        # NOT_SERVING (two checks a second apart), as docs/deploy.md says.
         "[server]\nshutdown_grace_s = 5\ndrain_delay_s = 5\n\n"
         f'[routes.echo]\nendpoint = "echo-{name}"\n',
         encoding="utf-8",

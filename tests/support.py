@@ -3,6 +3,7 @@ reading rich error details off a failed call."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -14,10 +15,12 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2_grpc
 
 from sagewire.config import Settings, load_settings
+from sagewire.core.errors import SagewireError
 from sagewire.emulator.config import EmulatorConfig, EndpointConfig
 from sagewire.emulator.faults import Fault
 from sagewire.emulator.server import RunningEmulator
 from sagewire.transports.grpc.server import SagewireServer
+from sagewire.transports.grpc.status import to_grpc_status
 from sagewire.v1 import common_pb2, inference_service_pb2_grpc, model_service_pb2_grpc
 
 # End-of-stream marker of grpc.aio's read(); grpc-stubs predates it.
@@ -192,3 +195,16 @@ def failure(error: grpc.aio.AioRpcError) -> RpcFailure:
                         packed.Unpack(item)
                         details.append(item)
     return RpcFailure(error.code(), error.details() or "", details)
+
+
+def wire_metadata_bytes(error: SagewireError) -> int:
+    """Trailer bytes as gRPC core counts them: binary values base64, message percent-encoded."""
+    status = to_grpc_status(error)
+    message = status.details.encode()
+    # grpc-message percent-encodes every byte outside printable ASCII, and "%" itself.
+    escaped = sum(1 if 0x20 <= b <= 0x7E and b != 0x25 else 3 for b in message)
+    size = len("grpc-message") + escaped
+    for key, value in status.trailing_metadata:
+        raw = value if isinstance(value, bytes) else value.encode()
+        size += len(key) + len(base64.b64encode(raw))
+    return size

@@ -150,3 +150,58 @@ async def test_missing_credentials_is_reported_not_unknown(
     assert (f.code, f.reason) == (grpc.StatusCode.INTERNAL, "AWS_CREDENTIALS_MISSING")
     assert "credential" in f.message
     assert emulator.stats("echo").invocations == 0
+
+
+# -- text of any length keeps its status (issue 10, class 2) ------------------------------------
+# The test channel keeps gRPC's default metadata limit (8 KiB): trailers past it would reach the
+# caller as RESOURCE_EXHAUSTED "received metadata size exceeds hard limit", the status lost.
+
+
+async def test_a_9000_character_sagemaker_message_keeps_its_status(
+    sagewire: Sagewire, emulator: RunningEmulator
+) -> None:
+    emulator.set_fault("faulty", Fault(error="validation", message="Value at 'x' " + "v" * 9000))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await sagewire.inference.Invoke(invoke_pb2.InvokeRequest(model="faulty", body=b"{}"))
+    f = failure(caught.value)
+    assert (f.code, f.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "SAGEMAKER_VALIDATION")
+    assert f.message.startswith("SageMaker rejected the request to endpoint 'faulty': Value at")
+    assert f.message.endswith("…")
+    assert len(f.message) <= 1024
+
+
+async def test_a_long_non_ascii_mid_stream_error_keeps_its_status_after_the_data(
+    sagewire: Sagewire, emulator: RunningEmulator
+) -> None:
+    # 3,000 CJK characters: 9,000 bytes of UTF-8, 27,000 once percent-encoded.
+    emulator.set_fault(
+        "faulty-stream",
+        Fault(stream_error_after_parts=2, stream_error_code="StreamBroken", message="模型" * 1500),
+    )
+    received: list[bytes] = []
+    call = sagewire.inference.InvokeStream(
+        invoke_pb2.InvokeStreamRequest(
+            model="faulty-stream",
+            body=b'{"text": "a b c d e f g h"}',
+            content_type="application/json",
+        )
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _collect(call, received)
+    f = failure(caught.value)
+    assert (f.code, f.reason) == (grpc.StatusCode.UNAVAILABLE, "MODEL_STREAM_BROKEN")
+    assert f.detail(error_details_pb2.RetryInfo) is not None
+    assert "模型模型" in f.message
+    assert received  # the parts before the error were relayed first
+
+
+async def test_an_unknown_model_name_of_any_length_keeps_its_status(sagewire: Sagewire) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await sagewire.inference.Invoke(invoke_pb2.InvokeRequest(model="ü" * 20_000, body=b"{}"))
+    f = failure(caught.value)
+    assert (f.code, f.reason) == (grpc.StatusCode.NOT_FOUND, "UNKNOWN_MODEL")
+
+
+async def _collect(call: Any, into: list[bytes]) -> None:
+    async for message in call:
+        into.append(message.body)

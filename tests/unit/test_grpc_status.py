@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import botocore.exceptions
@@ -23,6 +22,7 @@ from sagewire.core.errors import (
 )
 from sagewire.transports.grpc.status import to_grpc_status
 from sagewire.v1 import common_pb2
+from support import wire_metadata_bytes
 
 DETAIL_TYPES: dict[str, Any] = {
     "google.rpc.ErrorInfo": error_details_pb2.ErrorInfo,
@@ -187,19 +187,6 @@ def test_core_error_helpers(
     assert (got_code, got_message) == (code, message)
     assert details["google.rpc.ErrorInfo"].reason == reason
     assert "google.rpc.RetryInfo" not in details
-
-
-def wire_metadata_bytes(error: SagewireError) -> int:
-    """Trailer bytes as gRPC core counts them: binary values base64, message percent-encoded."""
-    status = to_grpc_status(error)
-    message = status.details.encode()
-    # grpc-message percent-encodes every byte outside printable ASCII, and "%" itself.
-    escaped = sum(1 if 0x20 <= b <= 0x7E and b != 0x25 else 3 for b in message)
-    size = len("grpc-message") + escaped
-    for key, value in status.trailing_metadata:
-        raw = value if isinstance(value, bytes) else value.encode()
-        size += len(key) + len(base64.b64encode(raw))
-    return size
 
 
 def test_model_error_trailers_fit_the_default_metadata_limit() -> None:

@@ -16,6 +16,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from sagewire.core.error_text import bounded
 from sagewire.core.errors import ErrorKind, SagewireError
 from sagewire.v1 import common_pb2
 
@@ -44,7 +45,9 @@ def _pack(message: object) -> any_pb2.Any:
 
 
 def to_rpc_status(error: SagewireError) -> status_pb2.Status:
-    """The google.rpc.Status for a domain error (also used in-band by Converse)."""
+    """The google.rpc.Status for a domain error (also used in-band by Converse), its text
+    bounded so that the trailers stay far below gRPC's 8 KiB default (core.error_text)."""
+    error = bounded(error)
     code = GRPC_CODES[error.kind]
     details = [
         _pack(

@@ -9,10 +9,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.client_reqrep import ConnectionKey
 from botocore import exceptions as bx
 from botocore.eventstream import EventStreamBuffer
 
-from sagewire.aws.errors import map_aws_error
+from sagewire.aws.error_table import Cut, Phase
+from sagewire.aws.errors import connection_cut, map_aws_error
 from sagewire.aws.runtime import _stream_exception
 from sagewire.core.errors import ErrorKind, ModelFailure, SagewireError
 from sagewire.emulator.eventstream import internal_stream_failure, model_stream_error
@@ -76,12 +78,13 @@ def test_model_error_takes_the_meaning_of_the_models_status(
     )
 
 
-def test_model_error_text_is_capped_in_bytes_and_quoted_short() -> None:
+def test_model_error_text_is_kept_whole_and_quoted_short() -> None:
+    # The whole text stays in the domain error; core.error_text bounds it for the wire.
     error = mapped(model_error(500, "é" * 10_000))
     assert error.model_failure is not None
-    # 2 KiB of UTF-8 (1024 two-byte characters), cut on a character boundary.
-    assert error.model_failure.original_message == "é" * 1024 + "…"
-    assert error.message.endswith(": " + "é" * 100 + "…")
+    assert error.model_failure.original_message == "é" * 10_000
+    # 200 bytes of UTF-8 with the "…" (3 bytes), cut on a character boundary.
+    assert error.message.endswith(": " + "é" * 98 + "…")
 
 
 def test_model_error_without_original_message_uses_sagemakers_message() -> None:
@@ -258,19 +261,23 @@ def test_missing_credentials(exc: Exception) -> None:
     assert "credential chain" in error.message
 
 
+URL = "https://runtime.sagemaker.us-east-1.amazonaws.com"
+REFUSED = aiohttp.ClientConnectorError(
+    ConnectionKey("h", 443, True, True, None, None, None), ConnectionRefusedError(111, "refused")
+)
+
+
 @pytest.mark.parametrize(
     "exc",
     [
-        bx.EndpointConnectionError(
-            endpoint_url="https://runtime.sagemaker.us-east-1.amazonaws.com"
-        ),
-        bx.ConnectTimeoutError(endpoint_url="https://runtime.sagemaker.us-east-1.amazonaws.com"),
-        bx.ConnectionClosedError(endpoint_url="https://runtime.sagemaker.us-east-1.amazonaws.com"),
-        aiohttp.ServerDisconnectedError(),
-        ConnectionResetError(),
+        bx.EndpointConnectionError(endpoint_url=URL),
+        bx.EndpointConnectionError(endpoint_url=URL, error=REFUSED),
+        bx.ConnectTimeoutError(endpoint_url=URL),
+        REFUSED,
+        ConnectionRefusedError(),
     ],
 )
-def test_unreachable_runtime_is_unavailable(exc: Exception) -> None:
+def test_a_connection_never_made_is_unreachable_and_resent(exc: Exception) -> None:
     error = mapped(exc)
     assert (error.kind, error.reason, error.retry_after_s) == (
         ErrorKind.UNAVAILABLE,
@@ -278,12 +285,48 @@ def test_unreachable_runtime_is_unavailable(exc: Exception) -> None:
         1.0,
     )
     assert error.message.endswith(f": {type(exc).__name__}")
+    assert connection_cut(exc) is Cut.UNREACHABLE
 
 
-def test_read_timeout_is_deadline_exceeded() -> None:
-    exc = bx.ReadTimeoutError(endpoint_url="https://runtime.sagemaker.us-east-1.amazonaws.com")
-    error = mapped(exc)
-    assert (error.kind, error.reason) == (ErrorKind.DEADLINE_EXCEEDED, "UPSTREAM_READ_TIMEOUT")
+@pytest.mark.parametrize(
+    "exc",
+    [
+        bx.ConnectionClosedError(endpoint_url=URL),
+        # aiobotocore raises EndpointConnectionError for a reset too: the original decides.
+        bx.EndpointConnectionError(endpoint_url=URL, error=aiohttp.ClientOSError(104, "reset")),
+        aiohttp.ServerDisconnectedError(),
+        aiohttp.ClientPayloadError("cut"),
+        ConnectionResetError(),
+    ],
+)
+@pytest.mark.parametrize(
+    ("phase", "when"),
+    [(Phase.SENDING, "before answering"), (Phase.RECEIVING, "in the middle of its answer")],
+)
+def test_a_connection_lost_may_have_run_the_model(exc: Exception, phase: Phase, when: str) -> None:
+    error = map_aws_error(exc, ENDPOINT, phase)
+    assert (error.kind, error.reason, error.retry_after_s) == (
+        ErrorKind.UNAVAILABLE,
+        "UPSTREAM_CONNECTION_LOST",
+        1.0,
+    )
+    assert f"broke {when}; the model may have run" in error.message
+    assert connection_cut(exc) is Cut.LOST
+
+
+@pytest.mark.parametrize(
+    "exc", [bx.ReadTimeoutError(endpoint_url=URL), aiohttp.ServerTimeoutError("Timeout")]
+)
+@pytest.mark.parametrize("phase", list(Phase))
+def test_read_timeout_is_deadline_exceeded_in_every_phase(exc: Exception, phase: Phase) -> None:
+    error = map_aws_error(exc, ENDPOINT, phase)
+    assert (error.kind, error.reason, error.retry_after_s) == (
+        ErrorKind.DEADLINE_EXCEEDED,
+        "UPSTREAM_READ_TIMEOUT",
+        None,
+    )
+    assert "aws.read_timeout_s" in error.message
+    assert connection_cut(exc) is Cut.TIMED_OUT
 
 
 def test_other_botocore_errors_are_internal_client_errors() -> None:

@@ -46,9 +46,9 @@ def client_error(code: str, status: int = 400) -> bx.ClientError:
         (aiohttp.ClientPayloadError("cut"), ErrorKind.UNAVAILABLE, "S3_UNREACHABLE", 1.0),
         (
             bx.ReadTimeoutError(endpoint_url="http://127.0.0.1:1"),
-            ErrorKind.UNAVAILABLE,
-            "S3_UNAVAILABLE",
-            1.0,
+            ErrorKind.DEADLINE_EXCEEDED,
+            "UPSTREAM_READ_TIMEOUT",
+            None,
         ),
         (bx.NoCredentialsError(), ErrorKind.INTERNAL, "AWS_CREDENTIALS_MISSING", None),
     ],

@@ -1,7 +1,8 @@
 """What every AWS client of sagewire shares: its botocore configuration and lifecycle.
 
 One client per service and process, entered once at start-up: connection pools are reused and
-no call pays for client creation.
+no call pays for client creation. Every client resends only failed calls that prove AWS did not
+act on them (sagewire.aws.retries).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import aioboto3
 import botocore
 from botocore.config import Config
 
+from sagewire.aws.error_table import Service
 from sagewire.aws.instrumented import InstrumentedClient
+from sagewire.aws.retries import use_resend_rule
 from sagewire.config.settings import AwsSettings
 
 
@@ -65,6 +68,9 @@ class SharedClient:
                 config=client_config(self._settings),
             )
         )
+        # Before the wrapper: it reads the retry quota of the handler installed here.
+        service = Service.S3 if self._service == "s3" else Service.RUNTIME
+        use_resend_rule(client, service, self._settings.max_attempts)
         # Every API call gets its CLIENT span and upstream metrics (sagewire.aws.instrumented).
         self._client = InstrumentedClient(client, self._service)
         return self

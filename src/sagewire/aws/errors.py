@@ -1,4 +1,5 @@
-"""botocore/aiohttp failures → domain errors. The only place that knows AWS error codes.
+"""botocore/aiohttp failures → domain errors. With sagewire.aws.error_table (the rows), the
+only place that knows AWS error codes.
 
 The gRPC status each domain error gets is decided later, at the edge
 (sagewire.transports.grpc.status); docs/errors.md shows the combined table.
@@ -6,51 +7,45 @@ The gRPC status each domain error gets is decided later, at the edge
 
 from __future__ import annotations
 
+from socket import gaierror
+
 import aiohttp
 from botocore import exceptions as bx
 
+from sagewire.aws.error_table import (
+    ENDPOINT_NOT_FOUND,
+    Cut,
+    Phase,
+    Row,
+    Service,
+    model_row,
+    phase_words,
+    runtime_row,
+    s3_row,
+    transport_row,
+)
 from sagewire.core.async_types import S3Location
+from sagewire.core.error_text import clip_utf8
 from sagewire.core.errors import SESSION_REJECTED, ErrorKind, ModelFailure, SagewireError
 
-# The model's text travels in gRPC trailers, which peers cap at 8 KiB by default: keep the
-# detail copy to 2 KiB and quote only a short excerpt in the status message.
-_MAX_MODEL_DETAIL_BYTES = 2048
+# The status message quotes a short excerpt of the model's text; ModelErrorDetail keeps more
+# (all text is bounded once, before it leaves: sagewire.core.error_text).
 _MAX_MODEL_EXCERPT_BYTES = 200
 
 
-def _clip_utf8(text: str, limit: int) -> str:
-    data = text.encode()
-    if len(data) <= limit:
-        return text
-    return data[:limit].decode(errors="ignore") + "…"
-
-
-def _model_kind(status: int) -> ErrorKind:
-    """The gRPC-level meaning of the HTTP status a model container answered with."""
-    if status in (400, 413, 415, 422):
-        return ErrorKind.INVALID_ARGUMENT
-    if status == 401:
-        return ErrorKind.UNAUTHENTICATED
-    if status == 403:
-        return ErrorKind.PERMISSION_DENIED
-    if status == 404:
-        return ErrorKind.NOT_FOUND
-    if status in (408, 504):
-        return ErrorKind.DEADLINE_EXCEEDED
-    if status == 409:
-        return ErrorKind.ABORTED
-    if status == 429:
-        return ErrorKind.RESOURCE_EXHAUSTED
-    if status in (502, 503):
-        return ErrorKind.UNAVAILABLE
-    if 400 <= status < 500:
-        return ErrorKind.FAILED_PRECONDITION
-    return ErrorKind.INTERNAL
+def _error(row: Row, metadata: dict[str, str] | None = None, **words: object) -> SagewireError:
+    return SagewireError(
+        message=row.message.format(**words),
+        kind=row.kind,
+        reason=row.reason,
+        retry_after_s=row.retry_after_s,
+        metadata=metadata or {},
+    )
 
 
 def _model_error(endpoint: str, response: dict[str, object], message: str) -> SagewireError:
     status = int(str(response.get("OriginalStatusCode") or 0))
-    original = _clip_utf8(str(response.get("OriginalMessage") or ""), _MAX_MODEL_DETAIL_BYTES)
+    original = str(response.get("OriginalMessage") or "")
     failure = ModelFailure(status, original, str(response.get("LogStreamArn") or ""))
     # SageMaker reports a container that missed its 60 s window as original status 0.
     if status == 0 and "timed out" in (original + message).lower():
@@ -60,15 +55,16 @@ def _model_error(endpoint: str, response: dict[str, object], message: str) -> Sa
             reason="MODEL_TIMEOUT",
             model_failure=failure,
         )
-    return SagewireError(
-        message=f"model behind endpoint {endpoint!r} failed with status {status}: "
-        f"{_clip_utf8(original or message, _MAX_MODEL_EXCERPT_BYTES)}",
-        kind=_model_kind(status),
-        reason="MODEL_ERROR",
-        model_failure=failure,
-        retry_after_s=1.0 if status in (429, 502, 503) else None,
-        metadata={"original_status_code": str(status)},
+    excerpt = clip_utf8(original or message, _MAX_MODEL_EXCERPT_BYTES)
+    error = _error(
+        model_row(status),
+        {"original_status_code": str(status)},
+        endpoint=endpoint,
+        status=status,
+        message=excerpt,
     )
+    error.model_failure = failure
+    return error
 
 
 def _stream_error(
@@ -136,81 +132,50 @@ def _client_error(exc: bx.ClientError, endpoint: str) -> SagewireError:
             metadata=meta,
         )
     # "Endpoint X of account N not found."; not "Target variant V not found for endpoint X".
+    row = runtime_row(code)
     if code == "ValidationError" and _endpoint_missing(message):
-        return SagewireError(
-            message=f"SageMaker endpoint {endpoint!r} does not exist in this account and region",
-            kind=ErrorKind.NOT_FOUND,
-            reason="ENDPOINT_NOT_FOUND",
-            metadata=meta,
-        )
-    if code in ("ValidationError", "ValidationException"):
-        return SagewireError(
-            message=f"SageMaker rejected the request to endpoint {endpoint!r}: {message}",
-            kind=ErrorKind.INVALID_ARGUMENT,
-            reason="SAGEMAKER_VALIDATION",
-            metadata=meta,
-        )
-    if code == "ModelNotReadyException":
-        return SagewireError(
-            message=f"model behind endpoint {endpoint!r} is not ready yet (loading or scaling "
-            f"from zero); retry shortly: {message}",
-            kind=ErrorKind.UNAVAILABLE,
-            reason="MODEL_NOT_READY",
-            retry_after_s=5.0,
-            metadata=meta,
-        )
-    if code in ("ThrottlingException", "Throttling", "TooManyRequestsException"):
-        return SagewireError(
-            message=f"SageMaker is throttling calls to endpoint {endpoint!r}; slow down and "
-            "retry with backoff",
-            kind=ErrorKind.RESOURCE_EXHAUSTED,
-            reason="THROTTLED",
-            retry_after_s=1.0,
-            metadata=meta,
-        )
-    if code in ("ServiceUnavailable", "ServiceUnavailableException"):
-        return SagewireError(
-            message=f"SageMaker Runtime is unavailable for endpoint {endpoint!r}: {message}",
-            kind=ErrorKind.UNAVAILABLE,
-            reason="SAGEMAKER_UNAVAILABLE",
-            retry_after_s=1.0,
-            metadata=meta,
-        )
-    if code == "InternalDependencyException":
-        return SagewireError(
-            message=f"a SageMaker dependency failed for endpoint {endpoint!r}: {message}",
-            kind=ErrorKind.UNAVAILABLE,
-            reason="SAGEMAKER_DEPENDENCY_FAILURE",
-            retry_after_s=1.0,
-            metadata=meta,
-        )
-    if code in ("InternalFailure", "InternalServerError", "InternalFailureException"):
-        return SagewireError(
-            message=f"SageMaker Runtime failed internally for endpoint {endpoint!r}: {message}",
-            kind=ErrorKind.INTERNAL,
-            reason="SAGEMAKER_INTERNAL_FAILURE",
-            metadata=meta,
-        )
-    if code in (
-        "AccessDeniedException",
-        "AccessDenied",
-        "UnrecognizedClientException",
-        "InvalidSignatureException",
-        "ExpiredTokenException",
+        row = ENDPOINT_NOT_FOUND
+    return _error(row, meta, endpoint=endpoint, message=message, code=code or "an error")
+
+
+def _cut(exc: BaseException) -> Cut | None:
+    """How the connection failed, from botocore's or aiohttp's exception (None: not a
+    connection failure)."""
+    if isinstance(exc, bx.ConnectTimeoutError | bx.ProxyConnectionError | bx.SSLError):
+        return Cut.UNREACHABLE
+    if isinstance(exc, bx.ReadTimeoutError | aiohttp.ServerTimeoutError):
+        return Cut.TIMED_OUT
+    if isinstance(exc, bx.EndpointConnectionError):
+        # aiobotocore raises it for any aiohttp ClientConnectionError (a reset too); only a
+        # connect that failed (refused, DNS, TLS) proves nothing was sent. botocore keeps the
+        # original exception in kwargs["error"].
+        original = exc.kwargs.get("error")
+        if original is None or isinstance(original, aiohttp.ClientConnectorError | gaierror):
+            return Cut.UNREACHABLE
+        return Cut.LOST
+    if isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError | gaierror):
+        return Cut.UNREACHABLE
+    if isinstance(
+        exc,
+        bx.ConnectionClosedError
+        | bx.ResponseStreamingError
+        | aiohttp.ClientError
+        | ConnectionError,
     ):
-        return SagewireError(
-            message=f"sagewire's AWS identity may not call endpoint {endpoint!r} ({code}); "
-            "check the IAM role of this deployment",
-            kind=ErrorKind.PERMISSION_DENIED,
-            reason="AWS_ACCESS_DENIED",
-            metadata=meta,
-        )
-    return SagewireError(
-        message=f"SageMaker returned {code or 'an error'} for endpoint {endpoint!r}: {message}",
-        kind=ErrorKind.INTERNAL,
-        reason="SAGEMAKER_ERROR",
-        metadata=meta,
-    )
+        return Cut.LOST
+    return None
+
+
+def connection_cut(exc: BaseException) -> Cut | None:
+    """Public for the retry policy (sagewire.aws.retries): how `exc` failed its connection."""
+    return _cut(exc)
+
+
+def _transport_error(
+    service: Service, cut: Cut, phase: Phase, target: str, exc: BaseException
+) -> SagewireError:
+    row = transport_row(service, cut)
+    return _error(row, target=target, when=phase_words(phase), code=type(exc).__name__)
 
 
 # What an AWS call can fail with. Anything else is a bug in sagewire and is left to the edge,
@@ -306,8 +271,9 @@ def bidi_read_timeout(endpoint: str, timeout_s: float) -> SagewireError:
     )
 
 
-def map_aws_error(exc: BaseException, endpoint: str) -> SagewireError:
-    """Translate any failure of an AWS call into the domain error a caller should see."""
+def map_aws_error(exc: BaseException, endpoint: str, phase: Phase = Phase.SENDING) -> SagewireError:
+    """Translate any failure of a SageMaker Runtime call into the domain error a caller should
+    see. `phase`: RECEIVING once the response had begun (reading a body or a stream)."""
     if isinstance(exc, SagewireError):
         return exc
     if isinstance(exc, bx.ClientError):
@@ -319,27 +285,10 @@ def map_aws_error(exc: BaseException, endpoint: str) -> SagewireError:
             kind=ErrorKind.INTERNAL,
             reason="AWS_CREDENTIALS_MISSING",
         )
-    if isinstance(exc, bx.ReadTimeoutError):
-        return SagewireError(
-            message=f"SageMaker did not answer for endpoint {endpoint!r} within the read timeout",
-            kind=ErrorKind.DEADLINE_EXCEEDED,
-            reason="UPSTREAM_READ_TIMEOUT",
-        )
-    if isinstance(
-        exc,
-        bx.EndpointConnectionError
-        | bx.ConnectionClosedError
-        | bx.ConnectTimeoutError
-        | aiohttp.ClientError
-        | ConnectionError,
-    ):
-        return SagewireError(
-            message=f"could not reach SageMaker Runtime for endpoint {endpoint!r}: "
-            f"{type(exc).__name__}",
-            kind=ErrorKind.UNAVAILABLE,
-            reason="RUNTIME_UNREACHABLE",
-            retry_after_s=1.0,
-        )
+    cut = _cut(exc)
+    if cut is not None:
+        target = f"SageMaker Runtime for endpoint {endpoint!r}"
+        return _transport_error(Service.RUNTIME, cut, phase, target, exc)
     if isinstance(exc, bx.BotoCoreError):
         return SagewireError(
             message=f"AWS client error for endpoint {endpoint!r}: {type(exc).__name__}",
@@ -351,22 +300,10 @@ def map_aws_error(exc: BaseException, endpoint: str) -> SagewireError:
 
 # -- S3 (async inference staging and results) -------------------------------------------------
 
-_S3_UNAVAILABLE = frozenset(
-    {"SlowDown", "ServiceUnavailable", "503", "InternalError", "500", "RequestTimeout"}
-)
-_S3_DENIED = frozenset(
-    {
-        "AccessDenied",
-        "403",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "AllAccessDisabled",
-    }
-)
 
-
-def map_s3_error(exc: BaseException, location: S3Location) -> SagewireError:
+def map_s3_error(
+    exc: BaseException, location: S3Location, phase: Phase = Phase.SENDING
+) -> SagewireError:
     """Translate a failed S3 call on `location` (an s3:// object) into a domain error.
 
     Messages name the bucket only: S3 keys of staged inputs and results are sagewire's business.
@@ -377,65 +314,9 @@ def map_s3_error(exc: BaseException, location: S3Location) -> SagewireError:
     if isinstance(exc, bx.ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         meta = {"aws_error_code": code, "bucket": bucket}
-        if code == "NoSuchBucket":
-            return SagewireError(
-                message=f"S3 bucket {bucket!r} does not exist; the operator must create it or "
-                "fix the async staging configuration",
-                kind=ErrorKind.FAILED_PRECONDITION,
-                reason="S3_BUCKET_NOT_FOUND",
-                metadata=meta,
-            )
-        if code in ("NoSuchKey", "404", "NotFound"):
-            return SagewireError(
-                message=f"the S3 object in bucket {bucket!r} no longer exists (a lifecycle rule "
-                "may have removed it)",
-                kind=ErrorKind.NOT_FOUND,
-                reason="S3_OBJECT_NOT_FOUND",
-                metadata=meta,
-            )
-        if code in _S3_DENIED:
-            return SagewireError(
-                message=f"sagewire's AWS identity may not use S3 bucket {bucket!r} ({code}); "
-                "check the IAM role of this deployment",
-                kind=ErrorKind.PERMISSION_DENIED,
-                reason="AWS_ACCESS_DENIED",
-                metadata=meta,
-            )
-        if code in _S3_UNAVAILABLE:
-            return SagewireError(
-                message=f"S3 is unavailable for bucket {bucket!r} ({code}); retry with backoff",
-                kind=ErrorKind.UNAVAILABLE,
-                reason="S3_UNAVAILABLE",
-                retry_after_s=1.0,
-                metadata=meta,
-            )
-        return SagewireError(
-            message=f"S3 returned {code or 'an error'} for bucket {bucket!r}",
-            kind=ErrorKind.INTERNAL,
-            reason="S3_ERROR",
-            metadata=meta,
-        )
-    if isinstance(exc, bx.ReadTimeoutError):
-        return SagewireError(
-            message=f"S3 did not answer for bucket {bucket!r} within the read timeout",
-            kind=ErrorKind.UNAVAILABLE,
-            reason="S3_UNAVAILABLE",
-            retry_after_s=1.0,
-        )
-    if isinstance(
-        exc,
-        bx.EndpointConnectionError
-        | bx.ConnectionClosedError
-        | bx.ConnectTimeoutError
-        | bx.ResponseStreamingError
-        | aiohttp.ClientError
-        | ConnectionError,
-    ):
-        return SagewireError(
-            message=f"could not reach S3 for bucket {bucket!r}: {type(exc).__name__}",
-            kind=ErrorKind.UNAVAILABLE,
-            reason="S3_UNREACHABLE",
-            retry_after_s=1.0,
-        )
+        return _error(s3_row(code), meta, bucket=bucket, code=code or "an error")
+    cut = _cut(exc)
+    if cut is not None:
+        return _transport_error(Service.S3, cut, phase, f"S3 for bucket {bucket!r}", exc)
     # Credentials and other client-side failures read the same as for SageMaker.
     return map_aws_error(exc, f"s3://{bucket}")

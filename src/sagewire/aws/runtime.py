@@ -18,6 +18,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from sagewire.aws.client import SharedClient
+from sagewire.aws.error_table import Phase
 from sagewire.aws.errors import AWS_FAILURES, map_aws_error
 from sagewire.aws.eventstream import Frame, FrameDecoder
 from sagewire.config.settings import AwsSettings
@@ -84,20 +85,60 @@ class _ResponseStream:
         """Decode the event stream straight off the HTTP body (sagewire.aws.eventstream).
 
         The aiohttp response is botocore's EventStream `_raw_stream`; reading it directly keeps
-        ModelStreamError.ErrorCode and skips a per-event shape parse on the hot path.
+        ModelStreamError.ErrorCode and skips a per-event shape parse on the hot path. When the
+        connection fails, the whole parts that arrived before it are yielded first.
         """
         frames = FrameDecoder()
+        content = self._body._raw_stream.content
         try:
-            async for chunk, _ in self._body._raw_stream.content.iter_chunks():
-                for message in frames.feed(chunk):
-                    kind = message.headers.get(":message-type")
-                    if kind == "event":
-                        if message.headers.get(":event-type") == "PayloadPart" and message.payload:
-                            yield message.payload
-                    elif kind in ("exception", "error"):
-                        raise _stream_exception(message)
+            async for chunk, _ in content.iter_chunks():
+                payloads, raised = _events(frames.feed(chunk))
+                for payload in payloads:
+                    yield payload
+                if raised is not None:
+                    raise raised
         except AWS_FAILURES as exc:
-            raise map_aws_error(exc, self._endpoint) from exc
+            failure = map_aws_error(exc, self._endpoint, Phase.RECEIVING)
+            if not isinstance(exc, ClientError) and (received := _buffered(content)):
+                try:
+                    payloads, raised = _events(frames.feed(received))
+                except Exception:  # a torn frame: the connection's failure is the news
+                    payloads, raised = [], None
+                for payload in payloads:
+                    yield payload
+                if raised is not None:
+                    failure = map_aws_error(raised, self._endpoint, Phase.RECEIVING)
+            raise failure from exc
+
+
+def _events(frames: list[Frame]) -> tuple[list[bytes], ClientError | None]:
+    """The PayloadPart bytes among `frames`, up to an exception event (returned as botocore
+    would raise it)."""
+    payloads: list[bytes] = []
+    for message in frames:
+        kind = message.headers.get(":message-type")
+        if kind == "event":
+            if message.headers.get(":event-type") == "PayloadPart" and message.payload:
+                payloads.append(message.payload)
+        elif kind in ("exception", "error"):
+            return payloads, _stream_exception(message)
+    return payloads, None
+
+
+def _buffered(content: Any) -> bytes:
+    """What aiohttp received before the connection failed and has not handed out yet.
+
+    aiohttp's StreamReader raises a stored connection failure before it returns data it already
+    buffered (aiohttp/streams.py, readchunk/readany check `_exception` first), so the bytes
+    that arrived with the failure would be lost: they are taken from its buffer directly.
+    """
+    take = getattr(content, "_read_nowait", None)
+    if take is None:
+        return b""
+    try:
+        return bytes(take(-1))
+    except Exception:
+        return b""
 
 
 class SageMakerRuntime(SharedClient):
@@ -109,10 +150,13 @@ class SageMakerRuntime(SharedClient):
     async def invoke_endpoint(self, request: EndpointRequest) -> InvokeResult:
         try:
             response = await self._client.invoke_endpoint(**_params(request))
+        except AWS_FAILURES as exc:
+            raise map_aws_error(exc, request.endpoint) from exc
+        try:
             async with response["Body"] as body:
                 data = await body.read()
         except AWS_FAILURES as exc:
-            raise map_aws_error(exc, request.endpoint) from exc
+            raise map_aws_error(exc, request.endpoint, Phase.RECEIVING) from exc
         return InvokeResult(
             body=data,
             content_type=response.get("ContentType", ""),

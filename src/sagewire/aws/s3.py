@@ -18,6 +18,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from sagewire.aws.client import SharedClient
+from sagewire.aws.error_table import Phase
 from sagewire.aws.errors import AWS_FAILURES, map_s3_error
 from sagewire.aws.s3_upload import StreamingUpload
 from sagewire.config.settings import AwsSettings
@@ -86,14 +87,17 @@ class S3Store(SharedClient):
             response = await self._client.get_object(
                 Bucket=location.bucket, Key=location.key, Range=f"bytes=0-{limit - 1}"
             )
-            async with response["Body"] as body:
-                data: bytes = await body.read()
         except ClientError as exc:
             if _missing(exc):
                 return None
             raise map_s3_error(exc, location) from exc
         except AWS_FAILURES as exc:
             raise map_s3_error(exc, location) from exc
+        try:
+            async with response["Body"] as body:
+                data: bytes = await body.read()
+        except AWS_FAILURES as exc:
+            raise map_s3_error(exc, location, Phase.RECEIVING) from exc
         return data
 
     @asynccontextmanager
@@ -120,4 +124,4 @@ class S3Store(SharedClient):
             async for chunk in body.iter_chunks(self._chunk_bytes):
                 yield chunk
         except AWS_FAILURES as exc:
-            raise map_s3_error(exc, location) from exc
+            raise map_s3_error(exc, location, Phase.RECEIVING) from exc

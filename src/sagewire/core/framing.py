@@ -55,8 +55,21 @@ class LineFramer:
 async def frame_lines(
     parts: AsyncIterator[bytes], max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 ) -> AsyncIterator[bytes]:
+    """Records out of `parts`. The bytes after the last newline come out as a last record
+    without one, at the end and also when `parts` fails: nothing received is held back from
+    the caller before the failure is reported."""
     framer = LineFramer(max_record_bytes)
-    async for part in parts:
+    upstream = aiter(parts)
+    while True:
+        try:
+            part = await anext(upstream)
+        except StopAsyncIteration:
+            break
+        except SagewireError:
+            tail = framer.flush()
+            if tail is not None:
+                yield tail
+            raise
         for record in framer.feed(part):
             yield record
     tail = framer.flush()

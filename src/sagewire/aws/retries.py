@@ -1,0 +1,79 @@
+"""Which failed AWS calls the client sends again: only those that prove AWS did not act.
+
+botocore's standard retry mode stays the one retry layer (its attempts, backoff and retry quota,
+aws.max_attempts), but *what* it retries is sagewire's rule, not botocore's: botocore also resends
+after a read timeout or a connection lost mid-request, which runs a model again (a real-time
+call three times, an async job twice) and keeps the caller waiting several read timeouts. Here a
+call is resent only when
+- the connection was never made (refused, DNS, connect timeout, TLS): nothing was sent, or
+- AWS answered with an error code whose row in sagewire.aws.error_table says `resend`
+  (throttling, ServiceUnavailable, ModelNotReadyException; S3's SlowDown, 503, RequestTimeout,
+  InternalError).
+Read timeouts, lost connections, 5xx without such a code and model errors are reported as they
+are. The same rule holds for every client (SageMaker Runtime, S3, the control plane).
+
+How: botocore registers its retry handler on the client's `needs-retry` event under the unique id
+`retry-config-<service>` in every mode (standard, adaptive, legacy); `use_resend_rule` replaces it
+with aiobotocore's standard handler built with `ResendChecker` and a fresh standard retry quota.
+An adaptive client keeps its rate limiter (a separate handler).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiobotocore.retries.standard import (
+    AioRetryHandler,
+    AioRetryPolicy,
+)
+from botocore.retries.quota import RetryQuota
+from botocore.retries.standard import (
+    ExponentialBackoff,
+    MaxAttemptsChecker,
+    RetryContext,
+    RetryEventAdapter,
+    RetryQuotaChecker,
+)
+
+from sagewire.aws.error_table import Cut, Service, resendable
+from sagewire.aws.errors import connection_cut
+
+
+class ResendChecker:
+    """botocore's retry checker interface (`is_retryable(context)`) with sagewire's rule."""
+
+    def __init__(self, service: Service, max_attempts: int) -> None:
+        self._service = service
+        self._attempts = MaxAttemptsChecker(max_attempts)
+
+    def is_retryable(self, context: RetryContext) -> bool:
+        return self._attempts.is_retryable(context) and self.proves_not_acted(context)
+
+    def proves_not_acted(self, context: RetryContext) -> bool:
+        if context.caught_exception is not None:
+            return connection_cut(context.caught_exception) is Cut.UNREACHABLE
+        code = context.get_error_code()
+        return bool(code) and resendable(self._service, str(code))
+
+
+def use_resend_rule(client: Any, service: Service, max_attempts: int) -> None:
+    """Make `client` (an aiobotocore client) resend only what `ResendChecker` allows."""
+    event_name = client.meta.service_model.service_id.hyphenize()
+    client.meta.events.unregister(
+        f"needs-retry.{event_name}", unique_id=f"retry-config-{event_name}"
+    )
+    quota = RetryQuotaChecker(RetryQuota())
+    client.meta.events.register(f"after-call.{event_name}", quota.release_retry_quota)
+    handler = AioRetryHandler(
+        retry_policy=AioRetryPolicy(
+            retry_checker=ResendChecker(service, max_attempts),
+            retry_backoff=ExponentialBackoff(),
+        ),
+        retry_event_adapter=RetryEventAdapter(),
+        retry_quota=quota,
+    )
+    client.meta.events.register(
+        f"needs-retry.{event_name}",
+        handler.needs_retry,
+        unique_id=f"retry-config-{event_name}",
+    )

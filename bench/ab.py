@@ -49,7 +49,7 @@ async def compare(baseline: Path, loads: list[str], rounds: int, seconds: float)
                 for turn in range(rounds):
                     pair = [("A", a), ("B", b)]
                     for name, service in pair if turn % 2 == 0 else pair[::-1]:
-                        job = load_job(load, service.address, seconds, warmup_s=0.3)
+                        job = load_job(load, service.address, seconds, 0.3, service.rest_address)
                         watch = {"server": service}
                         for result in await run_loadgen(
                             job, watch, seconds + 20, ours=services.running

@@ -9,6 +9,7 @@ contender that answers fast but wrong cannot win.
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -169,6 +170,27 @@ class HttpPost:
         return Outcome(1, _now())
 
 
+class RestInvoke:
+    """sagewire's REST bridge, `POST /v1/models/{model}:invoke` with `{"json": <payload>}`, the
+    way a REST caller writes it; the answer's `body` (base64) must be the echo."""
+
+    def __init__(self, spec: Spec, session: aiohttp.ClientSession, url: str) -> None:
+        self._spec = spec
+        self._session = session
+        self._url = url
+        self._data = b'{"json":' + spec.body + b"}"
+
+    async def call(self, on_first: OnFirst = None) -> Outcome:
+        async with self._session.post(
+            self._url, data=self._data, headers={"Content-Type": JSON}
+        ) as response:
+            answer = await response.json()
+            if response.status != 200:
+                raise WrongAnswer(f"HTTP {response.status}: {answer}")
+        _check(self._spec, got_bytes=len(base64.b64decode(answer["body"])))
+        return Outcome(1, _now())
+
+
 class HttpStream:
     """The raw event stream over aiohttp, decoded with botocore's frame parser: the ceiling
     for reading a SageMaker response stream in Python."""
@@ -208,6 +230,7 @@ KINDS = {
     "boto-stream": ("boto", True),
     "http": ("http", False),
     "http-stream": ("http", True),
+    "rest": ("rest", False),
 }
 
 
@@ -248,4 +271,6 @@ async def open_driver(spec: Spec, stack: AsyncExitStack, connections: int) -> Dr
     )
     if streaming:
         return HttpStream(spec, session, spec.target + STREAM_PATH.format(spec.model))
+    if transport == "rest":
+        return RestInvoke(spec, session, spec.target + spec.model)
     return HttpPost(spec, session, spec.target + spec.model)

@@ -16,13 +16,19 @@ LOADS = {
     "ttfp": ("InvokeStream tokens", 0, 1),
     "stream": ("InvokeStream firehose 1 MiB in 1 KiB parts", 0, 1),
     "stream-16": ("InvokeStream firehose 1 MiB in 1 KiB parts", 0, 16),
+    # The REST bridge (issue 11): the transcoded Invoke and the raw passthrough.
+    "rest-64": ("REST :invoke", 1024, 64),
+    "rest-raw-64": ("REST /invocations", 1024, 64),
 }
 STREAM_BYTES = 1024 * 1024
 PART_SIZE = 1024
 
 
-def load_job(name: str, target: str, seconds: float, warmup_s: float = 0.5) -> dict[str, Any]:
-    """A load-generator job running load `name` against sagewire at `target`."""
+def load_job(
+    name: str, target: str, seconds: float, warmup_s: float = 0.5, rest_target: str = ""
+) -> dict[str, Any]:
+    """A load-generator job running load `name` against sagewire at `target` (gRPC) or
+    `rest_target` (the REST bridge's URL)."""
     what, size, concurrency = LOADS[name]
     run = {
         "mode": "closed",
@@ -34,6 +40,14 @@ def load_job(name: str, target: str, seconds: float, warmup_s: float = 0.5) -> d
     if what == "Invoke":
         body = json_payload(size)
         return make_job("grpc", target, "echo", body, [run], expect_bytes=len(body))
+    if what.startswith("REST"):
+        body = json_payload(size)
+        if not rest_target:
+            raise ValueError(f"load {name} needs sagewire's REST bridge")
+        kind, path = ("rest", "/v1/models/echo:invoke")
+        if what.endswith("/invocations"):
+            kind, path = ("http", "/v1/models/echo/invocations")
+        return make_job(kind, rest_target, path, body, [run], expect_bytes=len(body))
     if "tokens" in what:
         return make_job("grpc-stream", target, "tokens-raw", tokens_request(8), [run])
     return make_job(

@@ -49,7 +49,7 @@ async def profile(load: str, seconds: float, directory: Path) -> Path:
         sagewire = await services.sagewire(sagewire_config, emulator.address, launcher)
         log(f"profiling sagewire under '{load}' load for {seconds:g} s")
         for result in await run_loadgen(
-            load_job(load, sagewire.address, seconds),
+            load_job(load, sagewire.address, seconds, rest_target=sagewire.rest_address),
             {"server": sagewire},
             seconds + 10,
         ):

@@ -34,7 +34,11 @@ CONTENDERS = {
     "fastapi": "FastAPI + uvicorn + aioboto3 (REST)",
     "grpc-echo": "bare grpc.aio echo (gRPC ceiling)",
     "raw-http": "raw aiohttp POST to the emulator (HTTP ceiling)",
+    "rest": "sagewire REST bridge (`…:invoke`, JSON → aioboto3)",
+    "rest-raw": "sagewire REST raw passthrough (`…/invocations` → aioboto3)",
 }
+# The REST bridge's contenders (issue 11), compared with the FastAPI reference.
+REST_CONTENDERS = ("rest", "rest-raw")
 STREAMERS = {
     "sagewire": "sagewire InvokeStream",
     "direct": "direct aioboto3 response stream",
@@ -46,6 +50,7 @@ GOAL_ADDED_LATENCY_MS = 0.5
 GOAL_THROUGHPUT_RATIO = 1.5
 GOAL_STREAM_RSS_MB = 150.0
 GOAL_TTFP_OVERHEAD_MS = 1.0
+GOAL_REST_THROUGHPUT_RATIO = 1.3
 
 
 @dataclass
@@ -63,7 +68,9 @@ class Results:
         self.runs.setdefault(key, [{} for _ in range(self.repeats)])[repeat] = dict(metrics)
 
     def values(self, key: str, metric: str) -> list[float]:
-        return [float(run.get(metric, math.nan)) for run in self.runs.get(key, [{}])]
+        # A contender that never ran is `repeats` missing runs, so it still pairs (as NaN).
+        runs = self.runs.get(key) or [{} for _ in range(self.repeats)]
+        return [float(run.get(metric, math.nan)) for run in runs]
 
     def spread(self, key: str, metric: str) -> Spread:
         return spread(self.values(key, metric))
@@ -162,8 +169,10 @@ def added_latency(r: Results, payload: int) -> Spread:
     )
 
 
-def throughput_ratio(r: Results, other: str, payload: int, concurrency: int) -> Spread:
-    mine = r.values(unary_key("sagewire", payload, concurrency), "calls_per_s")
+def throughput_ratio(
+    r: Results, other: str, payload: int, concurrency: int, mine_key: str = "sagewire"
+) -> Spread:
+    mine = r.values(unary_key(mine_key, payload, concurrency), "calls_per_s")
     if other == "ceiling":
         theirs = _ceiling_values(r, payload, concurrency)
     else:
@@ -201,6 +210,14 @@ def ratios_section(r: Results) -> str:
                     fmt(throughput_ratio(r, "direct", payload, concurrency), 2, "×"),
                 ],
             ]
+        for key in REST_CONTENDERS:
+            for concurrency in (16, 64):
+                rows.append(
+                    [
+                        f"{CONTENDERS[key]} ÷ FastAPI throughput @{concurrency}, {size}",
+                        fmt(throughput_ratio(r, "fastapi", payload, concurrency, key), 2, "×"),
+                    ]
+                )
     return "#### Derived (paired within each repeat)\n\n" + table(["measure", "value"], rows)
 
 
@@ -345,6 +362,16 @@ def goals_section(r: Results) -> str:
             _verdict(None if ttfp.missing else ttfp.median <= GOAL_TTFP_OVERHEAD_MS),
         ],
     ]
+    for key in REST_CONTENDERS:
+        ratio = throughput_ratio(r, "fastapi", PAYLOADS[0], 64, key)
+        rows.append(
+            [
+                f"{CONTENDERS[key]} throughput ÷ FastAPI reference (1 KB, @64; issue 11)",
+                f"≥ {GOAL_REST_THROUGHPUT_RATIO}×",
+                fmt(ratio, 2, "×"),
+                _verdict(None if ratio.missing else ratio.median >= GOAL_REST_THROUGHPUT_RATIO),
+            ]
+        )
     return "#### Goals\n\n" + table(["goal", "target", "measured", "verdict"], rows)
 
 

@@ -233,6 +233,13 @@ class Bench:
             "fastapi": ("http", self.s["fastapi"].address, "/v1/models/echo:invoke", "fastapi"),
             "grpc-echo": ("grpc", self.s["grpc-echo"].address, "echo", "grpc-echo"),
             "raw-http": ("http", emu, "/endpoints/echo/invocations", None),
+            "rest": ("rest", self.s["sagewire"].rest_address, "/v1/models/echo:invoke", "sagewire"),
+            "rest-raw": (
+                "http",
+                self.s["sagewire"].rest_address,
+                "/v1/models/echo/invocations",
+                "sagewire",
+            ),
         }[key]
 
     def _closed(self, concurrency: int) -> dict[str, Any]:

@@ -83,6 +83,7 @@ class Service:
     name: str
     process: asyncio.subprocess.Process
     address: str  # URL for HTTP servers, host:port for gRPC ones
+    rest_address: str = ""  # sagewire's REST bridge (URL), when it serves one
     log: deque[str] = field(default_factory=lambda: deque(maxlen=200))
 
     def rss_mb(self) -> float:
@@ -259,15 +260,23 @@ class Services:
         env = {
             **base_env(emulator_url),
             "SAGEWIRE_SERVER__LISTEN": "127.0.0.1:0",
+            # The REST bridge beside gRPC, as `make run` serves it (a tree without the bridge
+            # ignores the variable).
+            "SAGEWIRE_REST__LISTEN": "127.0.0.1:0",
             **(extra_env or {}),
         }
         command = [*launcher, "-m", "sagewire.cli.main"] if launcher else [str(BIN / "sagewire")]
-        return await self._start(
+        service = await self._start(
             name,
             [*command, "serve", "--config", str(config)],
             env,
             re.compile(r"sagewire ready on (\S+)"),
         )
+        # Logged before the ready line, so it is in the log already.
+        rest = re.compile(r"sagewire REST bridge on (http://\S+)")
+        found = [m.group(1) for line in service.log if (m := rest.search(line))]
+        service.rest_address = found[-1] if found else ""
+        return service
 
     async def grpc_echo(self) -> Service:
         return await self._start(

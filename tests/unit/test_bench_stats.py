@@ -160,3 +160,16 @@ def test_a_failed_run_is_reported_not_hidden() -> None:
     r = Results(repeats=1)
     r.record("open/sagewire", 0, {"errors": 2, "error_texts": ["AioRpcError: UNAVAILABLE"]})
     assert "2 errors (AioRpcError: UNAVAILABLE)" in report.errors_section(r)
+
+
+def test_rest_bridge_goal_is_against_the_fastapi_reference() -> None:
+    r = Results(repeats=1)
+    r.record(report.unary_key("fastapi", 1024, 64), 0, {"calls_per_s": 100.0})
+    r.record(report.unary_key("rest", 1024, 64), 0, {"calls_per_s": 140.0})
+    r.record(report.unary_key("rest-raw", 1024, 64), 0, {"calls_per_s": 120.0})
+    rows = [line for line in report.goals_section(r).splitlines() if "issue 11" in line]
+    assert len(rows) == 2
+    assert "1.40×" in rows[0]
+    assert rows[0].endswith("**met** |")
+    assert "1.20×" in rows[1]
+    assert rows[1].endswith("**not met** |")

@@ -107,11 +107,15 @@ def build_app(
     add_health_routes(app, health)
     # Routes that are not plain transcoding, each from its own module, before the catch-all.
     add_openapi_routes(app)
-    add_passthrough_routes(app, gateway, settings.server.max_body_bytes)
+    add_passthrough_routes(app, gateway, settings.server.max_body_bytes, observer)
     add_converse_routes(
-        app, gateway, settings.server.max_json_view_bytes, settings.server.max_message_bytes
+        app,
+        gateway,
+        settings.server.max_json_view_bytes,
+        settings.server.max_message_bytes,
+        observer,
     )
-    add_upload_routes(app, async_jobs)
+    add_upload_routes(app, async_jobs, observer)
     add_cors(app, settings.rest.cors_allow_origins, settings.rest.cors_max_age_s)
     handler = RpcHandler(
         router, servicer_bodies(servicers, router), settings.rest.max_request_bytes, observer

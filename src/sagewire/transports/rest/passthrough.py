@@ -11,7 +11,8 @@ option headers of InvokeEndpoint (docs/sagemaker-wire.md), each one subject to t
 both: Gateway.invoke / open_stream). Headers out: the model's Content-Type and SageMaker's
 response headers (invoked variant, custom attributes, session ids).
 
-A failure before the first byte is an ordinary error answer (google.rpc.Status JSON). A failure
+Both run behind transports.rest.edge (access log, metrics, span, error mapping). A failure
+before the first byte is an ordinary error answer (google.rpc.Status JSON). A failure
 after the stream started cannot change the 200 already sent, and raw bytes have no room for an
 error event, so the connection is closed without the final chunk: every HTTP client reports a
 truncated body (curl exit 18, aiohttp ClientPayloadError) instead of a silent, cut 200.
@@ -28,8 +29,10 @@ from sagewire.core.errors import SagewireError, invalid_argument
 from sagewire.core.gateway import Gateway
 from sagewire.core.types import InvocationOptions, InvokeCall, InvokeResult
 from sagewire.core.validation import validate_body_size
+from sagewire.observability.calls import Observer
+from sagewire.transports.grpc.observe import OFF
+from sagewire.transports.rest import edge
 from sagewire.transports.rest.context import timeout_of
-from sagewire.transports.rest.errors import error_response
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +129,7 @@ class Passthrough:
         self._limit = max_body_bytes
 
     async def invocations(self, request: web.Request) -> web.StreamResponse:
-        try:
-            call = await _call(request, self._limit)
-            result = await self._gateway.invoke(call)
-        except SagewireError as error:
-            return error_response(error)
+        result = await self._gateway.invoke(await _call(request, self._limit))
         return web.Response(body=result.body, headers=_result_headers(result))
 
     async def invocations_stream(self, request: web.Request) -> web.StreamResponse:
@@ -150,11 +149,11 @@ class Passthrough:
                     await response.write(piece)  # one chunk per part, written at once
         except SagewireError as error:
             if response is None:
-                return error_response(error)
+                raise  # nothing sent yet: an ordinary error answer (the edge)
+            edge.failed(error)
             log.info(
-                "invocations-response-stream of %s failed after the response started: %s (%s); "
-                "closing the connection without the final chunk",
-                request.match_info["model"],
+                "invocations-response-stream -> %s (%s) after data; closing the connection "
+                "without the final chunk",
                 error.kind.name,
                 error.reason,
             )
@@ -168,10 +167,20 @@ class StreamBroken(ConnectionError):
     connection without the terminating chunk, so the client sees a truncated body."""
 
 
-def add_passthrough_routes(app: web.Application, gateway: Gateway, max_body_bytes: int) -> None:
-    """Register `POST /v1/models/{model}/invocations` and `…/invocations-response-stream`."""
+INVOCATIONS = "/v1/models/{model}/invocations"
+RESPONSE_STREAM = "/v1/models/{model}/invocations-response-stream"
+
+
+def add_passthrough_routes(
+    app: web.Application, gateway: Gateway, max_body_bytes: int, observer: Observer = OFF
+) -> None:
+    """Register `POST /v1/models/{model}/invocations` and `…/invocations-response-stream`
+    (recorded as Invoke and InvokeStream, on their own route templates)."""
     handlers = Passthrough(gateway, max_body_bytes)
-    app.router.add_post("/v1/models/{model}/invocations", handlers.invocations)
     app.router.add_post(
-        "/v1/models/{model}/invocations-response-stream", handlers.invocations_stream
+        INVOCATIONS, edge.wrap(observer, "Invoke", INVOCATIONS, handlers.invocations)
+    )
+    app.router.add_post(
+        RESPONSE_STREAM,
+        edge.wrap(observer, "InvokeStream", RESPONSE_STREAM, handlers.invocations_stream),
     )

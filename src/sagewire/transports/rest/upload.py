@@ -24,12 +24,14 @@ from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import hdrs, web
 
-from sagewire.core.errors import SagewireError, invalid_argument
+from sagewire.core.errors import invalid_argument
 from sagewire.core.job_results import not_configured
+from sagewire.observability.calls import Observer
 from sagewire.transports.grpc.async_jobs import AsyncJobsService
-from sagewire.transports.rest import transcode
+from sagewire.transports.grpc.observe import OFF
+from sagewire.transports.rest import edge, transcode
 from sagewire.transports.rest.context import RestContext, timeout_of
-from sagewire.transports.rest.errors import JSON_TYPE, error_response
+from sagewire.transports.rest.errors import JSON_TYPE
 from sagewire.v1 import async_jobs_pb2
 
 PATH = "/v1/models/{model}:uploadAsync"
@@ -98,17 +100,16 @@ class UploadHandler:
         self._jobs = jobs
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        try:
-            if self._jobs is None:
-                raise not_configured()
-            context = RestContext(request.headers.items(), timeout_of(request.headers))
-            messages = upload_messages(request, upload_header(request))
-            answer = await self._jobs.upload(messages, context)  # type: ignore[arg-type]
-        except SagewireError as error:
-            return error_response(error)
+        if self._jobs is None:
+            raise not_configured()
+        context = RestContext(request.headers.items(), timeout_of(request.headers))
+        messages = upload_messages(request, upload_header(request))
+        answer = await self._jobs.upload(messages, context)  # type: ignore[arg-type]
         return web.Response(body=transcode.dumps(transcode.to_json(answer)), content_type=JSON_TYPE)
 
 
-def add_upload_routes(app: web.Application, jobs: AsyncJobsService | None) -> None:
-    """Register `POST /v1/models/{model}:uploadAsync`."""
-    app.router.add_post(PATH, UploadHandler(jobs).handle)
+def add_upload_routes(
+    app: web.Application, jobs: AsyncJobsService | None, observer: Observer = OFF
+) -> None:
+    """Register `POST /v1/models/{model}:uploadAsync` (recorded as UploadAsync)."""
+    app.router.add_post(PATH, edge.wrap(observer, "UploadAsync", PATH, UploadHandler(jobs).handle))

@@ -29,12 +29,13 @@ from aiohttp import WSMsgType, web
 
 from sagewire.core.errors import ErrorKind, SagewireError, deadline_exceeded, invalid_argument
 from sagewire.core.gateway import Gateway
+from sagewire.observability.calls import Observer
 from sagewire.transports.grpc import converse as proto_converse
 from sagewire.transports.grpc.edge import Ctx, error_code_name
+from sagewire.transports.grpc.observe import OFF
 from sagewire.transports.grpc.status import to_rpc_status
-from sagewire.transports.rest import transcode
+from sagewire.transports.rest import edge, transcode
 from sagewire.transports.rest.context import TIMEOUT_HEADER, RestContext, timeout_of
-from sagewire.transports.rest.errors import error_response
 from sagewire.v1 import converse_pb2
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ async def _end_with(ws: web.WebSocketResponse, error: SagewireError) -> None:
     """The session's error as a last frame, then the close code that names it."""
     if ws.closed:
         return
+    edge.failed(error)
     status = to_rpc_status(error)
     try:
         await ws.send_str(transcode.dumps({"error": transcode.to_json(status)}).decode())
@@ -140,16 +142,13 @@ class ConverseSocket:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         model = request.match_info["model"]
         ws = web.WebSocketResponse(max_msg_size=self._max_frame)
-        try:
-            if not ws.can_prepare(request).ok:
-                raise invalid_argument(
-                    "Upgrade",
-                    f"{request.path} is Converse over a WebSocket: open it with a WebSocket "
-                    "client (Upgrade: websocket)",
-                )
-            context = SocketContext(request, ws)  # a bad Grpc-Timeout fails the upgrade
-        except SagewireError as error:
-            return error_response(error)
+        if not ws.can_prepare(request).ok:
+            raise invalid_argument(
+                "Upgrade",
+                f"{request.path} is Converse over a WebSocket: open it with a WebSocket "
+                "client (Upgrade: websocket)",
+            )
+        context = SocketContext(request, ws)  # a bad Grpc-Timeout fails the upgrade
         await ws.prepare(request)
         try:
             frames = with_model(requests(ws), model)
@@ -174,7 +173,12 @@ class ConverseSocket:
 
 
 def add_converse_routes(
-    app: web.Application, gateway: Gateway, json_limit: int, max_frame_bytes: int
+    app: web.Application,
+    gateway: Gateway,
+    json_limit: int,
+    max_frame_bytes: int,
+    observer: Observer = OFF,
 ) -> None:
-    """Register `GET /v1/models/{model}:converse` (WebSocket)."""
-    app.router.add_get(PATH, ConverseSocket(gateway, json_limit, max_frame_bytes).handle)
+    """Register `GET /v1/models/{model}:converse` (WebSocket; recorded as Converse)."""
+    handler = ConverseSocket(gateway, json_limit, max_frame_bytes).handle
+    app.router.add_get(PATH, edge.wrap(observer, "Converse", PATH, handler))

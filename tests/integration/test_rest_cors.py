@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest_asyncio
+from auth_support import API_KEY_LINES, BATCH_KEY
 
 from sagewire.emulator.server import RunningEmulator
 from support import Sagewire, start_sagewire
@@ -90,3 +92,28 @@ async def test_cors_is_off_by_default(sagewire: Sagewire) -> None:
         async with http.get(sagewire.rest_url + "/v1/models", headers={"Origin": TOOL}) as r:
             assert r.status == 200
             assert "Access-Control-Allow-Origin" not in r.headers
+
+
+async def test_preflights_pass_before_authentication(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """Browsers send no credentials on a preflight: it is answered before authentication,
+    while the request itself is refused without them, readable by the page."""
+    keys = tmp_path / "api-keys"
+    keys.write_text(API_KEY_LINES)
+    rest = {"listen": "127.0.0.1:0", "cors_allow_origins": [TOOL]}
+    async with (
+        start_sagewire(emulator.url, rest=rest, auth={"api_keys": {"file": str(keys)}}) as server,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+    ):
+        url = server.rest_url + "/v1/models/echo:invoke"
+        async with http.options(url, headers=_preflight(TOOL)) as response:
+            assert response.status == 204
+            assert response.headers["Access-Control-Allow-Origin"] == TOOL
+        async with http.post(url, json={"json": {}}, headers={"Origin": TOOL}) as response:
+            assert response.status == 401
+            assert response.headers["Access-Control-Allow-Origin"] == TOOL
+        headers = {"Origin": TOOL, "X-Api-Key": BATCH_KEY}
+        async with http.post(url, json={"json": {}}, headers=headers) as response:
+            assert response.status != 401
+            assert response.headers["Access-Control-Allow-Origin"] == TOOL

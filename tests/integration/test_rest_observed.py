@@ -38,7 +38,7 @@ async def test_passthrough_upload_and_websocket_routes_are_recorded(
                 await ws.receive()  # the error frame
         found = await scrape(f"http://127.0.0.1:{sw.server.metrics_port}/metrics")
 
-    def count(route: str, status: str, method: str = "POST") -> float:
+    def count(route: str, status: str, method: str = "POST") -> float | None:
         labels = {"http_request_method": method, "http_route": route}
         return found.value(DURATION, **labels, http_response_status_code=status)
 

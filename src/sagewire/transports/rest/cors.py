@@ -93,9 +93,15 @@ class Cors:
 
 
 def add_cors(app: web.Application, origins: Sequence[str], max_age_s: int) -> None:
-    """Serve CORS for `origins` (nothing at all when it is empty)."""
+    """Serve CORS for `origins` (nothing at all when it is empty).
+
+    The preflight middleware goes right after the first one (the JSON error mapping) and so
+    before authentication: browsers send preflights without credentials, and refusing them
+    would hide every answer, the 401 included, from the page. Actual requests still pass
+    authentication; their answers (refusals too) carry the CORS headers.
+    """
     if not origins:
         return
     cors = Cors(origins, max_age_s)
-    app.middlewares.append(cors.preflight)
+    app.middlewares.insert(1, cors.preflight)
     app.on_response_prepare.append(cors.on_prepare)

@@ -2,6 +2,7 @@
 
     git worktree add /tmp/sagewire-base HEAD~1        # or any revision to compare against
     python -m bench.ab --baseline /tmp/sagewire-base/src [--loads unary,stream-16] [--rounds 6]
+    python -m bench.ab --baseline src --baseline-env SAGEWIRE_REST__LISTEN=   # REST off vs on
 
 A runs the `sagewire` package found in `--baseline` (put first on PYTHONPATH; the generated
 protobuf code still comes from this checkout), B runs this working tree. Both serve the same
@@ -35,13 +36,18 @@ class Tally:
     errors: int = 0
 
 
-async def compare(baseline: Path, loads: list[str], rounds: int, seconds: float) -> None:
+async def compare(
+    baseline: Path, loads: list[str], rounds: int, seconds: float, a_env: dict[str, str]
+) -> None:
     with tempfile.TemporaryDirectory(prefix="sagewire-ab-") as directory:
         emulator_config, sagewire_config = write_configs(Path(directory))
         async with Services() as services:
             emulator = await services.emulator(emulator_config)
             a = await services.sagewire(
-                sagewire_config, emulator.address, extra_env={"PYTHONPATH": str(baseline)}, name="A"
+                sagewire_config,
+                emulator.address,
+                extra_env={"PYTHONPATH": str(baseline), **a_env},
+                name="A",
             )
             b = await services.sagewire(sagewire_config, emulator.address, name="B")
             for load in loads:
@@ -88,7 +94,16 @@ def main() -> None:
     parser.add_argument("--loads", default="unary,unary-1,ttfp,stream-16")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=1.5)
+    parser.add_argument(
+        "--baseline-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an environment variable for A only (e.g. SAGEWIRE_REST__LISTEN= turns its REST "
+        "bridge off)",
+    )
     args = parser.parse_args()
+    a_env = dict(item.partition("=")[::2] for item in args.baseline_env)
     loads = args.loads.split(",")
     unknown = sorted(set(loads) - set(LOADS))
     if unknown or not (args.baseline / "sagewire").is_dir():
@@ -98,7 +113,7 @@ def main() -> None:
             else f"{args.baseline} has no sagewire/ package"
         )
     log(f"A = {args.baseline}, B = this working tree; loads {', '.join(loads)}")
-    asyncio.run(compare(args.baseline.resolve(), loads, args.rounds, args.seconds))
+    asyncio.run(compare(args.baseline.resolve(), loads, args.rounds, args.seconds, a_env))
 
 
 if __name__ == "__main__":

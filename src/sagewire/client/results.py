@@ -28,8 +28,23 @@ def _time(stamp: timestamp_pb2.Timestamp) -> datetime | None:
     return stamp.ToDatetime().astimezone() if stamp.seconds or stamp.nanos else None
 
 
+class _Body:
+    """`.json()` and `.text` of a result's body (shared by the result classes below)."""
+
+    body: bytes
+    _view: struct_pb2.Value | None
+
+    def json(self) -> Any:
+        """The body parsed as JSON (raises json.JSONDecodeError when it is not JSON)."""
+        return _parse(self.body, self._view)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
 @dataclass(frozen=True)
-class InvokeResult:
+class InvokeResult(_Body):
     """A model's answer to `invoke`.
 
     Attributes:
@@ -48,46 +63,24 @@ class InvokeResult:
     closed_session_id: str = ""
     _view: struct_pb2.Value | None = None
 
-    def json(self) -> Any:
-        """The body parsed as JSON (raises json.JSONDecodeError when it is not JSON)."""
-        return _parse(self.body, self._view)
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
-
 
 @dataclass(frozen=True)
-class StreamPart:
+class StreamPart(_Body):
     """One message of `stream`: a record (lines/sse framing) or a PayloadPart (raw)."""
 
     body: bytes
     index: int
     _view: struct_pb2.Value | None = None
 
-    def json(self) -> Any:
-        return _parse(self.body, self._view)
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
-
 
 @dataclass(frozen=True)
-class Chunk:
+class Chunk(_Body):
     """Part of a Converse turn's answer."""
 
     turn_id: str
     body: bytes
     partial: bool = False
     _view: struct_pb2.Value | None = None
-
-    def json(self) -> Any:
-        return _parse(self.body, self._view)
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True)
@@ -141,7 +134,7 @@ class Job:
 
 
 @dataclass(frozen=True)
-class JobResult:
+class JobResult(_Body):
     """A job's state and, when small enough, its output (`read_output` reads any size)."""
 
     state: JobState
@@ -152,9 +145,6 @@ class JobResult:
     failure_reason: str
     expires_at: datetime | None
     _view: struct_pb2.Value | None = None
-
-    def json(self) -> Any:
-        return _parse(self.body, self._view)
 
     @classmethod
     def of(cls, answer: async_jobs_pb2.GetAsyncResultResponse) -> JobResult:

@@ -84,6 +84,10 @@ unit: $(STAMP) ## Only the fast unit tests
 run: $(STAMP) ## Run sagewire on 127.0.0.1:50051 with the local SageMaker emulator and demo models
 	$(VENV)/bin/sagewire local --config config/local.toml
 
+.PHONY: demo-certs
+demo-certs: $(STAMP) ## Throwaway CA, server and SPIFFE client certificates in demo-certs/ (docs/security.md)
+	$(PY) tools/demo_certs.py demo-certs
+
 .PHONY: bench
 bench: $(STAMP) ## Benchmarks against the alternatives (~7 min; QUICK=1 for a 1-min smoke run)
 	$(VENV)/bin/python -m bench.run $(if $(QUICK),--quick,)

@@ -99,8 +99,9 @@ async def _serve(settings: Settings, stack: AsyncExitStack) -> None:
             host = settings.server.listen.rsplit(":", 1)[0]
             if server.rest_port:
                 rest_host = settings.rest.listen.rsplit(":", 1)[0]
+                scheme = "https" if settings.server.tls is not None else "http"
                 print(
-                    f"sagewire REST bridge on http://{rest_host}:{server.rest_port}",
+                    f"sagewire REST bridge on {scheme}://{rest_host}:{server.rest_port}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -108,6 +109,13 @@ async def _serve(settings: Settings, stack: AsyncExitStack) -> None:
                 metrics_host = (settings.telemetry.metrics_listen or "").rsplit(":", 1)[0]
                 print(
                     f"metrics on http://{metrics_host}:{server.metrics_port}/metrics",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if server.maintenance_port:
+                health_host = (settings.server.maintenance_listen or "").rsplit(":", 1)[0]
+                print(
+                    f"health (plaintext) on {health_host}:{server.maintenance_port}",
                     file=sys.stderr,
                     flush=True,
                 )

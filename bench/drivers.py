@@ -54,6 +54,8 @@ class Spec:
     body: bytes
     expect_bytes: int = -1  # unary: the echo must return this many bytes (-1 = do not check)
     expect_items: int = -1  # streams: this many parts or messages (-1 = do not check)
+    # gRPC metadata sent with every call (e.g. an authorization header for bench.auth_ab).
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 class WrongAnswer(Exception):
@@ -82,7 +84,7 @@ class GrpcInvoke:
         )
 
     async def call(self, on_first: OnFirst = None) -> Outcome:
-        response = await self._stub.Invoke(self._request)
+        response = await self._stub.Invoke(self._request, metadata=self._spec.metadata or None)
         _check(self._spec, got_bytes=len(response.body))
         return Outcome(1, _now())
 

@@ -3,6 +3,8 @@
 Memory stays bounded by a few part sizes whatever the object size: uploads go out as multipart
 parts while the next part fills (at most one part in flight, one filling), and reads are
 relayed chunk by chunk. Every failure is translated by sagewire.aws.errors.map_s3_error.
+Uploads are bounded by `aws.read_timeout_s` of no progress (sagewire.aws.s3_upload); reads
+by the client's read timeout.
 
 The client honours `aws.s3_endpoint_url`, else the standard AWS_ENDPOINT_URL_S3 /
 AWS_ENDPOINT_URL variables (moto's server in tests and `sagewire local`).
@@ -20,7 +22,7 @@ from botocore.exceptions import ClientError
 from sagewire.aws.client import SharedClient
 from sagewire.aws.error_table import Phase
 from sagewire.aws.errors import AWS_FAILURES, map_s3_error
-from sagewire.aws.s3_upload import StreamingUpload
+from sagewire.aws.s3_upload import StreamingUpload, body_reader, within_read_timeout
 from sagewire.config.settings import AwsSettings
 from sagewire.core.async_types import ObjectInfo, ObjectStream, S3Location
 
@@ -47,9 +49,14 @@ class S3Store(SharedClient):
         self._chunk_bytes = chunk_bytes
 
     async def put(self, location: S3Location, body: bytes, content_type: str) -> None:
+        reader = body_reader(body)
         try:
-            await self._client.put_object(
-                Bucket=location.bucket, Key=location.key, Body=body, ContentType=content_type
+            await within_read_timeout(
+                self._client.put_object(
+                    Bucket=location.bucket, Key=location.key, Body=reader, ContentType=content_type
+                ),
+                self._settings.read_timeout_s,
+                reader.progress,
             )
         except AWS_FAILURES as exc:
             raise map_s3_error(exc, location) from exc
@@ -57,7 +64,9 @@ class S3Store(SharedClient):
     async def put_stream(
         self, location: S3Location, chunks: AsyncIterator[bytes], content_type: str
     ) -> int:
-        upload = StreamingUpload(self._client, location, content_type, self._part_bytes)
+        upload = StreamingUpload(
+            self._client, location, content_type, self._part_bytes, self._settings.read_timeout_s
+        )
         total = 0
         try:
             async for chunk in chunks:

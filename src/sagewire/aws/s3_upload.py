@@ -6,6 +6,12 @@ other fills, and botocore reads each part through a file view, so a part exists 
 in memory. The buffers are reused for the whole upload, so however large the object, this
 upload holds at most 2 × part size (and the allocator sees no churn of large blocks). Inputs
 smaller than one part become a single PUT.
+
+Every call is bounded by `aws.read_timeout_s` of no progress (`within_read_timeout`): aiohttp
+has no write timeout, and botocore sends PutObject and UploadPart with `Expect: 100-continue`,
+for whose interim answer aiohttp waits with no read timeout either. An S3 that accepts the
+connection and never answers kept an upload (and its route slot) forever. Progress is a part's
+bytes being read for sending; after the last, the wait for the answer gets the read timeout.
 """
 
 from __future__ import annotations
@@ -14,7 +20,11 @@ import asyncio
 import contextlib
 import io
 import logging
+import time
+from collections.abc import Awaitable
 from typing import Any
+
+from botocore.exceptions import ReadTimeoutError
 
 from sagewire.core.async_types import S3Location
 
@@ -24,13 +34,47 @@ log = logging.getLogger(__name__)
 _ABORT_TIMEOUT_S = 10.0
 
 
-class _PartReader(io.RawIOBase):
-    """A seekable, read-only file over a part's bytes, without copying them."""
+class Progress:
+    """When bytes last moved (time.monotonic()); set from aiohttp's reader thread too."""
 
-    def __init__(self, view: memoryview) -> None:
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+
+    def tick(self) -> None:
+        self.at = time.monotonic()
+
+
+async def within_read_timeout[T](
+    call: Awaitable[T], timeout_s: float, progress: Progress | None = None
+) -> T:
+    """`call`'s result, or botocore's ReadTimeoutError (mapped like any read timeout) once
+    nothing moved for `timeout_s`; the call is cancelled then, and when the caller is."""
+    progress = progress or Progress()
+    task = asyncio.ensure_future(call)
+    try:
+        while True:
+            left = progress.at + timeout_s - time.monotonic()
+            if left <= 0:
+                raise ReadTimeoutError(endpoint_url="S3 (no progress for aws.read_timeout_s)")
+            done, _ = await asyncio.wait({task}, timeout=left)
+            if done:
+                return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            # Read its end so it is not reported as never retrieved.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+class _PartReader(io.RawIOBase):
+    """A seekable, read-only file over a part's bytes, without copying them; every read for
+    sending counts as progress."""
+
+    def __init__(self, view: memoryview, progress: Progress | None = None) -> None:
         super().__init__()
         self._view = view
         self._pos = 0
+        self.progress = progress or Progress()
 
     def readable(self) -> bool:
         return True
@@ -44,6 +88,7 @@ class _PartReader(io.RawIOBase):
         )
         data = bytes(self._view[self._pos : end])
         self._pos = max(self._pos, end)
+        self.progress.tick()
         return data
 
     def readinto(self, buffer: Any) -> int:
@@ -82,14 +127,27 @@ class _PartBuffer:
         return _PartReader(memoryview(self._data)[: self.size])
 
 
+def body_reader(body: bytes) -> _PartReader:
+    """`body` as a file whose reads count as progress (for `within_read_timeout`)."""
+    return _PartReader(memoryview(body))
+
+
 class StreamingUpload:
     """Write one object from chunks: `write` each, then `finish`, or `abort` on failure.
 
     AWS failures propagate as raised by botocore; the caller maps them.
     """
 
-    def __init__(self, client: Any, location: S3Location, content_type: str, part_bytes: int):
+    def __init__(
+        self,
+        client: Any,
+        location: S3Location,
+        content_type: str,
+        part_bytes: int,
+        read_timeout_s: float,
+    ):
         self._client = client
+        self._timeout = read_timeout_s
         self._location = location
         self._content_type = content_type
         self._part_bytes = part_bytes
@@ -110,22 +168,29 @@ class StreamingUpload:
 
     async def finish(self) -> None:
         if self._upload_id is None:  # less than one part: a single PUT
-            body = self._filling.reader() if self._filling else b""
-            await self._client.put_object(
-                Bucket=self._location.bucket,
-                Key=self._location.key,
-                Body=body,
-                ContentType=self._content_type,
+            body = self._filling.reader() if self._filling else body_reader(b"")
+            await within_read_timeout(
+                self._client.put_object(
+                    Bucket=self._location.bucket,
+                    Key=self._location.key,
+                    Body=body,
+                    ContentType=self._content_type,
+                ),
+                self._timeout,
+                body.progress,
             )
             return
         if self._filling is not None and self._filling.size:
             await self._send()
         await self._settle()
-        await self._client.complete_multipart_upload(
-            Bucket=self._location.bucket,
-            Key=self._location.key,
-            UploadId=self._upload_id,
-            MultipartUpload={"Parts": self._parts},
+        await within_read_timeout(
+            self._client.complete_multipart_upload(
+                Bucket=self._location.bucket,
+                Key=self._location.key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            ),
+            self._timeout,
         )
         self._upload_id = None
 
@@ -133,10 +198,13 @@ class StreamingUpload:
         part, self._filling = self._filling, None
         assert part is not None
         if self._upload_id is None:
-            created = await self._client.create_multipart_upload(
-                Bucket=self._location.bucket,
-                Key=self._location.key,
-                ContentType=self._content_type,
+            created = await within_read_timeout(
+                self._client.create_multipart_upload(
+                    Bucket=self._location.bucket,
+                    Key=self._location.key,
+                    ContentType=self._content_type,
+                ),
+                self._timeout,
             )
             self._upload_id = str(created["UploadId"])
         await self._settle()
@@ -144,12 +212,17 @@ class StreamingUpload:
         self._in_flight = (part, asyncio.create_task(self._upload_part(number, part)))
 
     async def _upload_part(self, number: int, part: _PartBuffer) -> dict[str, Any]:
-        response = await self._client.upload_part(
-            Bucket=self._location.bucket,
-            Key=self._location.key,
-            UploadId=self._upload_id,
-            PartNumber=number,
-            Body=part.reader(),
+        body = part.reader()
+        response = await within_read_timeout(
+            self._client.upload_part(
+                Bucket=self._location.bucket,
+                Key=self._location.key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=body,
+            ),
+            self._timeout,
+            body.progress,
         )
         return {"PartNumber": number, "ETag": response["ETag"]}
 

@@ -109,3 +109,36 @@ async def test_every_s3_read_on_a_silent_s3_ends_at_the_read_timeout(silent_s3: 
 async def _open(store: S3Store, where: S3Location) -> None:
     async with store.open(where):
         pass
+
+
+async def test_the_bytes_of_an_object_received_before_a_reset_are_relayed_first() -> None:
+    # An S3 that starts a 1,000-byte object, sends 100 bytes and resets the connection.
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nContent-Type: text/plain\r\n\r\n"
+            + b"y" * 100
+        )
+        await writer.drain()
+        writer.transport.abort()
+
+    server = await asyncio.start_server(cut, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    settings = AwsSettings(s3_endpoint_url=url, read_timeout_s=5, max_attempts=1)
+    received: list[bytes] = []
+    try:
+        async with S3Store(settings, part_bytes=5 * 1024 * 1024, chunk_bytes=65536) as store:
+            with pytest.raises(SagewireError) as caught:
+                await asyncio.wait_for(_read_all(store, S3Location("results", "o"), received), 20)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert caught.value.reason == "S3_UNREACHABLE"
+    assert b"".join(received) == b"y" * 100
+
+
+async def _read_all(store: S3Store, where: S3Location, into: list[bytes]) -> None:
+    async with store.open(where) as found:
+        assert found is not None
+        async for chunk in found.chunks:
+            into.append(chunk)

@@ -5,6 +5,8 @@ The exceptions are the real botocore/aiohttp classes, built the way botocore bui
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,6 +15,7 @@ from aiohttp.client_reqrep import ConnectionKey
 from botocore import exceptions as bx
 from botocore.eventstream import EventStreamBuffer
 
+from sagewire.aws import error_table
 from sagewire.aws.error_table import Cut, Phase
 from sagewire.aws.errors import connection_cut, map_aws_error
 from sagewire.aws.runtime import _stream_exception
@@ -345,3 +348,11 @@ def test_unknown_exception_is_internal_and_does_not_leak_its_text() -> None:
     assert (error.kind, error.reason) == (ErrorKind.INTERNAL, "INTERNAL")
     assert error.message == "internal error"
     assert error.metadata == {}
+
+
+def test_every_reason_of_the_error_table_is_documented() -> None:
+    table = Path(error_table.__file__).read_text()
+    reasons = set(re.findall(r'Row\(_\w+, "([A-Z0-9_]+)"', table))
+    assert len(reasons) > 15
+    documented = Path(__file__).parents[2].joinpath("docs", "errors.md").read_text()
+    assert {r for r in reasons if f"`{r}`" not in documented} == set()

@@ -119,6 +119,16 @@ def _scalar(field: FieldDescriptor, text: str, field_path: str) -> Any:
     return text
 
 
+def _canonical(descriptor: Any, field_path: str) -> str:
+    """`field_path` with each known segment under its proto name (JSON names accepted)."""
+    names = []
+    for name in field_path.split("."):
+        field = _field(descriptor, name) if descriptor is not None else None
+        names.append(field.name if field is not None else name)
+        descriptor = field.message_type if field is not None else None
+    return ".".join(names)
+
+
 def _check_collision(message: Message, field_path: str, value: str) -> None:
     """A body field the path also binds must agree with the path (Envoy's
     reject_binding_body_field_collisions); the same value twice is fine."""
@@ -162,7 +172,8 @@ def request_message(
         _set_path(message, field_path, [value], "path variable")
     grouped: dict[str, list[str]] = {}
     for key, value in query:
-        grouped.setdefault(key, []).append(value)
+        # By field, not spelling: ?allowed_options=a&allowedOptions=b is one repeated field.
+        grouped.setdefault(_canonical(message.DESCRIPTOR, key), []).append(value)
     for key, values in grouped.items():
         if key in variables:
             raise errors.bad_field(key, f"query parameter {key!r} is already set by the path")

@@ -54,6 +54,16 @@ async def test_health_unknown_service_is_not_found(sagewire: Sagewire) -> None:
     assert caught.value.code() is grpc.StatusCode.NOT_FOUND
 
 
+async def test_health_names_an_unknown_service_of_any_length_within_the_trailer_limit(
+    sagewire: Sagewire,
+) -> None:
+    # 20,000 "ü": 240,000 bytes once percent-encoded, quoted back in grpc-message.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await sagewire.health.Check(health_pb2.HealthCheckRequest(service="ü" * 20_000))
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+    assert (caught.value.details() or "").startswith("unknown service 'üü")
+
+
 @pytest.mark.parametrize("version", ["v1alpha", "v1"])
 async def test_reflection_lists_and_describes(sagewire: Sagewire, version: str) -> None:
     # v1 and v1alpha share one wire format, so v1alpha's messages can call either path.

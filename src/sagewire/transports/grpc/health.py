@@ -15,6 +15,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from sagewire.core.error_text import MESSAGE_MAX_BYTES, clip_encoded
+
 type Status = health_pb2.HealthCheckResponse.ServingStatus.ValueType
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -50,7 +52,9 @@ class HealthService(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
     ) -> health_pb2.HealthCheckResponse:
         status = self._status.get(request.service)
         if status is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+            # The caller's text, quoted back: bounded like every error (core.error_text).
+            message = clip_encoded(f"unknown service {request.service!r}", MESSAGE_MAX_BYTES)
+            await context.abort(grpc.StatusCode.NOT_FOUND, message)
         return health_pb2.HealthCheckResponse(status=status)
 
     async def Watch(

@@ -19,9 +19,10 @@ from google.protobuf import descriptor_pool
 from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from sagewire.emulator.server import RunningEmulator
 from sagewire.transports.grpc import decoding
 from sagewire.v1 import converse_pb2
-from support import Sagewire, failure
+from support import Sagewire, failure, start_sagewire
 
 JUNK = b"\xff\xff\xff"
 
@@ -68,13 +69,13 @@ async def _call(
             yield message
 
     if not streams_in and not streams_out:
-        await channel.unary_unary(path, **kwargs)(messages[0], timeout=10)
+        await channel.unary_unary(path, **kwargs)(messages[0], timeout=60)
     elif not streams_in:
-        [m async for m in channel.unary_stream(path, **kwargs)(messages[0], timeout=10)]
+        [m async for m in channel.unary_stream(path, **kwargs)(messages[0], timeout=60)]
     elif not streams_out:
-        await channel.stream_unary(path, **kwargs)(requests(), timeout=10)
+        await channel.stream_unary(path, **kwargs)(requests(), timeout=60)
     else:
-        [m async for m in channel.stream_stream(path, **kwargs)(requests(), timeout=10)]
+        [m async for m in channel.stream_stream(path, **kwargs)(requests(), timeout=60)]
 
 
 async def _send(
@@ -178,3 +179,16 @@ def test_the_rate_limited_log_counts_what_it_leaves_out(caplog: pytest.LogCaptur
         "bad x",
         "bad y (and 4 more like it in the last 10s)",
     ]
+
+
+async def test_the_maintenance_listener_refuses_junk_too(emulator: RunningEmulator) -> None:
+    async with start_sagewire(emulator, server={"maintenance_listen": "127.0.0.1:0"}) as sw:
+        target = f"127.0.0.1:{sw.server.maintenance_port}"
+        async with grpc.aio.insecure_channel(target) as plain:
+            for path, streams_out in (
+                ("/grpc.health.v1.Health/Check", False),
+                ("/grpc.health.v1.Health/Watch", True),
+            ):
+                error = await _send(plain, path, False, streams_out, [JUNK])
+                assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, path
+                assert failure(error).reason == decoding.REASON

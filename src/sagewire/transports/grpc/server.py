@@ -204,7 +204,7 @@ class SagewireServer:
         if listen is None:
             return
         server = grpc.aio.server(options=_connection_bounds(self.settings))
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, guarded(server))
         self.maintenance_port = _bind(server, listen, None)
         await server.start()
         self._maintenance = server

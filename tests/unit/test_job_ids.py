@@ -146,3 +146,20 @@ def test_rotation_new_key_signs_old_keys_still_verify() -> None:
 def test_a_codec_needs_a_key() -> None:
     with pytest.raises(ValueError, match="at least one key"):
         JobIdCodec([], retention_s=DAY)
+
+
+def test_owner_binding_round_trips_and_is_signed() -> None:
+    codec = JobIdCodec([OLD_KEY], retention_s=DAY)
+    bound = replace(TOKEN, owner="q3JpZ2h0LW93bmVyLWRpZ2VzdA")
+    job_id = codec.encode(bound)
+    assert codec.decode(job_id, NOW) == bound
+    # Without authentication no binding is written: the id keeps its earlier form.
+    assert '"b"' not in base64.urlsafe_b64decode(codec.encode(TOKEN).split(".")[1] + "==").decode()
+    # Changing the owner breaks the tag like any other field.
+    head, payload, tag = job_id.split(".")
+    doc = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    doc["b"] = "someone-else"
+    forged = base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
+    with pytest.raises(SagewireError) as caught:
+        codec.decode(f"{head}.{forged}.{tag}", NOW)
+    assert caught.value.reason == "JOB_ID_INVALID"

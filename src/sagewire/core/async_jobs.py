@@ -259,6 +259,7 @@ class AsyncJobs:
             failure_location=accepted.failure_location,
             submitted_at=now,
             expires_at=now + request.request_ttl_seconds + request.invocation_timeout_seconds,
+            owner=self._routes.guard.owner(),
         )
         return IssuedJob(self._require_codec().encode(token), token)
 

@@ -21,6 +21,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +41,10 @@ _FIELDS = {
     "s": "submitted_at",
     "x": "expires_at",
 }
+# The submitter's binding (sagewire.security.guard.owner_binding): written only when
+# authentication is on, so ids of servers without it keep their form.
+_OWNER = "b"
+_OWNER_TEXT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,8 @@ class JobToken:
     submitted_at: int
     # The result deadline: no output or failure by then means the job expired.
     expires_at: int
+    # Who may read the job: a digest of the submitting principal; "" without authentication.
+    owner: str = ""
 
 
 def _b64encode(data: bytes) -> str:
@@ -108,7 +115,9 @@ class JobIdCodec:
         return hmac.new(key, f"{PREFIX}.{payload}".encode("ascii"), hashlib.sha256).digest()
 
     def encode(self, token: JobToken) -> str:
-        doc = {short: getattr(token, name) for short, name in _FIELDS.items()}
+        doc: dict[str, object] = {short: getattr(token, name) for short, name in _FIELDS.items()}
+        if token.owner:
+            doc[_OWNER] = token.owner
         payload = _b64encode(json.dumps(doc, separators=(",", ":")).encode())
         return f"{PREFIX}.{payload}.{_b64encode(self._tag(self._keys[0], payload))}"
 
@@ -152,4 +161,7 @@ class JobIdCodec:
             for name in values
         ):
             raise _malformed()
-        return JobToken(**values)
+        owner = doc.get(_OWNER, "")
+        if owner and not (isinstance(owner, str) and _OWNER_TEXT.fullmatch(owner)):
+            raise _malformed()
+        return JobToken(**values, owner=owner)

@@ -26,7 +26,7 @@ from sagewire.core.async_types import (
 from sagewire.core.backoff import backoff_delay
 from sagewire.core.errors import ErrorKind, SagewireError
 from sagewire.core.job_ids import JobIdCodec, JobToken
-from sagewire.core.ports import CompletionSignal, ObjectStorePort
+from sagewire.core.ports import CompletionSignal, ObjectStorePort, OpenGuard, RouteGuard
 from sagewire.observability import calls, signals
 
 # Failure objects hold the model's error text; more than this is not worth a gRPC message.
@@ -46,6 +46,15 @@ def job_codec(settings: AsyncJobSettings) -> JobIdCodec | None:
     """The codec of the configured keys; None when there are none (no async routes)."""
     keys = settings.keys()
     return JobIdCodec(keys, settings.job_id_retention_s) if keys else None
+
+
+def job_not_found() -> SagewireError:
+    """Another caller's job: answered as if it never existed (docs/security.md)."""
+    return SagewireError(
+        message="no such job: pass a job_id that SubmitAsync or UploadAsync returned to you",
+        kind=ErrorKind.NOT_FOUND,
+        reason="JOB_NOT_FOUND",
+    )
 
 
 def not_configured() -> SagewireError:
@@ -78,8 +87,11 @@ class JobResults:
         signal: CompletionSignal | None = None,
         clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
+        guard: RouteGuard | None = None,
     ) -> None:
         self._settings = settings
+        # Whose jobs the current caller may read, and whether it may use their route.
+        self._guard = guard or OpenGuard()
         self._codec = codec
         self._store = store
         self._signal = signal or PollOnly()
@@ -89,11 +101,15 @@ class JobResults:
 
     def token(self, job_id: str) -> JobToken:
         """Verify `job_id` (no I/O): INVALID_ARGUMENT when forged or malformed, NOT_FOUND when
-        expired."""
+        expired or submitted by another caller, PERMISSION_DENIED when the caller may no longer
+        use the job's route."""
         if self._codec is None:
             raise not_configured()
         token = self._codec.decode(job_id, self._clock())
+        if token.owner != self._guard.owner():
+            raise job_not_found()
         calls.set_model(token.model)  # a route name sagewire itself signed
+        self._guard.admit(token.model)
         return token
 
     async def result(self, job_id: str) -> JobResult:

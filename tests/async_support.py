@@ -10,6 +10,10 @@ from sagewire.emulator.config import EmulatorConfig, EndpointConfig
 STAGING_BUCKET = "sagewire-staging"
 INPUTS_BUCKET = "caller-inputs"
 SHARED_PREFIX = f"s3://{INPUTS_BUCKET}/shared/"
+# Where the emulator puts async results by default (its AsyncInferenceConfig).
+OUTPUT_PREFIX = "s3://sagewire-emulator/async-output/"
+FAILURE_PREFIX = "s3://sagewire-emulator/async-failures/"
+RESULTS = {"output_prefix": OUTPUT_PREFIX, "failure_prefix": FAILURE_PREFIX}
 
 ASYNC_EMULATOR_CONFIG = EmulatorConfig(
     endpoints={
@@ -29,15 +33,21 @@ ASYNC_ROUTES: dict[str, dict[str, Any]] = {
             "invocation_timeout_seconds",
         ],
         "async": {
+            **RESULTS,
             "allowed_input_prefixes": [SHARED_PREFIX],
             "request_ttl_seconds": 600,
             "invocation_timeout_seconds": 60,
         },
     },
     # No per-call options, no input locations.
-    "slow-echo-strict": {"endpoint": "slow-echo", "mode": "async"},
+    "slow-echo-strict": {"endpoint": "slow-echo", "mode": "async", "async": RESULTS},
     # Answers at once: for large inputs and outputs.
-    "echo-async": {"endpoint": "echo", "mode": "async", "content_type": "application/octet-stream"},
+    "echo-async": {
+        "endpoint": "echo",
+        "mode": "async",
+        "content_type": "application/octet-stream",
+        "async": RESULTS,
+    },
     "echo": {"endpoint": "echo"},
 }
 

@@ -68,7 +68,11 @@ TEST_ROUTES: dict[str, dict[str, Any]] = {
         "framing": "lines",
         "timeout_s": 60,
     },
-    "async-only": {"endpoint": "echo", "mode": "async"},
+    "async-only": {
+        "endpoint": "echo",
+        "mode": "async",
+        "async": {"output_prefix": "s3://sagewire-emulator/async-output/"},
+    },
     "bidi-echo": {"endpoint": "bidi-echo", "mode": "bidi", "allow": ["target_variant"]},
 }
 

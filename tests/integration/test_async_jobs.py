@@ -16,7 +16,14 @@ from typing import Any
 
 import grpc
 import pytest
-from async_support import INPUTS_BUCKET, SHARED_PREFIX, STAGING_BUCKET, async_settings
+from async_support import (
+    FAILURE_PREFIX,
+    INPUTS_BUCKET,
+    OUTPUT_PREFIX,
+    SHARED_PREFIX,
+    STAGING_BUCKET,
+    async_settings,
+)
 
 from sagewire.config.async_jobs import decode_key
 from sagewire.core.job_ids import JobIdCodec, JobToken
@@ -74,8 +81,8 @@ def _token(**overrides: Any) -> JobToken:
         "model": "slow-echo",
         "endpoint": "slow-echo",
         "inference_id": "crafted",
-        "output_location": f"s3://{STAGING_BUCKET}/never/{now}.out",
-        "failure_location": f"s3://{STAGING_BUCKET}/never/{now}-error.out",
+        "output_location": f"{OUTPUT_PREFIX}never/{now}.out",
+        "failure_location": f"{FAILURE_PREFIX}never/{now}-error.out",
         "submitted_at": now,
         "expires_at": now + 3600,
         **overrides,

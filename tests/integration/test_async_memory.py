@@ -76,6 +76,10 @@ watch_poll_max_s = 0.4
 endpoint = "echo"
 mode = "async"
 content_type = "application/octet-stream"
+
+[routes.echo-async.async]
+output_prefix = "s3://sagewire-emulator/async-output/"
+failure_prefix = "s3://sagewire-emulator/async-failures/"
 """,
         encoding="utf-8",
     )

@@ -63,7 +63,11 @@ ROUTES: dict[str, dict[str, Any]] = {
         "mode": "stream",
         "converse": {"max_buffered_chunks": 4, "max_duration_s": 0.5},
     },
-    "async-only": {"endpoint": "echo", "mode": "async"},
+    "async-only": {
+        "endpoint": "echo",
+        "mode": "async",
+        "async": {"output_prefix": "s3://sagewire-emulator/async-output/"},
+    },
 }
 
 Response = converse_pb2.ConverseResponse

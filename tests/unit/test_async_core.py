@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -61,7 +62,11 @@ def test_ttl_and_timeout_defaults_stay_in_sagemakers_ranges() -> None:
 
 
 def test_an_async_route_without_a_key_stops_start_up_naming_the_key() -> None:
-    routes = {"batch": {"endpoint": "e", "mode": "async"}, "rt": {"endpoint": "e"}}
+    results = {"output_prefix": "s3://results/out/"}
+    routes = {
+        "batch": {"endpoint": "e", "mode": "async", "async": results},
+        "rt": {"endpoint": "e"},
+    }
     with pytest.raises(ConfigError) as caught:
         load_settings(overrides={"routes": routes})
     assert caught.value.problems == [
@@ -108,3 +113,9 @@ def test_terminal_states() -> None:
         JobState.FAILED,
         JobState.EXPIRED,
     ]
+
+
+def test_the_published_development_key_is_the_one_in_local_toml() -> None:
+    settings = load_settings(Path(__file__).resolve().parents[2] / "config" / "local.toml")
+    assert settings.async_jobs.published_keys() == [0]
+    assert AsyncJobSettings.model_validate({"job_id_keys": [KEY]}).published_keys() == []

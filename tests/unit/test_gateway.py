@@ -86,7 +86,9 @@ ROUTES = {
     "flexible": RouteSettings(
         endpoint="tokens-ep", mode=RouteMode.STREAM, allow=[OptionName.FRAMING]
     ),
-    "batch": RouteSettings(endpoint="batch-ep", mode=RouteMode.ASYNC),
+    "batch": RouteSettings.model_validate(
+        {"endpoint": "batch-ep", "mode": "async", "async": {"output_prefix": "s3://out/batch/"}}
+    ),
     "slow": RouteSettings(endpoint="slow-ep", timeout_s=0.02),
 }
 

@@ -182,6 +182,22 @@ def _staging_buckets(settings: Settings) -> set[str]:
     return {bucket for bucket in buckets if bucket}
 
 
+def _refuse_published_keys(settings: Settings, source: str) -> None:
+    """`serve` is for real deployments: the key in config/local.toml lets anyone forge job ids."""
+    published = settings.async_jobs.published_keys()
+    if published:
+        raise ConfigError(
+            source,
+            [
+                f"async_jobs.job_id_keys[{at}]: is the development key published in "
+                "config/local.toml, with which anyone can forge job ids; `sagewire serve` "
+                "needs a key of your own (`openssl rand -base64 32`, docs/async.md). Only "
+                "`sagewire local` accepts it"
+                for at in published
+            ],
+        )
+
+
 def _run(coro: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
@@ -206,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "serve":
             settings = load_settings(args.config)
+            _refuse_published_keys(settings, args.config or "(defaults)")
             logs.configure(settings.server.log_level, settings.server.log_format)
             _run(_serve(settings, AsyncExitStack()))
             return 0

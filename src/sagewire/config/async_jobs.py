@@ -16,6 +16,9 @@ from pydantic import AfterValidator, Field, SecretStr
 from sagewire.config.base import Strict
 
 MIN_KEY_BYTES = 32
+# The job-id key published in config/local.toml for `sagewire local`: anyone can forge ids with
+# it, so `sagewire serve` refuses it (compared as bytes, so every base64 spelling is caught).
+DEVELOPMENT_KEY = "ZGV2LW9ubHkta2V5LW5ldmVyLXVzZS1pbi1wcm9kdWN0aW9uISE="
 # SageMaker's ranges for InvokeEndpointAsync (botocore's service model).
 REQUEST_TTL_RANGE = (60, 21_600)
 INVOCATION_TIMEOUT_RANGE = (1, 3_600)
@@ -58,6 +61,10 @@ def _check_prefix(value: str) -> str:
     return value
 
 
+def _check_result_prefix(value: str) -> str:
+    return _check_prefix(value) if value else value
+
+
 def _check_staging_prefix(value: str) -> str:
     if value and (value.startswith("/") or not value.endswith("/")):
         raise ValueError("must be empty or a key prefix such as 'sagewire/async-inputs/'")
@@ -68,6 +75,7 @@ JobIdKey = Annotated[SecretStr, AfterValidator(_check_key)]
 S3Prefix = Annotated[str, AfterValidator(_check_prefix)]
 BucketName = Annotated[str, Field(pattern=rf"^({_BUCKET})?$")]
 StagingPrefix = Annotated[str, AfterValidator(_check_staging_prefix)]
+ResultPrefix = Annotated[str, AfterValidator(_check_result_prefix)]
 
 
 class AsyncJobSettings(Strict):
@@ -91,6 +99,11 @@ class AsyncJobSettings(Strict):
     def keys(self) -> list[bytes]:
         return [decode_key(key.get_secret_value()) for key in self.job_id_keys]
 
+    def published_keys(self) -> list[int]:
+        """Indexes in job_id_keys of the published development key (DEVELOPMENT_KEY)."""
+        published = decode_key(DEVELOPMENT_KEY)
+        return [at for at, key in enumerate(self.keys()) if key == published]
+
 
 class AsyncRouteSettings(Strict):
     """Async options of one route."""
@@ -98,6 +111,12 @@ class AsyncRouteSettings(Strict):
     # Override [async_jobs] staging for this route ("" = the global value).
     staging_bucket: BucketName = ""
     staging_prefix: StagingPrefix | None = None
+    # Where the endpoint's AsyncInferenceConfig puts results: its S3OutputPath and S3FailurePath,
+    # each as an s3:// prefix ending in '/'. Required for mode async (the failure prefix only
+    # when the endpoint has an S3FailurePath): a job id naming a location outside them is
+    # refused, so a signed id can never read another S3 object through sagewire.
+    output_prefix: ResultPrefix = ""
+    failure_prefix: ResultPrefix = ""
     # Existing s3:// inputs callers may name; empty allows none.
     allowed_input_prefixes: list[S3Prefix] = Field(default_factory=list)
     request_ttl_seconds: int = Field(

@@ -48,6 +48,12 @@ def load_settings(
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(source, ["file not found"]) from None
+        except IsADirectoryError:
+            raise ConfigError(source, ["is a directory; pass a TOML file"]) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(source, [f"not UTF-8 text: {exc.reason}"]) from None
+        except OSError as exc:
+            raise ConfigError(source, [f"cannot be read: {exc.strerror or exc}"]) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
     for key, value in (overrides or {}).items():

@@ -166,6 +166,16 @@ class RouteSettings(Strict):
         return self
 
     @model_validator(mode="after")
+    def _async_names_its_results(self) -> RouteSettings:
+        if self.mode is RouteMode.ASYNC and not self.async_.output_prefix:
+            raise ValueError(
+                "mode async needs async.output_prefix: the S3OutputPath of the endpoint's "
+                "AsyncInferenceConfig as s3://<bucket>/<prefix>/ (and async.failure_prefix for "
+                "its S3FailurePath); job ids naming other locations are refused"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _bidi_has_no_sessions(self) -> RouteSettings:
         if self.mode is RouteMode.BIDI and self.converse.sessions:
             raise ValueError(

@@ -20,6 +20,7 @@ from sagewire.core.async_types import AsyncAccepted, AsyncCall, AsyncEndpointReq
 from sagewire.core.errors import ErrorKind, SagewireError, deadline_exceeded, invalid_argument
 from sagewire.core.job_ids import JobIdCodec, JobToken
 from sagewire.core.job_results import not_configured
+from sagewire.core.job_scope import check_accepted
 from sagewire.core.ports import AsyncInferencePort, ObjectStorePort
 from sagewire.core.routes import Route, RouteTable
 from sagewire.core.types import InvocationOptions
@@ -240,16 +241,9 @@ class AsyncJobs:
     def _issue(
         self, route: Route, request: AsyncEndpointRequest, accepted: AsyncAccepted
     ) -> IssuedJob:
-        locations = [accepted.output_location]
-        if accepted.failure_location:
-            locations.append(accepted.failure_location)
-        if any(S3Location.parse(uri) is None for uri in locations):
-            raise SagewireError(
-                message=f"SageMaker accepted the job on endpoint {request.endpoint!r} but "
-                "answered with an output location sagewire cannot read (not s3://)",
-                kind=ErrorKind.INTERNAL,
-                reason="UNREADABLE_OUTPUT_LOCATION",
-            )
+        check_accepted(
+            route.name, route.settings, accepted.output_location, accepted.failure_location
+        )
         now = int(self._clock())
         token = JobToken(
             model=route.name,

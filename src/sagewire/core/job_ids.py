@@ -12,6 +12,14 @@ Why HMAC and not encryption: the point is that a caller cannot forge or alter an
 sagewire read other S3 objects; the contents (S3 locations of the caller's own job) are not
 secret from the caller. Every check here happens before any S3 call, and failures say nothing
 about which part was wrong.
+
+An id is accepted only in the one form `encode` writes: base64url without padding whose unused
+trailing bits are zero, so padding variants and the standard alphabet's `+`/`/` are refused
+rather than read as the same id. Every field is checked after the tag (names, an `s3://` output
+location, a failure location that is `s3://` or empty, times within 0..MAX_TIMESTAMP), so an id
+signed by any key holder with odd contents is JOB_ID_MALFORMED, never an internal error. A
+signed id is still not trusted to name what it likes: `core.job_scope` checks its route,
+endpoint and locations against the configuration.
 """
 
 from __future__ import annotations
@@ -27,11 +35,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
+from sagewire.config.sagemaker_fields import option_problem
+from sagewire.config.settings import EndpointName, ModelName
+from sagewire.core.async_types import S3Location
 from sagewire.core.errors import ErrorKind, SagewireError, invalid_argument
 
 PREFIX = "swj1"
 MAX_JOB_ID_CHARS = 4096
 _TAG_BYTES = 32
+# 9999-12-31T23:59:59Z: the last second datetime (and protobuf's Timestamp) can hold.
+MAX_TIMESTAMP = 253_402_300_799
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 _FIELDS = {
     "m": "model",
     "e": "endpoint",
@@ -68,7 +84,13 @@ def _b64encode(data: bytes) -> str:
 
 
 def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """The bytes of canonical unpadded base64url `text`; ValueError for any other form."""
+    if not _BASE64URL.fullmatch(text):
+        raise ValueError("not unpadded base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64encode(data) != text:  # nonzero unused bits: another spelling of the same bytes
+        raise ValueError("not canonical base64url")
+    return data
 
 
 def _malformed() -> SagewireError:
@@ -130,6 +152,8 @@ class JobIdCodec:
         parts = job_id.split(".")
         if len(job_id) > MAX_JOB_ID_CHARS or len(parts) != 3 or parts[0] != PREFIX:
             raise _malformed()
+        if not _BASE64URL.fullmatch(parts[1]):  # ASCII only from here on
+            raise _malformed()
         _, payload, tag_text = parts
         try:
             tag = _b64decode(tag_text)
@@ -152,16 +176,48 @@ class JobIdCodec:
     def _parse(payload: str) -> JobToken:
         try:
             doc: Any = json.loads(_b64decode(payload))
-            values = {name: doc[short] for short, name in _FIELDS.items()}
-        except (binascii.Error, ValueError, KeyError, TypeError):
+        except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
             raise _malformed() from None
-        times = ("submitted_at", "expires_at")
-        if not all(
-            isinstance(values[name], int) if name in times else isinstance(values[name], str)
-            for name in values
-        ):
+        # Exactly the fields encode writes: all of _FIELDS, the owner binding only when set.
+        if not isinstance(doc, dict) or set(doc) - {_OWNER} != set(_FIELDS):
+            raise _malformed()
+        values = {name: doc[short] for short, name in _FIELDS.items()}
+        if not _valid(values):
             raise _malformed()
         owner = doc.get(_OWNER, "")
         if owner and not (isinstance(owner, str) and _OWNER_TEXT.fullmatch(owner)):
             raise _malformed()
         return JobToken(**values, owner=owner)
+
+
+_MODEL = TypeAdapter(ModelName)
+_ENDPOINT = TypeAdapter(EndpointName)
+
+
+def _valid(values: dict[str, Any]) -> bool:
+    """Every field as `encode` writes it for a job sagewire accepted."""
+    texts = ("model", "endpoint", "inference_id", "output_location", "failure_location")
+    if not all(isinstance(values[name], str) for name in texts):
+        return False
+    times = (values["submitted_at"], values["expires_at"])
+    if not all(type(t) is int and 0 <= t <= MAX_TIMESTAMP for t in times):  # no bools
+        return False
+    try:
+        _MODEL.validate_python(values["model"])
+        _ENDPOINT.validate_python(values["endpoint"])
+    except ValidationError:
+        return False
+    inference_id = values["inference_id"]
+    if not inference_id or option_problem("inference_id", inference_id) is not None:
+        return False
+    failure = values["failure_location"]
+    return readable_location(values["output_location"]) and (
+        not failure or readable_location(failure)
+    )
+
+
+def readable_location(uri: str) -> bool:
+    """An `s3://bucket/key` whose key has no `.` or `..` segment (an HTTP layer could fold
+    those into another key)."""
+    location = S3Location.parse(uri)
+    return location is not None and not {".", ".."} & set(location.key.split("/"))

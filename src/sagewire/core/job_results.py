@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 
 from sagewire.config.async_jobs import AsyncJobSettings
+from sagewire.config.settings import RouteSettings
 from sagewire.core.async_types import (
     JobResult,
     JobState,
@@ -26,6 +27,7 @@ from sagewire.core.async_types import (
 from sagewire.core.backoff import backoff_delay
 from sagewire.core.errors import ErrorKind, SagewireError
 from sagewire.core.job_ids import JobIdCodec, JobToken
+from sagewire.core.job_scope import check_token
 from sagewire.core.ports import CompletionSignal, ObjectStorePort, OpenGuard, RouteGuard
 from sagewire.observability import calls, signals
 
@@ -66,7 +68,7 @@ def not_configured() -> SagewireError:
 
 
 def _location(uri: str) -> S3Location:
-    # Job ids are authenticated and their locations were checked when issued.
+    # Job ids are authenticated and their locations checked (core.job_ids, core.job_scope).
     location = S3Location.parse(uri)
     assert location is not None
     return location
@@ -77,11 +79,13 @@ async def _none() -> None:
 
 
 class JobResults:
-    """GetAsyncResult, WatchAsync and ReadAsyncOutput, transport-neutral."""
+    """GetAsyncResult, WatchAsync and ReadAsyncOutput, transport-neutral. `routes` are the
+    configured routes every job id is checked against."""
 
     def __init__(
         self,
         settings: AsyncJobSettings,
+        routes: Mapping[str, RouteSettings],
         codec: JobIdCodec | None,
         store: ObjectStorePort,
         signal: CompletionSignal | None = None,
@@ -90,6 +94,7 @@ class JobResults:
         guard: RouteGuard | None = None,
     ) -> None:
         self._settings = settings
+        self._routes = routes
         # Whose jobs the current caller may read, and whether it may use their route.
         self._guard = guard or OpenGuard()
         self._codec = codec
@@ -101,14 +106,17 @@ class JobResults:
 
     def token(self, job_id: str) -> JobToken:
         """Verify `job_id` (no I/O): INVALID_ARGUMENT when forged or malformed, NOT_FOUND when
-        expired or submitted by another caller, PERMISSION_DENIED when the caller may no longer
-        use the job's route."""
+        expired or submitted by another caller, FAILED_PRECONDITION when it names what the
+        configuration does not serve, PERMISSION_DENIED when the caller may no longer use the
+        job's route."""
         if self._codec is None:
             raise not_configured()
         token = self._codec.decode(job_id, self._clock())
+        check_token(token, self._routes)
         if token.owner != self._guard.owner():
             raise job_not_found()
-        calls.set_model(token.model)  # a route name sagewire itself signed
+        # A route name sagewire signed and serves: a bounded metric label.
+        calls.set_model(token.model)
         self._guard.admit(token.model)
         return token
 

@@ -226,7 +226,7 @@ class SagewireServer:
         codec = job_codec(jobs)
         return AsyncJobsService(
             AsyncJobs(self.settings, gateway.routes, runtime, s3, codec),
-            JobResults(jobs, codec, s3, guard=gateway.routes.guard),
+            JobResults(jobs, self.settings.routes, codec, s3, guard=gateway.routes.guard),
             self.settings.server.max_json_view_bytes,
         )
 

@@ -27,7 +27,7 @@ NO_KUBECTL = (
     "KUBECTL NOT FOUND: deploy/k8s overlays were NOT rendered or validated "
     "(install kubectl >= 1.27, which bundles kustomize v5)"
 )
-# Stands in for Secrets the prod overlay expects to exist in the cluster (made outside git).
+# Stands in for Secrets the overlays expect to exist in the cluster (made outside git).
 TEST_SECRETS = {
     ("sagewire-job-id-keys", "job_id_keys"): '["dGVzdC1vbmx5LWpvYi1pZC1rZXktMzItYnl0ZXMtbG9uZw=="]'
 }

@@ -25,7 +25,11 @@ ROUTES: dict[str, dict[str, Any]] = {
     "chat": {**CHAT, "converse": {"sessions": True, "open_body": OPEN, "close_body": CLOSE}},
     "chat-idle": {**CHAT, "converse": {"idle_timeout_s": 0.3}},
     "tokens": {"endpoint": "tokens", "mode": "stream", "framing": "lines", "timeout_s": 60},
-    "async-only": {"endpoint": "echo", "mode": "async"},
+    "async-only": {
+        "endpoint": "echo",
+        "mode": "async",
+        "async": {"output_prefix": "s3://sagewire-emulator/async-output/"},
+    },
     "bidi-echo": {"endpoint": "bidi-echo", "mode": "bidi"},
 }
 

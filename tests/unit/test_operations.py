@@ -41,11 +41,18 @@ def test_every_option_and_mode_is_in_the_table() -> None:
     assert set(MODE_OPERATION) == {mode.value for mode in RouteMode}
 
 
+def _results(route: dict[str, Any]) -> dict[str, Any]:
+    # Async routes name where their endpoint puts results (async.output_prefix).
+    if route.get("mode") == "async":
+        return {"async": {"output_prefix": "s3://results/out/"}}
+    return {}
+
+
 def _load(route: dict[str, Any]) -> None:
     load_settings(
         overrides={
             "async_jobs": {"job_id_keys": ["dGVzdC1vbmx5LWpvYi1pZC1rZXktMzItYnl0ZXMtbG9uZw=="]},
-            "routes": {"r": {"endpoint": "e", **route}},
+            "routes": {"r": {"endpoint": "e", **_results(route), **route}},
         }
     )
 

@@ -70,6 +70,7 @@ class Model(_message.Message):
     FRAMING_FIELD_NUMBER: _builtins.int
     ENDPOINT_STATUS_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    DEFAULT_CUSTOM_ATTRIBUTES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Logical model name callers use."""
     mode: Global___RouteMode.ValueType
@@ -88,9 +89,19 @@ class Model(_message.Message):
     """
     description: _builtins.str
     """Free-text description from the configuration."""
+    default_custom_attributes: _builtins.str
+    """The route's default CustomAttributes with every value redacted, or "" when it has none:
+    each ";"- or ","-separated item is shown as "<key>=<redacted>" (key: up to 64 letters,
+    digits, "_", "-", ".", ":"), anything else as "<redacted>", items joined with ";". They are
+    sent on calls that set no custom_attributes; a caller's custom_attributes (where the route
+    allows it) replaces them whole.
+    """
     @_builtins.property
     def defaults(self) -> _common_pb2.InvocationOptions:
-        """Defaults applied to every call."""
+        """Defaults applied to every call that does not set the option itself. custom_attributes is
+        always empty here: the route's default CustomAttributes may hold credentials, so only their
+        redacted form is shown (default_custom_attributes).
+        """
 
     @_builtins.property
     def allowed_options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -114,10 +125,11 @@ class Model(_message.Message):
         framing: _common_pb2.Framing.ValueType = ...,
         endpoint_status: _builtins.str = ...,
         description: _builtins.str = ...,
+        default_custom_attributes: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["defaults", b"defaults", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "allowed_options", b"allowed_options", "content_type", b"content_type", "defaults", b"defaults", "description", b"description", "endpoint_name", b"endpoint_name", "endpoint_status", b"endpoint_status", "framing", b"framing", "mode", b"mode", "name", b"name", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "allowed_options", b"allowed_options", "content_type", b"content_type", "default_custom_attributes", b"default_custom_attributes", "defaults", b"defaults", "description", b"description", "endpoint_name", b"endpoint_name", "endpoint_status", b"endpoint_status", "framing", b"framing", "mode", b"mode", "name", b"name", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

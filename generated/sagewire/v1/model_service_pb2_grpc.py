@@ -27,6 +27,10 @@ if _version_not_supported:
 
 class ModelServiceStub:
     """The route table: which logical models exist and how they reach SageMaker.
+
+    Every caller may read it, so it shows what a caller needs to call a model and nothing that
+    may be secret: a route's default custom attributes (which may hold credentials) are never
+    shown, only their keys (Model.default_custom_attributes).
     """
 
     def __init__(self, channel):
@@ -49,6 +53,10 @@ class ModelServiceStub:
 
 class ModelServiceServicer:
     """The route table: which logical models exist and how they reach SageMaker.
+
+    Every caller may read it, so it shows what a caller needs to call a model and nothing that
+    may be secret: a route's default custom attributes (which may hold credentials) are never
+    shown, only their keys (Model.default_custom_attributes).
     """
 
     def ListModels(self, request, context):
@@ -88,6 +96,10 @@ def add_ModelServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ModelService:
     """The route table: which logical models exist and how they reach SageMaker.
+
+    Every caller may read it, so it shows what a caller needs to call a model and nothing that
+    may be secret: a route's default custom attributes (which may hold credentials) are never
+    shown, only their keys (Model.default_custom_attributes).
     """
 
     @staticmethod

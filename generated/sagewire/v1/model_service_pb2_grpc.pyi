@@ -27,7 +27,12 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ModelServiceStub:
-    """The route table: which logical models exist and how they reach SageMaker."""
+    """The route table: which logical models exist and how they reach SageMaker.
+
+    Every caller may read it, so it shows what a caller needs to call a model and nothing that
+    may be secret: a route's default custom attributes (which may hold credentials) are never
+    shown, only their keys (Model.default_custom_attributes).
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -40,7 +45,12 @@ class ModelServiceStub:
 
 @_typing.type_check_only
 class ModelServiceAsyncStub(ModelServiceStub):
-    """The route table: which logical models exist and how they reach SageMaker."""
+    """The route table: which logical models exist and how they reach SageMaker.
+
+    Every caller may read it, so it shows what a caller needs to call a model and nothing that
+    may be secret: a route's default custom attributes (which may hold credentials) are never
+    shown, only their keys (Model.default_custom_attributes).
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListModels: _aio.UnaryUnaryMultiCallable[_model_service_pb2.ListModelsRequest, _model_service_pb2.ListModelsResponse]  # type: ignore[assignment]
@@ -49,7 +59,12 @@ class ModelServiceAsyncStub(ModelServiceStub):
     """Describes one route, with its endpoint's status where the control plane is reachable."""
 
 class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The route table: which logical models exist and how they reach SageMaker."""
+    """The route table: which logical models exist and how they reach SageMaker.
+
+    Every caller may read it, so it shows what a caller needs to call a model and nothing that
+    may be secret: a route's default custom attributes (which may hold credentials) are never
+    shown, only their keys (Model.default_custom_attributes).
+    """
 
     @_abc_1.abstractmethod
     def ListModels(

@@ -10,6 +10,7 @@ from sagewire.config.operations import OPTIONS, PARAMETERS, Operation, takes
 from sagewire.config.settings import RouteMode, RouteSettings, StreamFraming
 from sagewire.core.errors import ErrorKind, SagewireError, invalid_argument, model_not_found
 from sagewire.core.ports import OpenGuard, RouteGuard
+from sagewire.core.redaction import redact_custom_attributes
 from sagewire.core.types import InvocationOptions, RouteInfo
 from sagewire.observability import calls, signals
 from sagewire.observability.metrics import PASSTHROUGH
@@ -50,7 +51,9 @@ class Route:
             framing=s.framing,
             timeout_s=s.timeout_s,
             allowed_options=tuple(sorted(self.allowed)),
-            defaults=self.defaults,
+            # Every caller may read this: defaults that may hold credentials are redacted.
+            defaults=replace(self.defaults, custom_attributes=""),
+            default_custom_attributes=redact_custom_attributes(self.defaults.custom_attributes),
         )
 
     def check_allowed(self, options: InvocationOptions, operation: Operation) -> None:

@@ -88,7 +88,10 @@ class RouteInfo:
     framing: StreamFraming
     timeout_s: float
     allowed_options: tuple[str, ...]
+    # custom_attributes is always empty: see default_custom_attributes.
     defaults: InvocationOptions
+    # The route's default CustomAttributes, redacted (core.redaction); "" when none.
+    default_custom_attributes: str = ""
 
 
 # -- bidirectional streams (InvokeEndpointWithBidirectionalStream) ----------------------------

@@ -151,4 +151,5 @@ def model_to_proto(info: RouteInfo, endpoint_status: str = "Unknown") -> model_s
         framing=_FRAMINGS[info.framing],
         endpoint_status=endpoint_status,
         description=info.description,
+        default_custom_attributes=info.default_custom_attributes,
     )

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +40,11 @@ class Process:
 
 
 @contextmanager
-def sagewire_process(*args: str, env: dict[str, str] | None = None) -> Iterator[Process]:
-    """Start `sagewire ARGS` listening on 127.0.0.1:0 and wait for its ready line."""
+def sagewire_process(
+    *args: str, env: dict[str, str] | None = None, unset: Sequence[str] = ()
+) -> Iterator[Process]:
+    """Start `sagewire ARGS` listening on 127.0.0.1:0 and wait for its ready line; `unset`
+    names environment variables it must not inherit."""
     environ = {
         **os.environ,
         "SAGEWIRE_SERVER__LISTEN": "127.0.0.1:0",
@@ -49,6 +52,8 @@ def sagewire_process(*args: str, env: dict[str, str] | None = None) -> Iterator[
         "SAGEWIRE_TELEMETRY__METRICS_LISTEN": "127.0.0.1:0",  # config/local.toml says 9464
         **(env or {}),
     }
+    for name in unset:
+        environ.pop(name, None)
     popen = subprocess.Popen(
         [str(BIN / "sagewire"), *args],
         cwd=REPO,
@@ -74,7 +79,7 @@ def sagewire_process(*args: str, env: dict[str, str] | None = None) -> Iterator[
                 ready.set()
 
     threading.Thread(target=drain, daemon=True).start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # start-up is slow on a contended machine
     while not ready.wait(0.1):
         if popen.poll() is not None or time.monotonic() > deadline:
             popen.kill()

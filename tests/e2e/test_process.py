@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import signal
+import socket
 import subprocess
+import time
 import tomllib
 from pathlib import Path
 
 import pytest
 from processes import BIN, REPO, grpcurl, sagewire_process
 
+from sagewire.cli.main import main
+
 pytestmark = pytest.mark.e2e
 
 
 # Never the fixed ports of `make run`, should a process get as far as listening.
-FREE_PORTS = {"SAGEWIRE_SERVER__LISTEN": "127.0.0.1:0", "SAGEWIRE_REST__LISTEN": "127.0.0.1:0"}
+FREE_PORTS = {
+    "SAGEWIRE_SERVER__LISTEN": "127.0.0.1:0",
+    "SAGEWIRE_REST__LISTEN": "127.0.0.1:0",
+    "SAGEWIRE_TELEMETRY__METRICS_LISTEN": "127.0.0.1:0",
+}
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -106,3 +115,72 @@ def test_serve_refuses_the_development_key_published_in_local_toml(tmp_path: Pat
         assert "sagewire ready" not in result.stderr
     # The control: the same file with a key of its own is a valid configuration.
     assert _run("check-config", str(config)).returncode == 0
+
+
+def test_version() -> None:
+    result = _run("--version")
+    assert result.returncode == 0
+    assert re.fullmatch(r"sagewire \d+\.\d+\.\d+\S*\n", result.stdout), result.stdout
+
+
+def test_every_command_says_what_it_does(capsys: pytest.CaptureFixture[str]) -> None:
+    # In-process: argparse prints the same help, without an interpreter start per command.
+    commands = ["serve", "local", "check-config", "health", "invoke", "stream", "chat", "jobs"]
+    for command in [*commands, "models"]:
+        with pytest.raises(SystemExit) as exited:
+            main([command, "--help"])
+        assert exited.value.code == 0
+        # argparse prints: usage block, blank line, description, blank line, arguments.
+        blocks = capsys.readouterr().out.split("\n\n")
+        assert len(blocks) >= 3, blocks
+        description = blocks[1].strip()
+        assert description, command
+        assert not description.startswith(("options:", "positional arguments:")), command
+
+
+@pytest.mark.parametrize("which", ["SAGEWIRE_SERVER__LISTEN", "SAGEWIRE_REST__LISTEN"])
+@pytest.mark.parametrize("command", ["serve", "local"])
+def test_a_taken_port_is_one_line_naming_the_address(command: str, which: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        config = "tests/e2e/minimal.toml" if command == "serve" else "config/local.toml"
+        result = _run(command, "--config", config, env={which: address})
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"sagewire: cannot listen on {address} "
+        f"({'gRPC, server.listen' if 'SERVER' in which else 'REST bridge, rest.listen'}): "
+        "address already in use"
+    ]
+
+
+def test_serve_warns_without_routes_or_credentials(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    nowhere = str(tmp_path / "none")
+    no_credentials = {
+        "AWS_ACCESS_KEY_ID": "",
+        "AWS_SECRET_ACCESS_KEY": "",
+        "AWS_SESSION_TOKEN": "",
+        "AWS_PROFILE": "",
+        "AWS_SHARED_CREDENTIALS_FILE": nowhere,
+        "AWS_CONFIG_FILE": nowhere,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI": "",
+        "AWS_WEB_IDENTITY_TOKEN_FILE": "",
+    }
+    env = {key: value for key, value in no_credentials.items() if value}
+    unset = [key for key, value in no_credentials.items() if not value]
+    with sagewire_process("serve", "--config", str(empty), env=env, unset=unset) as process:
+        deadline = time.monotonic() + 30
+        while not all(
+            any(text in line for line in process.log)
+            for text in ("no routes are configured", "no AWS credentials found")
+        ):
+            assert time.monotonic() < deadline, "".join(process.log)
+            time.sleep(0.1)
+        probe = _run("health", "--target", process.target)
+        assert "SERVING" in probe.stdout
+        assert probe.returncode == 0

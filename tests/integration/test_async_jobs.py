@@ -42,7 +42,7 @@ def _submit(model: str = "slow-echo", attributes: str = "", **fields: Any) -> An
     return pb.SubmitAsyncRequest(model=model, options=options, **fields)
 
 
-async def _watch(sw: Sagewire, job_id: str, deadline_s: float = 10) -> list[pb.WatchAsyncResponse]:
+async def _watch(sw: Sagewire, job_id: str, deadline_s: float = 30) -> list[pb.WatchAsyncResponse]:
     call = sw.inference.WatchAsync(pb.WatchAsyncRequest(job_id=job_id), timeout=deadline_s)
     return [message async for message in call]
 

@@ -23,34 +23,66 @@ from typing import Any
 from sagewire.client.cli import main as client_cli
 from sagewire.config import ConfigError, Settings, load_settings
 from sagewire.observability import logs
-from sagewire.transports.grpc.server import SagewireServer
+from sagewire.transports.grpc.server import SagewireServer, check_listeners
 
 log = logging.getLogger("sagewire")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sagewire")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree uninstalled
+        return "unknown"
+
+
+_SERVE = (
+    "Run the gateway: gRPC on server.listen (and the REST bridge on rest.listen), calling "
+    "SageMaker with credentials and region from the standard AWS chain. Stops on SIGTERM or "
+    "SIGINT after draining."
+)
+_LOCAL = (
+    "Run the gateway with a local SageMaker Runtime emulator (demo models, fault injection) "
+    "and a local S3, so no AWS account is needed. `make run` runs this with config/local.toml."
+)
+_CHECK = "Validate a configuration file (and SAGEWIRE_* variables) and exit: 0 valid, 2 not."
+_HEALTH = "Ask a running sagewire's grpc.health.v1 service; exit 0 when SERVING, else 1."
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sagewire", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"sagewire {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the gateway")
+    serve = sub.add_parser("serve", help="run the gateway against AWS", description=_SERVE)
     serve.add_argument("--config", help="TOML configuration file")
-    local = sub.add_parser("local", help="run the gateway with the local SageMaker emulator")
+    local = sub.add_parser(
+        "local", help="run the gateway with the local SageMaker emulator", description=_LOCAL
+    )
     local.add_argument("--config", help="gateway TOML configuration (routes to demo endpoints)")
     local.add_argument("--emulator-config", help="emulator TOML (default: built-in demo models)")
     local.add_argument("--emulator-port", type=int, default=0, help="emulator port (0 = any)")
     local.add_argument(
         "--emulator-bidi-port", type=int, default=0, help="emulator HTTP/2 TLS port (0 = any)"
     )
-    check = sub.add_parser("check-config", help="validate a configuration file")
+    check = sub.add_parser("check-config", help="validate a configuration file", description=_CHECK)
     check.add_argument("config")
     keys = sub.add_parser("api-key", help="make static API keys ([auth.api_keys])")
     key_verbs = keys.add_subparsers(dest="verb", required=True)
     new = key_verbs.add_parser("new", help="print a new key and its hashes-file line")
     new.add_argument("name", help="the key's name: its principal is key:<name>")
-    probe = sub.add_parser("health", help="probe a running sagewire's gRPC health service")
+    probe = sub.add_parser(
+        "health", help="probe a running sagewire's gRPC health service", description=_HEALTH
+    )
     probe.add_argument("--target", default="127.0.0.1:50051")
     probe.add_argument("--service", default="", help="service name ('' = overall)")
     probe.add_argument("--timeout", type=float, default=3.0)
     client_cli.add_commands(sub)
+    # Every command's own --help starts with what it does (its one-line help, unless it has a
+    # longer description).
+    for action in sub._choices_actions:
+        command = sub.choices[action.dest]
+        command.description = command.description or action.help
     return parser
 
 
@@ -120,8 +152,35 @@ async def _serve(settings: Settings, stack: AsyncExitStack) -> None:
                     flush=True,
                 )
             print(f"sagewire ready on {host}:{server.port}", file=sys.stderr, flush=True)
+            # In the background: the credential chain may ask the instance metadata service.
+            warnings = asyncio.create_task(_warn_if_unusable(settings))
             await stop.wait()
+            warnings.cancel()
             log.info("signal received")
+
+
+async def _warn_if_unusable(settings: Settings) -> None:
+    """Warn about a configuration that starts (health still says SERVING) but cannot serve a
+    call: no routes, or no AWS credentials in the standard chain."""
+    if not settings.routes:
+        log.warning(
+            "no routes are configured: every call answers NOT_FOUND; add [routes.<name>] "
+            "(docs/configuration.md)"
+        )
+    from aiobotocore.session import get_session
+
+    try:
+        async with asyncio.timeout(15):
+            credentials = await get_session().get_credentials()
+    except Exception as error:  # only a warning is at stake
+        log.debug("could not look up AWS credentials: %s", error)
+        return
+    if credentials is None:
+        log.warning(
+            "no AWS credentials found (environment, shared config and credentials files, SSO, "
+            "container or instance role): every call to SageMaker will fail until some are "
+            "available"
+        )
 
 
 async def _local(args: argparse.Namespace) -> None:
@@ -227,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run(_serve(settings, AsyncExitStack()))
             return 0
         settings = load_settings(args.config)  # fail fast, before starting anything
+        check_listeners(settings)  # before the emulator and S3 start
         logs.configure("INFO", settings.server.log_format)
         _run(_local(args))
         return 0

@@ -41,6 +41,7 @@ from sagewire.transports.grpc.health import SERVING, HealthService
 from sagewire.transports.grpc.inference import InferenceServicer
 from sagewire.transports.grpc.models import ModelServicer
 from sagewire.transports.grpc.reflection import enable_reflection
+from sagewire.transports.listen import ListenError, check_listen
 
 if TYPE_CHECKING:
     from sagewire.transports.rest.server import RestListener
@@ -94,15 +95,31 @@ def _connection_bounds(settings: Settings) -> list[tuple[str, int]]:
     return bounds
 
 
-def _bind(server: grpc.aio.Server, listen: str, tls: RotatingTls | None) -> int:
-    port = (
-        server.add_secure_port(listen, tls.grpc_credentials())
-        if tls is not None
-        else server.add_insecure_port(listen)
-    )
+def _bind(server: grpc.aio.Server, listen: str, tls: RotatingTls | None, what: str) -> int:
+    try:
+        port = (
+            server.add_secure_port(listen, tls.grpc_credentials())
+            if tls is not None
+            else server.add_insecure_port(listen)
+        )
+    except RuntimeError:  # taken since check_listeners; gRPC says no more than this
+        port = 0
     if port == 0:
-        raise OSError(f"could not listen on {listen}")
+        raise ListenError(f"cannot listen on {listen} ({what})")
     return port
+
+
+def check_listeners(settings: Settings) -> None:
+    """ListenError naming the first configured address that cannot be bound (gRPC, REST bridge,
+    metrics), before anything starts."""
+    check_listen(settings.server.listen, "gRPC, server.listen")
+    if settings.server.maintenance_listen is not None:
+        check_listen(settings.server.maintenance_listen, "health, server.maintenance_listen")
+    if settings.rest.listen:
+        check_listen(settings.rest.listen, "REST bridge, rest.listen")
+    metrics = settings.telemetry.metrics_listen
+    if metrics is not None:
+        check_listen(metrics, "metrics, telemetry.metrics_listen")
 
 
 class SagewireServer:
@@ -124,6 +141,7 @@ class SagewireServer:
         self._otlp: Otlp | None = None
 
     async def start(self) -> int:
+        check_listeners(self.settings)
         observer = await self._open_observability()
         runtime = await self._stack.enter_async_context(SageMakerRuntime(self.settings.aws))
         security = self._open_security()
@@ -145,7 +163,7 @@ class SagewireServer:
             enable_reflection(registrar, [*SERVICE_NAMES, HEALTH_SERVICE], check)
         listen = self.settings.server.listen
         self.tls = self._open_tls()
-        self.port = _bind(server, listen, self.tls)
+        self.port = _bind(server, listen, self.tls, "gRPC, server.listen")
         await server.start()
         self._server = server
         if self.settings.rest.listen:
@@ -205,7 +223,7 @@ class SagewireServer:
             return
         server = grpc.aio.server(options=_connection_bounds(self.settings))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, guarded(server))
-        self.maintenance_port = _bind(server, listen, None)
+        self.maintenance_port = _bind(server, listen, None, "health, server.maintenance_listen")
         await server.start()
         self._maintenance = server
         log.info("health-only maintenance listener on %s (plaintext)", listen)
@@ -288,6 +306,11 @@ class SagewireServer:
         try:
             await self.start()
         except BaseException:
+            # Nothing may stay up after a failed start (a listener after gRPC's failed).
+            for started in (self._server, self._maintenance):
+                if started is not None:
+                    await started.stop(0)
+            self._server = self._maintenance = None
             await self._stack.aclose()
             raise
         return self

@@ -3,8 +3,8 @@
 that run").
 
 A block runs when the line before its fence is `<!-- doc-test: run -->`, optionally with
-`exit=N` (the block's expected exit status, default 0) and `expect="text"` (must appear in what
-it prints; may repeat). How it runs depends on its language:
+`exit=N` (the block's expected exit status, default 0; `exit=fail`: any but 0) and
+`expect="text"` (must appear in what it prints; may repeat). How it runs depends on its language:
 
 - `sh`, `bash`: one bash process per block (`set -euo pipefail`), so variables carry from line to
   line as in a terminal;
@@ -64,7 +64,7 @@ class Block:
     language: str
     body: str
     marker: str  # the HTML comment right before the fence, or ""
-    expect_exit: int = 0
+    expect_exit: int | None = 0  # None: any non-zero status (`exit=fail`)
     expect: list[str] = field(default_factory=list)
 
     @property
@@ -90,7 +90,7 @@ def blocks() -> list[Block]:
             for key, raw in _OPTION.findall(marker.removeprefix("<!--").removesuffix("-->")):
                 value = raw.strip('"')
                 if key == "exit":
-                    block.expect_exit = int(value)
+                    block.expect_exit = None if value == "fail" else int(value)
                 elif key == "expect":
                     block.expect.append(value)
             found.append(block)
@@ -152,9 +152,9 @@ def test_block_runs_as_printed(local: Process, block: Block) -> None:
         check=False,
     )
     printed = done.stdout + done.stderr
-    assert done.returncode == block.expect_exit, (
-        f"{block.name} exited {done.returncode}:\n{printed}"
-    )
+    exited = done.returncode
+    ok = exited != 0 if block.expect_exit is None else exited == block.expect_exit
+    assert ok, f"{block.name} exited {exited}:\n{printed}"
     for text in block.expect:
         assert text in printed, f"{block.name}: {text!r} not in:\n{printed}"
 

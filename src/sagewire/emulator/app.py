@@ -22,7 +22,7 @@ from contextlib import aclosing
 
 from aiohttp import web
 
-from sagewire.emulator import async_invocations, control_plane, errors, eventstream
+from sagewire.emulator import admin, async_invocations, control_plane, errors, eventstream
 from sagewire.emulator.endpoints import EmulatorState, Endpoint
 from sagewire.emulator.errors import ERROR_TYPE_HEADER, ApiError
 from sagewire.emulator.faults import Fault, apply_request_fault
@@ -324,4 +324,5 @@ def build_app(state: EmulatorState, s3_endpoint_url: str | None = None) -> web.A
     app.router.add_post("/", control_plane.describe_endpoint_handler(state))
     app.router.add_get("/ping", ping)
     app.router.add_get("/_emulator/stats", stats)
+    admin.install(app, state)
     return app

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 import pytest
 import pytest_asyncio
-from async_support import ASYNC_ROUTES, async_settings
+from async_support import ASYNC_ROUTES, RESULTS, async_settings
 
 from sagewire.aws.s3 import S3Store
 from sagewire.config.settings import AwsSettings
@@ -27,7 +27,13 @@ READ_TIMEOUT_S = 1.0
 ROUTES = {
     **ASYNC_ROUTES,
     # One slot: a call that kept its slot would turn the next one away.
-    "one-at-a-time": {"endpoint": "echo", "mode": "async", "max_concurrency": 1, "timeout_s": 60},
+    "one-at-a-time": {
+        "endpoint": "echo",
+        "mode": "async",
+        "max_concurrency": 1,
+        "timeout_s": 60,
+        "async": RESULTS,
+    },
 }
 
 

@@ -81,7 +81,13 @@ def test_the_shipped_local_config_loads() -> None:
         "chat",
         "bidi-echo",
         "slow-echo",
+        # Demo faults (the emulator's failing endpoints).
+        "model-error",
+        "not-ready",
+        "throttled",
+        "stream-error",
     }
+    assert settings.routes["stream-error"].mode is RouteMode.STREAM
     assert settings.routes["bidi-echo"].mode is RouteMode.BIDI
     assert settings.routes["slow-echo"].mode is RouteMode.ASYNC
     assert settings.async_jobs.keys()  # the dev-only key an async route needs

@@ -206,7 +206,7 @@ async def _stream_fault(
         await stream.write(frame, end=True)
         return StreamOutcome.FAILED
     if _due(fault.close_after_parts, sent, at_end):
-        await stream.end()  # input may still be open: that is the point
+        await stream.end(stop_input=True)  # input may still be open: that is the point
         return StreamOutcome.COMPLETED
     if _due(fault.stall_after_parts, sent, at_end):
         await asyncio.Event().wait()  # until the client resets the stream (task cancelled)

@@ -27,6 +27,8 @@ import h2.events
 import h2.exceptions
 
 log = logging.getLogger(__name__)
+# How long a finished response waits for the client to end its input before resetting it.
+INPUT_END_GRACE_S = 5.0
 
 Handler = Callable[["H2Stream"], Awaitable[None]]
 
@@ -50,6 +52,7 @@ class H2Stream:
         self.responded = False
         self.ended = False  # our END_STREAM sent
         self.gone = False  # reset by the client or connection lost
+        self._stop_input = False
         self._window = asyncio.Event()
 
     # -- input ------------------------------------------------------------------------------
@@ -108,16 +111,23 @@ class H2Stream:
             self._finish()
         await self._conn.drain()
 
-    async def end(self) -> None:
-        """END_STREAM on the response."""
+    async def end(self, *, stop_input: bool = False) -> None:
+        """END_STREAM on the response; with ``stop_input`` also RST_STREAM NO_ERROR at once
+        when the client's input is still open (the ``close_after_parts`` fault)."""
+        self._stop_input = stop_input
         await self.write(b"", end=True)
 
     def _finish(self) -> None:
         self.ended = True
         if self.input_open and not self.gone:
-            # The answer is complete but the client still has input open: tell it to stop
-            # sending without error (RFC 9113 §8.1) so its input side cannot hang.
-            self._conn.reset(self.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+            if self._stop_input:
+                self._conn.reset(self.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+                return
+            # The answer is complete but the client's input is still open. Like a real HTTP/2
+            # server, let it end its side (its END_STREAM usually follows at once: resetting
+            # now makes the CRT client report AWS_ERROR_HTTP_STREAM_HAS_COMPLETED); only a
+            # client that keeps it open past the grace is told to stop (RFC 9113 §8.1).
+            self._conn.reset_later(self.stream_id, INPUT_END_GRACE_S)
 
     def abort(self) -> None:
         """Reset the stream with an error (the emulator gives up on it)."""
@@ -274,6 +284,17 @@ class _Connection(asyncio.Protocol):
         with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             self._h2.reset_stream(stream_id, error_code=code)
         self._flush()
+
+    def reset_later(self, stream_id: int, delay_s: float) -> None:
+        """RST_STREAM NO_ERROR after ``delay_s`` unless the stream has closed by then (the
+        client's END_STREAM); data it sends meanwhile is acknowledged and dropped."""
+
+        def reset_if_open() -> None:
+            stream = self._h2.streams.get(stream_id)
+            if stream is not None and not stream.closed:
+                self.reset(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+
+        asyncio.get_running_loop().call_later(delay_s, reset_if_open)
 
     def ack(self, stream_id: int, length: int) -> None:
         with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):

@@ -104,7 +104,9 @@ def test_info_describes_the_route() -> None:
     assert info.endpoint == "echo-endpoint"
     assert info.mode is RouteMode.REALTIME
     assert info.allowed_options == ("custom_attributes", "inference_id")
-    assert info.defaults == InvocationOptions(target_variant="A", custom_attributes="route")
+    # Every caller may read this: the default custom attributes' value is never shown.
+    assert info.defaults == InvocationOptions(target_variant="A")
+    assert info.default_custom_attributes == "<redacted>"
     assert info.timeout_s == 60.0
 
 

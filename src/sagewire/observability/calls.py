@@ -75,6 +75,14 @@ def set_model(label: str) -> None:
         call.model = label
 
 
+def failed(code: str, reason: str) -> None:
+    """The current call failed with this status code name and ErrorInfo reason."""
+    call = _current.get()
+    if call is not None:
+        call.code = code
+        call.reason = reason
+
+
 def set_principal(principal: str) -> None:
     """Name the authenticated caller in the current call's access record."""
     call = _current.get()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from sagewire.config.settings import Settings
 from sagewire.core.errors import SagewireError
+from sagewire.observability import calls, signals
 from sagewire.security import audit
 from sagewire.security.authn import Authenticator
 from sagewire.security.policy import Policy
@@ -86,6 +87,7 @@ class Security:
             )
             raise
         scope = CallScope(principal, credentials.method, credentials.model)
+        calls.set_principal(principal.id)  # for the access record
         if release is not None:
             scope.releases.append(release)
         _current.set(scope)
@@ -128,6 +130,7 @@ class Security:
             )
         except SagewireError as error:
             audit.denied(scope.principal.id, scope.method, route, error)
+            signals.rejected(error.reason)  # sagewire_route_rejections_total
             raise
         if release is not None:
             scope.releases.append(release)

@@ -18,6 +18,7 @@ from google.protobuf import json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from sagewire.core.errors import ErrorKind, SagewireError, invalid_argument
+from sagewire.observability import calls
 from sagewire.transports.grpc.status import to_rpc_status
 
 JSON_TYPE = "application/json"
@@ -71,6 +72,7 @@ def error_response(error: SagewireError) -> web.Response:
     """The HTTP answer for a domain error: mapped status, Status JSON body, Retry-After
     (and Allow on a 405)."""
     status = to_rpc_status(error)
+    calls.failed(code_pb2.Code.Name(status.code), error.reason)  # for access record and metrics
     headers = {}
     retry = retry_after_s(status)
     if retry is not None:

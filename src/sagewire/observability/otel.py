@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 CALL_DURATION = "rpc.server.call.duration"
 HTTP_DURATION = "http.server.request.duration"
+_FLUSH_MS = 10_000
 _CODES = {
     "OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4,
     "NOT_FOUND": 5, "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8,
@@ -148,7 +149,10 @@ class Otlp:
 
     def shutdown(self) -> None:
         """Export what is pending (spans, a last metrics collection) before the process ends."""
+        # A flush of its own first: the reader's last collection on shutdown is bounded by
+        # the export interval, which a loaded machine can overrun.
         if self.meter_provider is not None:
+            self.meter_provider.force_flush(timeout_millis=_FLUSH_MS)
             self.meter_provider.shutdown()
         if self.tracer_provider is not None:
-            self.tracer_provider.force_flush()
+            self.tracer_provider.force_flush(timeout_millis=_FLUSH_MS)

@@ -3,9 +3,13 @@
     git worktree add /tmp/sagewire-base HEAD~1        # or any revision to compare against
     python -m bench.ab --baseline /tmp/sagewire-base/src [--loads unary,stream-16] [--rounds 6]
     python -m bench.ab --baseline src --baseline-env SAGEWIRE_REST__LISTEN=   # REST off vs on
+    python -m bench.ab --observability [--loads unary]  # this tree: metrics and logs off vs on
 
 A runs the `sagewire` package found in `--baseline` (put first on PYTHONPATH; the generated
-protobuf code still comes from this checkout), B runs this working tree. Both serve the same
+protobuf code still comes from this checkout), B runs this working tree. With
+`--observability` both run this tree: A with no metrics listener and no access log, B with
+Prometheus metrics and a JSON access record per call (the drained pipe of a log shipper; OTLP
+is left out, it needs a collector). Both serve the same
 emulator, and every round runs each load against A and B in alternating order, so a busy
 neighbour or thermal drift hits both alike. The decision metric is sagewire's own CPU per call
 or relayed part (psutil user + system time), which background load disturbs far less than
@@ -36,20 +40,32 @@ class Tally:
     errors: int = 0
 
 
+# --observability: the same tree, everything off (A) against metrics and JSON logs on (B).
+OBSERVABILITY_OFF = {
+    "SAGEWIRE_SERVER__LOG_LEVEL": "INFO",
+    "SAGEWIRE_SERVER__ACCESS_LOG": "false",
+}
+OBSERVABILITY_ON = {
+    "SAGEWIRE_SERVER__LOG_LEVEL": "INFO",
+    "SAGEWIRE_SERVER__ACCESS_LOG": "true",
+    "SAGEWIRE_SERVER__LOG_FORMAT": "json",
+    "SAGEWIRE_TELEMETRY__METRICS_LISTEN": "127.0.0.1:0",
+}
+
+
 async def compare(
-    baseline: Path, loads: list[str], rounds: int, seconds: float, a_env: dict[str, str]
+    env_a: dict[str, str], env_b: dict[str, str], loads: list[str], rounds: int, seconds: float
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="sagewire-ab-") as directory:
         emulator_config, sagewire_config = write_configs(Path(directory))
         async with Services() as services:
             emulator = await services.emulator(emulator_config)
             a = await services.sagewire(
-                sagewire_config,
-                emulator.address,
-                extra_env={"PYTHONPATH": str(baseline), **a_env},
-                name="A",
+                sagewire_config, emulator.address, extra_env=env_a, name="A"
             )
-            b = await services.sagewire(sagewire_config, emulator.address, name="B")
+            b = await services.sagewire(
+                sagewire_config, emulator.address, extra_env=env_b, name="B"
+            )
             for load in loads:
                 tallies = {"A": Tally(), "B": Tally()}
                 for turn in range(rounds):
@@ -90,7 +106,12 @@ def _print(load: str, tallies: dict[str, Tally]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n")[0])
-    parser.add_argument("--baseline", type=Path, required=True, help="directory holding sagewire/")
+    parser.add_argument("--baseline", type=Path, help="directory holding sagewire/")
+    parser.add_argument(
+        "--observability",
+        action="store_true",
+        help="compare this tree with metrics and logs off (A) and on (B)",
+    )
     parser.add_argument("--loads", default="unary,unary-1,ttfp,stream-16")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=1.5)
@@ -106,14 +127,17 @@ def main() -> None:
     a_env = dict(item.partition("=")[::2] for item in args.baseline_env)
     loads = args.loads.split(",")
     unknown = sorted(set(loads) - set(LOADS))
-    if unknown or not (args.baseline / "sagewire").is_dir():
-        parser.error(
-            f"unknown loads {unknown} (known: {', '.join(LOADS)})"
-            if unknown
-            else f"{args.baseline} has no sagewire/ package"
-        )
-    log(f"A = {args.baseline}, B = this working tree; loads {', '.join(loads)}")
-    asyncio.run(compare(args.baseline.resolve(), loads, args.rounds, args.seconds, a_env))
+    if unknown:
+        parser.error(f"unknown loads {unknown} (known: {', '.join(LOADS)})")
+    if args.observability:
+        log(f"A = metrics and logs off, B = on (this tree); loads {', '.join(loads)}")
+        env_a, env_b = {**OBSERVABILITY_OFF, **a_env}, OBSERVABILITY_ON
+    elif args.baseline is None or not (args.baseline / "sagewire").is_dir():
+        parser.error("--baseline must name a directory holding sagewire/ (or use --observability)")
+    else:
+        log(f"A = {args.baseline}, B = this working tree; loads {', '.join(loads)}")
+        env_a, env_b = {"PYTHONPATH": str(args.baseline.resolve()), **a_env}, {}
+    asyncio.run(compare(env_a, env_b, loads, args.rounds, args.seconds))
 
 
 if __name__ == "__main__":

@@ -44,8 +44,12 @@ async def status_of(call: Any) -> str:
 
 
 def models_in(found: Scrape) -> set[str]:
-    """Every value the `model` label takes anywhere in the scrape."""
-    return {dict(labels)["model"] for (_, labels) in found.samples if "model" in dict(labels)}
+    """Every value the `model` label takes in the scrape, but for the configured limits."""
+    return {
+        dict(labels)["model"]
+        for (name, labels) in found.samples
+        if "model" in dict(labels) and name != "sagewire_route_max_concurrency"
+    }
 
 
 async def test_a_unary_call_is_counted_in_every_series(emulator: RunningEmulator) -> None:
@@ -62,8 +66,10 @@ async def test_a_unary_call_is_counted_in_every_series(emulator: RunningEmulator
     assert found.value("sagewire_upstream_requests_total", **upstream, outcome="OK") == 1
     assert found.value("sagewire_upstream_request_duration_seconds_count", **upstream) == 1
     assert found.value("sagewire_route_in_flight", model="echo") == 0
+    assert found.value("sagewire_route_max_concurrency", model="single-file") == 1
     # botocore's standard retry quota starts at 500 and nothing was retried.
     assert found.value("sagewire_aws_retry_quota_available", service="sagemaker-runtime") == 500
+    # Series of calls only name the route called; the limits name every configured route.
     assert models_in(found) == {"echo"}
 
 

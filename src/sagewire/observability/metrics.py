@@ -117,6 +117,13 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=reg,
         )
+        self.route_limit = Gauge(
+            "sagewire_route_max_concurrency",
+            "The route's max_concurrency (summed over processes), for in-flight / limit.",
+            ("model",),
+            multiprocess_mode="livesum",
+            registry=reg,
+        )
         self.route_rejections = Counter(
             "sagewire_route_rejections",
             "Calls refused by a route's own limits, by ErrorInfo reason "

@@ -197,6 +197,8 @@ class SagewireServer:
         metrics = None
         if settings.metrics_listen is not None:
             metrics = Metrics()
+            for name, route in self.settings.routes.items():
+                metrics.route_limit.labels(name).set(route.max_concurrency)
             admin = AdminListener(metrics.registry, settings.metrics_listen)
             self.metrics_port = (await self._stack.enter_async_context(admin)).port
         return Observer(metrics, self.settings.server.access_log, self._otlp.meter())

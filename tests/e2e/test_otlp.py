@@ -1,4 +1,6 @@
-"""OpenTelemetry over OTLP and JSON logs, from sagewire as a process to a collector the test runs.
+"""OpenTelemetry over OTLP and JSON logs, from sagewire as a process to a collector the test runs;
+and, on the same `sagewire local` process (its start is the costly part), docs/observability.md's
+curl command for /metrics, run as printed but for the port.
 
 The collector is a grpc.aio server implementing OTLP's TraceService and MetricsService (the
 opentelemetry-proto definitions): sagewire's own exporters, configured only by the standard
@@ -9,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import subprocess
+import tomllib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,7 +28,7 @@ from opentelemetry.proto.collector.metrics.v1 import (
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
-from processes import sagewire_process
+from processes import REPO, sagewire_process
 
 from sagewire.v1 import inference_service_pb2_grpc, invoke_pb2
 
@@ -99,6 +104,29 @@ async def _calls(target: str, rest_url: str) -> None:
         assert answer.status == 200
 
 
+def _run_the_docs_curl(metrics_url: str) -> None:
+    """The ```sh block of docs/observability.md's metrics section, against this process."""
+    doc = (REPO / "docs" / "observability.md").read_text()
+    block = re.search(r"```sh\n(curl [^\n]*/metrics[^\n]*)\n```", doc)
+    assert block is not None
+    printed = "http://127.0.0.1:9464/metrics"
+    assert printed in block.group(1)
+    # `make run` listens where the docs say.
+    local = tomllib.loads((REPO / "config" / "local.toml").read_text())
+    assert f"http://{local['telemetry']['metrics_listen']}/metrics" == printed
+    out = subprocess.run(
+        ["bash", "-c", block.group(1).replace(printed, metrics_url)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    lines = out.splitlines()
+    assert lines
+    assert all(line.startswith("grpc_server_handled_total{") for line in lines)
+    assert any('grpc_method="Invoke"' in line and 'grpc_code="NOT_FOUND"' in line for line in lines)
+
+
 def _points(found: Collector) -> list[dict[str, Any]]:
     """The data points of every rpc.server.call.duration received, in order."""
     points: list[dict[str, Any]] = []
@@ -130,6 +158,7 @@ async def test_spans_metrics_and_json_logs(collector: tuple[Collector, int]) -> 
     }
     with sagewire_process("local", "--config", "config/local.toml", env=env) as process:
         await _calls(process.target, process.rest_url)
+        _run_the_docs_curl(process.metrics_url)
         assert not found.spans
         assert not found.metrics
         # SIGTERM: sagewire exports what is pending, then exits (waiting in a thread, so the

@@ -144,12 +144,13 @@ class InstrumentedClient:
         if found is None:
             return
         metrics, model = found
-        metrics.upstream_requests.labels(model, operation, outcome).inc()
-        metrics.upstream_duration.labels(model, operation).observe(seconds)
+        metrics.child(metrics.upstream_requests, model, operation, outcome).inc()
+        metrics.child(metrics.upstream_duration, model, operation).observe(seconds)
         if retries:
-            metrics.upstream_retries.labels(model, operation).inc(retries)
+            metrics.child(metrics.upstream_retries, model, operation).inc(retries)
         if self._quota is not None:
-            metrics.retry_quota.labels(self._service).set(self._quota.available_capacity)
+            quota = metrics.child(metrics.retry_quota, self._service)
+            quota.set(self._quota.available_capacity)
 
 
 def _end_span(span: trace.Span, outcome: str, retries: int, response: Any) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -97,6 +98,7 @@ class Metrics:
             registry=reg,
         )  # fmt: skip
         self._methods: dict[tuple[str, str, str], MethodMetrics] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
         # -- the REST bridge: OpenTelemetry's http.server.request.duration, as Prometheus
         # names it when converting (dots → underscores, unit suffix) ---------------------
@@ -215,6 +217,15 @@ class Metrics:
             ("model",),
             registry=reg,
         )
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: prometheus-client's own lookup takes a lock and
+        checks the labels on every call. Bounded like the label values themselves."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def method(self, service: str, method: str, grpc_type: str) -> MethodMetrics:
         key = (grpc_type, service, method)

@@ -28,7 +28,7 @@ def in_flight() -> Any:
     if found is None:
         return None
     metrics, model = found
-    return metrics.route_in_flight.labels(model)
+    return metrics.child(metrics.route_in_flight, model)
 
 
 def relayed(parts: AsyncIterator[bytes], opened: float) -> AsyncIterator[bytes]:
@@ -43,7 +43,7 @@ def relayed(parts: AsyncIterator[bytes], opened: float) -> AsyncIterator[bytes]:
 async def _relayed(
     parts: AsyncIterator[bytes], opened: float, metrics: Metrics, model: str
 ) -> AsyncIterator[bytes]:
-    counter = metrics.stream_parts.labels(model)
+    counter = metrics.child(metrics.stream_parts, model)
     first = True
     async for part in parts:
         if first:

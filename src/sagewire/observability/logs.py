@@ -18,6 +18,8 @@ from typing import Any
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
+from sagewire import telemetry
+
 _NOISY = ("botocore", "smithy_core", "smithy_http", "smithy_aws_core", "smithy_aws_event_stream")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
@@ -26,6 +28,9 @@ class TraceContext(logging.Filter):
     """Adds `trace_id` and `span_id` (hex, "" when no span is recording) to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not telemetry.tracing():  # no provider: no span can be recording
+            record.trace_id = record.span_id = ""
+            return True
         context = trace.get_current_span().get_span_context()
         if context.is_valid:
             record.trace_id = format(context.trace_id, "032x")

@@ -1,0 +1,78 @@
+"""What observing one unary call costs, alone: the per-call work of metrics and the JSON access
+record, in µs of CPU, measured in one process without the rest of the call around it.
+
+    .venv/bin/python -m bench.observability_cost [--calls 20000] [--rounds 5]
+
+It runs exactly what the edge and the AWS wrapper do for one successful Invoke (open the call's
+record, name its route, hold and release the route slot, report one InvokeEndpoint, finish:
+gRPC series, access record) with each part on or off, in alternating rounds, and prints the
+median CPU per call. `python -m bench.ab --observability` measures the same on whole calls
+through two sagewire processes; on a busy machine its noise is larger than this difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import time
+
+from sagewire.observability import calls, logs, signals
+from sagewire.observability.metrics import Metrics
+
+
+class _Discard(io.TextIOBase):
+    """A log stream that keeps nothing (the cost of writing to a pipe is not ours to measure)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+def one_call(observer: calls.Observer) -> None:
+    call = observer.start("sagewire.v1.InferenceService", "Invoke", "unary")
+    call.received, call.bytes_in = 1, 20
+    calls.set_model("echo")
+    gauge = signals.in_flight()
+    if gauge is not None:
+        gauge.inc()
+    found = calls.current_metrics()
+    if found is not None:
+        metrics, model = found
+        metrics.child(metrics.upstream_requests, model, "InvokeEndpoint", "OK").inc()
+        metrics.child(metrics.upstream_duration, model, "InvokeEndpoint").observe(0.001)
+        metrics.child(metrics.retry_quota, "sagemaker-runtime").set(500)
+    if gauge is not None:
+        gauge.dec()
+    call.sent, call.bytes_out = 1, 40
+    observer.finish(call)
+
+
+def cpu_us(observer: calls.Observer, count: int) -> float:
+    started = time.process_time()
+    for _ in range(count):
+        one_call(observer)
+    return (time.process_time() - started) / count * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.observability_cost")
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    logs.configure("INFO", "json", _Discard())
+    variants = {
+        "metrics": calls.Observer(Metrics(), access=False),
+        "JSON access record": calls.Observer(None, access=True),
+        "metrics + JSON access record": calls.Observer(Metrics(), access=True),
+    }
+    results: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, observer in variants.items():
+            results[name].append(cpu_us(observer, args.calls))
+    for name, values in results.items():
+        spread = f"{min(values):.1f}–{max(values):.1f}"
+        print(f"{name:30} {statistics.median(values):6.1f} µs/call ({spread})")
+
+
+if __name__ == "__main__":
+    main()

@@ -65,6 +65,32 @@ async def test_converse_sessions_and_turns(emulator: RunningEmulator) -> None:
     assert found.value("sagewire_stream_parts_relayed_total", model="tokens") == 3
 
 
+async def test_a_bidirectional_stream_is_one_upstream_call(emulator: RunningEmulator) -> None:
+    async with metered(emulator) as (sw, url):
+        call = sw.inference.Converse(timeout=30)  # type: ignore[call-arg]
+        await call.write(
+            converse_pb2.ConverseRequest(open=converse_pb2.ConverseOpen(model="bidi-echo"))
+        )
+        opened = await call.read()
+        await call.write(
+            converse_pb2.ConverseRequest(turn=converse_pb2.ConverseTurn(turn_id="t1", text="hello"))
+        )
+        await call.write(converse_pb2.ConverseRequest(close=converse_pb2.ConverseClose()))
+        while await call.read() is not EOF:
+            pass
+        found = await scrape_until(
+            url, lambda s: s.value("sagewire_converse_sessions_open", model="bidi-echo") == 0
+        )
+    assert isinstance(opened, converse_pb2.ConverseResponse)
+    assert opened.WhichOneof("kind") == "opened"
+    upstream = {"model": "bidi-echo", "operation": "InvokeEndpointWithBidirectionalStream"}
+    assert found.value("sagewire_upstream_requests_total", **upstream, outcome="OK") == 1
+    assert found.value("sagewire_upstream_request_duration_seconds_count", **upstream) == 1
+    relayed = found.value("sagewire_stream_parts_relayed_total", model="bidi-echo")
+    assert relayed is not None
+    assert relayed >= 1
+
+
 async def test_async_jobs_and_staging(async_emulator: RunningEmulator, s3_url: str) -> None:
     body = b'{"document": "hello"}'
     async with metered(async_emulator.url, **async_settings(s3_url)) as (sw, url):

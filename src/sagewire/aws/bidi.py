@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 # The SDK ships no type information (pyproject.toml is not ours to extend).
 from aws_sdk_sagemaker_runtime_http2.client import (  # type: ignore[import-untyped]
@@ -36,6 +37,7 @@ from aws_sdk_sagemaker_runtime_http2.models import (  # type: ignore[import-unty
 from sagewire.aws.bidi_stream import BidiStream, sdk_failure
 from sagewire.aws.bidi_transport import StreamTransport, tls_context
 from sagewire.aws.errors import map_bidi_transport_error
+from sagewire.aws.instrumented import manual_call
 from sagewire.config.settings import AwsSettings
 from sagewire.core.types import BidiRequest
 
@@ -97,6 +99,22 @@ class SageMakerBidi:
     async def open_bidi(self, request: BidiRequest) -> AsyncIterator[BidiStream]:
         if self._client is None or self._prototype is None:
             raise RuntimeError("SageMakerBidi is not open (use it as an async context manager)")
+        address = urlsplit(bidi_endpoint_url(self._settings)).hostname or ""
+        attributes = {
+            "aws.sagemaker.endpoint_name": request.endpoint,
+            "server.address": address,
+            "cloud.region": self._settings.region,
+        }
+        # Not botocore: the span and metrics sagewire.aws.instrumented gives botocore calls,
+        # made here for the whole stream.
+        with manual_call("SageMaker Runtime", "InvokeEndpointWithBidirectionalStream", attributes):
+            async with self._open(request) as stream:
+                yield stream
+
+    @asynccontextmanager
+    async def _open(self, request: BidiRequest) -> AsyncIterator[BidiStream]:
+        assert self._client is not None
+        assert self._prototype is not None
         transport = self._prototype.fresh()
 
         def own_transport(config: AsyncSageMakerRuntimeHTTP2Config) -> None:

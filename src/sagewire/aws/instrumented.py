@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,6 +35,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from sagewire import telemetry
 from sagewire.aws.errors import map_aws_error, map_s3_error
 from sagewire.core.async_types import S3Location
+from sagewire.core.errors import SagewireError
 from sagewire.observability.calls import current_metrics
 
 _tracer = trace.get_tracer("sagewire.aws")
@@ -151,6 +154,49 @@ class InstrumentedClient:
         if self._quota is not None:
             quota = metrics.child(metrics.retry_quota, self._service)
             quota.set(self._quota.available_capacity)
+
+
+@contextmanager
+def manual_call(service_id: str, operation: str, attributes: dict[str, str]) -> Iterator[None]:
+    """A CLIENT span and the upstream metrics for an AWS call made without botocore (the
+    HTTP/2 SDK's bidirectional stream): the span and the latency cover the whole block, the
+    outcome is OK or the ErrorInfo reason of the SagewireError that ends it."""
+    span = None
+    if telemetry.tracing():
+        span = _tracer.start_span(
+            f"{service_id}.{operation}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "rpc.system": "aws-api",
+                "rpc.service": service_id,
+                "rpc.method": operation,
+                **attributes,
+            },
+        )
+    started = time.perf_counter()
+    outcome = "OK"
+    try:
+        yield
+    except BaseException as exc:
+        outcome = _manual_outcome(exc)
+        raise
+    finally:
+        found = current_metrics()
+        if found is not None:
+            metrics, model = found
+            metrics.child(metrics.upstream_requests, model, operation, outcome).inc()
+            seconds = time.perf_counter() - started
+            metrics.child(metrics.upstream_duration, model, operation).observe(seconds)
+        if span is not None:
+            _end_span(span, outcome, 0, None)
+
+
+def _manual_outcome(exc: BaseException) -> str:
+    if isinstance(exc, SagewireError):
+        return exc.reason
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return "CANCELLED"
+    return "INTERNAL"
 
 
 def _end_span(span: trace.Span, outcome: str, retries: int, response: Any) -> None:

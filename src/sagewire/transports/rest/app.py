@@ -31,7 +31,7 @@ from sagewire.transports.grpc.health import HealthService
 from sagewire.transports.grpc.inference import InferenceServicer
 from sagewire.transports.grpc.models import ModelServicer
 from sagewire.transports.grpc.observe import OFF
-from sagewire.transports.rest import errors, observe
+from sagewire.transports.rest import errors
 from sagewire.transports.rest.cors import add_cors
 from sagewire.transports.rest.openapi import add_openapi_routes
 from sagewire.transports.rest.passthrough import add_passthrough_routes
@@ -52,6 +52,8 @@ GATEWAY = web.AppKey("gateway", Gateway)
 SETTINGS = web.AppKey("settings", Settings)
 ROUTER = web.AppKey("router", Router)
 ASYNC_JOBS: web.AppKey[AsyncJobsService | None] = web.AppKey("async_jobs")
+# Where calls are reported (sagewire.transports.rest.observe), for routes added elsewhere too.
+OBSERVER = web.AppKey("observer", Observer)
 
 type Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -86,8 +88,7 @@ def build_app(
 ) -> web.Application:
     """The bridge over the same core objects the gRPC server gets (transports.grpc.server),
     behind the same security layer when authentication is on."""
-    # own_routes outermost: it sees the answer json_errors made of a raised error.
-    middlewares: list[Middleware] = [observe.own_routes, json_errors]
+    middlewares: list[Middleware] = [json_errors]
     if security is not None and security.enabled:
         middlewares.append(security_middleware(security))
     app = web.Application(middlewares=middlewares, client_max_size=settings.rest.max_request_bytes)
@@ -96,7 +97,7 @@ def build_app(
     app[SETTINGS] = settings
     app[ROUTER] = router
     app[ASYNC_JOBS] = async_jobs
-    app[observe.OBSERVER] = observer  # where calls are reported (transports.rest.observe)
+    app[OBSERVER] = observer
     servicers: dict[str, object] = {
         "sagewire.v1.InferenceService": InferenceServicer(
             gateway, settings.server.max_json_view_bytes, async_jobs

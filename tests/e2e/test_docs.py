@@ -53,6 +53,7 @@ OWN_HARNESS = {
     "docs/rest.md": "tests/e2e/test_curl.py, tests/e2e/test_rest_websocket_doc.py",
     "docs/converse.md": "tests/e2e/test_grpcurl_converse.py, tests/e2e/test_grpcurl_bidi.py",
     "docs/security.md": "tests/e2e/test_security_walkthrough.py",
+    "docs/observability.md": "tests/e2e/test_otlp.py",
 }
 _FENCE = re.compile(r"^(?:(<!--[^\n]*-->)\n)?```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 _OPTION = re.compile(r'(\w+)=("[^"]*"|\S+)')

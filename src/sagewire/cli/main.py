@@ -1,4 +1,5 @@
-"""`sagewire` command line.
+"""sagewire: the gRPC (and REST) front door for models on Amazon SageMaker. Run the gateway,
+or call a running one.
 
 sagewire serve --config FILE     run the gateway against AWS (or AWS_ENDPOINT_URL_* overrides)
 sagewire local [--config FILE]   run the gateway plus the local SageMaker emulator (no AWS)

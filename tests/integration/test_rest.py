@@ -367,3 +367,16 @@ async def test_one_drain_finishes_calls_on_both_listeners(emulator: RunningEmula
         assert (await grpc_call).body == b"1"
         with pytest.raises(aiohttp.ClientConnectionError):
             await session.get(sw.rest_url + "/healthz")
+
+
+async def test_wrong_method_on_a_route_beside_transcoding_is_405(
+    http: aiohttp.ClientSession, sagewire: Sagewire
+) -> None:
+    for path, allow in [
+        ("/v1/models/echo/invocations", "POST"),
+        ("/v1/models/echo:uploadAsync", "POST"),
+        ("/healthz", "GET,HEAD"),
+    ]:
+        code, headers, status = await _call(http, sagewire, "PUT", path)
+        assert (code, _reason(status)) == (405, "METHOD_NOT_ALLOWED"), path
+        assert headers["Allow"] == allow

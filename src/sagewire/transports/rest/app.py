@@ -15,6 +15,7 @@ over transcoding for its own path.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -65,6 +66,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except SagewireError as error:
+        if error.reason == "UNKNOWN_ROUTE":  # the transcoding catch-all found no binding
+            allowed = await _allowed_elsewhere(request)
+            if allowed:
+                error = errors.method_not_allowed(request.method, request.path, allowed)
         return errors.error_response(error)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].rest.max_request_bytes
@@ -75,6 +80,27 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         )
     except web.HTTPNotFound:
         return errors.error_response(errors.unknown_path(request.method, request.path))
+
+
+async def _allowed_elsewhere(request: web.Request) -> list[str]:
+    """The methods the app's own routes (passthrough, upload, ...) take on this path: the
+    transcoding catch-all takes every method, so aiohttp's own 405 never happens."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        match, methods = await resource.resolve(request)
+        if match is None:
+            allowed |= methods
+    return sorted(allowed)
+
+
+def _custom_verbs(app: web.Application) -> set[str]:
+    """The `:verb` suffixes of the app's own routes (a variable, then `:verb`, at the end)."""
+    found = set()
+    for resource in app.router.resources():
+        match = re.search(r"\}:([A-Za-z][A-Za-z0-9_]*)$", resource.canonical)
+        if match:
+            found.add(match.group(1))
+    return found
 
 
 def build_app(
@@ -117,6 +143,9 @@ def build_app(
     )
     add_upload_routes(app, async_jobs, observer)
     add_cors(app, settings.rest.cors_allow_origins, settings.rest.cors_max_age_s)
+    # Their custom verbs (`:uploadAsync`, `:converse`) are verbs to the transcoding router
+    # too, so `PUT /v1/models/m:uploadAsync` is a wrong method, not GetModel("m:uploadAsync").
+    router.add_verbs(_custom_verbs(app))
     handler = RpcHandler(
         router, servicer_bodies(servicers, router), settings.rest.max_request_bytes, observer
     )

@@ -73,6 +73,10 @@ class Router:
         self.bindings = table
         self.verbs = frozenset(b.template.verb for b in table if b.template.verb)
 
+    def add_verbs(self, verbs: set[str]) -> None:
+        """Custom verbs of routes served beside transcoding, split off like the rules' own."""
+        self.verbs = self.verbs | frozenset(verbs)
+
     def match(self, http_method: str, path: str) -> tuple[Binding, dict[str, str]]:
         segments, verb = split_path(path, self.verbs)
         best: tuple[Binding, dict[str, str]] | None = None

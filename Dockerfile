@@ -21,7 +21,10 @@ ENV PATH=/opt/sagewire/bin:$PATH \
     BOTO_DISABLE_CRT=true \
     SAGEWIRE_SERVER__LISTEN=0.0.0.0:50051
 USER 10001
-EXPOSE 50051
+# gRPC; then the REST bridge, /metrics and the health-only maintenance listener, each served
+# only when configured (rest.listen, telemetry.metrics_listen, server.maintenance_listen) on the
+# ports deploy/k8s gives them.
+EXPOSE 50051 8080 9464 8081
 # The gRPC health service answers SERVING once ready and NOT_SERVING while draining.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["sagewire", "health", "--target", "127.0.0.1:50051"]

@@ -189,6 +189,12 @@ class BidiStream:
         if self.input_closed:
             return
         self.input_closed = True
+        if self.output_done:
+            # The server already ended the stream (END_STREAM, then RST_STREAM NO_ERROR, RFC
+            # 9113 §8.1): its input is over too. Once the CRT has seen that, nothing drains the
+            # SDK's buffer and its close would wait out the whole bound; whether it has seen it
+            # yet is a race, so the ended stream is never half-closed.
+            return
         try:
             async with asyncio.timeout(self._close_timeout):
                 await self._sdk.input_stream.close()

@@ -279,11 +279,17 @@ async def test_past_its_deadline_a_job_is_expired(async_sagewire: Sagewire) -> N
 
 
 async def test_watch_reports_expiry_when_the_deadline_passes(async_sagewire: Sagewire) -> None:
-    job_id = CODEC.encode(_token(expires_at=int(time.time()) + 1))
+    # expires_at has whole seconds: `now + 1` may be only milliseconds ahead, so a loaded
+    # machine reached the first poll after the expiry. 3 s ahead leaves the first poll 2 s.
+    expires_at = int(time.time()) + 3
+    job_id = CODEC.encode(_token(expires_at=expires_at))
     started = time.monotonic()
-    updates = await _watch(async_sagewire, job_id, deadline_s=5)
+    # The call's deadline is far off: the watch must end on the expiry, not on its deadline
+    # (which would raise DEADLINE_EXCEEDED here).
+    updates = await _watch(async_sagewire, job_id, deadline_s=60)
     assert [u.state for u in updates] == [PENDING, EXPIRED]
-    assert time.monotonic() - started < 2.5
+    assert time.time() >= expires_at  # not reported early
+    assert time.monotonic() - started < 30  # the next poll lands just after the expiry
 
 
 # -- job ids ------------------------------------------------------------------------------------

@@ -36,7 +36,9 @@ ROUTES: dict[str, dict[str, Any]] = {
         "converse": {"sessions": True, "close_body": CLOSE},
     },
     "chat-idle": {**CHAT, "converse": {**SESSIONS, "idle_timeout_s": 0.3}},
-    "chat-short": {**CHAT, "converse": {**SESSIONS, "max_duration_s": 0.5}},
+    # max_duration_s: the session's clock starts at the open; the turn must reach SageMaker
+    # before it runs out, on a loaded machine too (0.5 s did not always).
+    "chat-short": {**CHAT, "converse": {**SESSIONS, "max_duration_s": 2.0}},
     "chat-few": {**CHAT, "converse": {**SESSIONS, "max_turns": 2}},
     "chat-stateless": CHAT,
     "echo": {"endpoint": "echo", "allow": ["session_id"]},
@@ -61,7 +63,7 @@ ROUTES: dict[str, dict[str, Any]] = {
     "firehose-short": {
         "endpoint": "firehose",
         "mode": "stream",
-        "converse": {"max_buffered_chunks": 4, "max_duration_s": 0.5},
+        "converse": {"max_buffered_chunks": 4, "max_duration_s": 2.0},
     },
     "async-only": {
         "endpoint": "echo",
@@ -158,6 +160,22 @@ async def start(
     assert first is not None
     assert first.WhichOneof("kind") == "opened"
     return conversation, first.opened
+
+
+async def started_with(
+    stub: inference_service_pb2_grpc.InferenceServiceAsyncStub,
+    model: str,
+    *requests: converse_pb2.ConverseRequest,
+) -> Conversation:
+    """A Converse whose first requests are written right behind the open, without waiting for
+    `opened` (it stays unread: `until` reads it first)."""
+    call = stub.Converse(timeout=30)  # type: ignore[call-arg]
+    conversation = Conversation(call)
+    await conversation.send(open_(model), *requests)
+    return conversation
+
+
+LONG_TEXT = " ".join(f"w{i}" for i in range(100))
 
 
 def records(messages: list[Response], turn_id: str) -> list[Any]:
@@ -449,25 +467,29 @@ async def test_a_running_turn_is_not_idle(stub: Any) -> None:
 async def test_maximum_duration_ends_the_session_and_its_turns(
     stub: Any, emulator: RunningEmulator
 ) -> None:
-    conversation, _ = await start(stub, "chat-short")
-    long_text = " ".join(f"w{i}" for i in range(100))
-    await conversation.send(turn("t1", {"text": long_text, "delay_ms": 20}))
+    # The turn (100 words, 100 ms each: 10 s) outlasts the session (2 s) by far. It goes out with
+    # the open, so the client's own latency does not eat into the session's clock.
+    conversation = await started_with(
+        stub, "chat-short", turn("t1", {"text": LONG_TEXT, "delay_ms": 100})
+    )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await conversation.until(lambda m: False)
     f = failure(caught.value)
     assert (f.code, f.reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "SESSION_MAX_DURATION")
-    await _eventually(lambda: emulator.stats("chat").streams_aborted == 1)
+    assert emulator.stats("chat").streams_started == 1  # the turn was running upstream
+    await _eventually(lambda: emulator.stats("chat").streams_aborted == 1, within=10)
     assert emulator.sessions("chat").counters.closed == 1
 
 
 async def test_maximum_duration_holds_while_the_client_is_not_reading(
     stub: Any, emulator: RunningEmulator
 ) -> None:
-    conversation, _ = await start(stub, "firehose-short")
-    await conversation.send(turn("big", {"bytes": 1024**3, "part_size": 64 * 1024}))
+    conversation = await started_with(
+        stub, "firehose-short", turn("big", {"bytes": 1024**3, "part_size": 64 * 1024})
+    )
     stats = emulator.stats("firehose")
-    # Not reading: sagewire's writes stall, yet the session still ends on time upstream.
-    await _eventually(lambda: stats.streams_aborted == 1, within=2.0)
+    # Not reading: sagewire's writes stall, yet the session still ends upstream.
+    await _eventually(lambda: stats.streams_aborted == 1, within=10)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await conversation.until(lambda m: False)
     assert failure(caught.value).reason == "SESSION_MAX_DURATION"

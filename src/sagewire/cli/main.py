@@ -129,30 +129,8 @@ async def _serve(settings: Settings, stack: AsyncExitStack) -> None:
     async with stack:
         server = SagewireServer(settings)
         async with server:
-            host = settings.server.listen.rsplit(":", 1)[0]
-            if server.rest_port:
-                rest_host = settings.rest.listen.rsplit(":", 1)[0]
-                scheme = "https" if settings.server.tls is not None else "http"
-                print(
-                    f"sagewire REST bridge on {scheme}://{rest_host}:{server.rest_port}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            if server.metrics_port:
-                metrics_host = (settings.telemetry.metrics_listen or "").rsplit(":", 1)[0]
-                print(
-                    f"metrics on http://{metrics_host}:{server.metrics_port}/metrics",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            if server.maintenance_port:
-                health_host = (settings.server.maintenance_listen or "").rsplit(":", 1)[0]
-                print(
-                    f"health (plaintext) on {health_host}:{server.maintenance_port}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            print(f"sagewire ready on {host}:{server.port}", file=sys.stderr, flush=True)
+            for line in _listening(settings, server):
+                print(line, file=sys.stderr, flush=True)
             # In the background: the credential chain may ask the instance metadata service.
             warnings = asyncio.create_task(_warn_if_unusable(settings))
             await stop.wait()
@@ -182,6 +160,28 @@ async def _warn_if_unusable(settings: Settings) -> None:
             "container or instance role): every call to SageMaker will fail until some are "
             "available"
         )
+
+
+def _listening(settings: Settings, server: SagewireServer) -> list[str]:
+    """The start-up lines naming each listener's address (tests and operators read them)."""
+
+    def host(listen: str | None) -> str:
+        return (listen or "").rsplit(":", 1)[0]
+
+    lines = []
+    if server.rest_port:
+        scheme = "https" if settings.server.tls is not None else "http"
+        lines.append(
+            f"sagewire REST bridge on {scheme}://{host(settings.rest.listen)}:{server.rest_port}"
+        )
+    if server.metrics_port:
+        metrics = host(settings.telemetry.metrics_listen)
+        lines.append(f"metrics on http://{metrics}:{server.metrics_port}/metrics")
+    if server.maintenance_port:
+        health = host(settings.server.maintenance_listen)
+        lines.append(f"health (plaintext) on {health}:{server.maintenance_port}")
+    lines.append(f"sagewire ready on {host(settings.server.listen)}:{server.port}")
+    return lines
 
 
 async def _local(args: argparse.Namespace) -> None:

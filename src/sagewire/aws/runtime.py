@@ -21,23 +21,12 @@ from sagewire.aws.client import SharedClient
 from sagewire.aws.error_table import Phase
 from sagewire.aws.errors import AWS_FAILURES, map_aws_error
 from sagewire.aws.eventstream import Frame, FrameDecoder
+from sagewire.config.operations import PARAMETERS
 from sagewire.config.settings import AwsSettings
 from sagewire.core.async_types import AsyncAccepted, AsyncEndpointRequest
 from sagewire.core.types import EndpointRequest, InvokeResult, StreamStart
 
 log = logging.getLogger(__name__)
-
-# InvocationOptions field → botocore parameter name.
-_OPTION_PARAMS = {
-    "custom_attributes": "CustomAttributes",
-    "target_variant": "TargetVariant",
-    "target_model": "TargetModel",
-    "inference_component": "InferenceComponentName",
-    "target_container_hostname": "TargetContainerHostname",
-    "inference_id": "InferenceId",
-    "session_id": "SessionId",
-    "enable_explanations": "EnableExplanations",
-}
 
 
 def _params(request: EndpointRequest) -> dict[str, Any]:
@@ -49,7 +38,7 @@ def _params(request: EndpointRequest) -> dict[str, Any]:
     if request.accept:
         params["Accept"] = request.accept
     for name in request.options.set_fields():
-        params[_OPTION_PARAMS[name]] = getattr(request.options, name)
+        params[PARAMETERS[name]] = getattr(request.options, name)
     return params
 
 

@@ -36,8 +36,7 @@ def decode(error: SagewireError) -> tuple[grpc.StatusCode, str, dict[str, Any]]:
     """(code, message, {detail type name: unpacked detail}) as a client would read them."""
     status = to_grpc_status(error)
     trailers = dict(status.trailing_metadata)
-    pushback = {"grpc-retry-pushback-ms"} if error.retry_after_s is not None else set()
-    assert set(trailers) == {"grpc-status-details-bin", *pushback}
+    assert set(trailers) == {"grpc-status-details-bin", "grpc-retry-pushback-ms"}
     rpc = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
     assert rpc.code == status.code.value[0]
     assert rpc.message == status.details
@@ -120,8 +119,13 @@ def test_retry_after_becomes_retry_info(retry_after_s: float, seconds: int, nano
 def test_retry_after_is_also_grpc_retry_pushback() -> None:
     busy = to_grpc_status(SagewireError("busy", kind=ErrorKind.UNAVAILABLE, retry_after_s=1.5))
     assert ("grpc-retry-pushback-ms", "1500") in busy.trailing_metadata
-    final = to_grpc_status(SagewireError("no", kind=ErrorKind.INVALID_ARGUMENT))
-    assert all(key != "grpc-retry-pushback-ms" for key, _ in final.trailing_metadata)
+
+
+def test_errors_a_retry_cannot_fix_carry_pushback_minus_one() -> None:
+    # gRFC A6: a negative pushback stops a client's retry policy even for a code it retries.
+    for kind in ErrorKind:
+        final = to_grpc_status(SagewireError("no", kind=kind))
+        assert ("grpc-retry-pushback-ms", "-1") in final.trailing_metadata
 
 
 def test_model_failure_becomes_model_error_detail() -> None:

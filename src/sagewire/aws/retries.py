@@ -16,10 +16,18 @@ How: botocore registers its retry handler on the client's `needs-retry` event un
 `retry-config-<service>` in every mode (standard, adaptive, legacy); `use_resend_rule` replaces it
 with aiobotocore's standard handler built with `ResendChecker` and a fresh standard retry quota.
 An adaptive client keeps its rate limiter (a separate handler).
+
+One retry budget (issue 14): when the caller is itself retrying (a gRPC client's retry policy
+sends `grpc-previous-rpc-attempts` > 0 on every attempt after the first), its policy already
+spends attempts, and resending upstream too would multiply them (3 caller attempts × 3 botocore
+attempts = 9 model calls). The transport marks such a call with `mark_caller_retrying()`; every
+resend checker (`ResendChecker` here, and any other client path that resends) asks
+`caller_is_retrying()` and then gives the call its one upstream attempt.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 from aiobotocore.retries.standard import (
@@ -38,16 +46,36 @@ from botocore.retries.standard import (
 from sagewire.aws.error_table import Cut, Service, resendable
 from sagewire.aws.errors import connection_cut
 
+# Set for the rest of one call (each gRPC and REST call runs in its own asyncio task, whose
+# context copies are private to it and to the tasks it starts).
+_caller_retrying: ContextVar[bool] = ContextVar("sagewire_caller_retrying", default=False)
+
+
+def mark_caller_retrying() -> None:
+    """The current call is a caller's retry: its AWS calls get one attempt each."""
+    _caller_retrying.set(True)
+
+
+def caller_is_retrying() -> bool:
+    """Whether the current call is a caller's retry (`mark_caller_retrying`); every upstream
+    resend decision consults it, so sagewire never multiplies a retrying caller's attempts."""
+    return _caller_retrying.get()
+
 
 class ResendChecker:
-    """botocore's retry checker interface (`is_retryable(context)`) with sagewire's rule."""
+    """botocore's retry checker interface (`is_retryable(context)`) with sagewire's rule:
+    never for a caller's own retry, else within max_attempts and only when AWS did not act."""
 
     def __init__(self, service: Service, max_attempts: int) -> None:
         self._service = service
         self._attempts = MaxAttemptsChecker(max_attempts)
 
     def is_retryable(self, context: RetryContext) -> bool:
-        return self._attempts.is_retryable(context) and self.proves_not_acted(context)
+        return (
+            not _caller_retrying.get()
+            and self._attempts.is_retryable(context)
+            and self.proves_not_acted(context)
+        )
 
     def proves_not_acted(self, context: RetryContext) -> bool:
         if context.caught_exception is not None:

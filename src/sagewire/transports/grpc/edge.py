@@ -21,6 +21,7 @@ import grpc
 from opentelemetry.trace import Span
 
 from sagewire import telemetry
+from sagewire.aws.retries import mark_caller_retrying
 from sagewire.core.errors import SagewireError
 from sagewire.observability.calls import Call
 from sagewire.transports.grpc import observe
@@ -67,6 +68,20 @@ async def _handle(
     )
 
 
+# Sent by gRPC clients on every attempt of a retried call after the first (gRFC A6): the number
+# of attempts before this one.
+PREVIOUS_ATTEMPTS = "grpc-previous-rpc-attempts"
+
+
+def _note_caller_retry(context: Ctx) -> None:
+    """A caller's retry gets one upstream attempt per AWS call (sagewire.aws.retries)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == PREVIOUS_ATTEMPTS:
+            if str(value).strip() not in ("", "0"):
+                mark_caller_retrying()
+            return
+
+
 def error_code_name(error: SagewireError) -> str:
     return to_grpc_status(error).code.name
 
@@ -82,6 +97,7 @@ def unary[Req, Resp](
         started = time.perf_counter()
         with telemetry.rpc_span(self.SERVICE, name, context.invocation_metadata()) as span:
             call, request = observe.start(self, name, request)
+            _note_caller_retry(context)
             scope = None  # the security layer's hold on the call (sagewire.security.guard)
             try:
                 scope = await enter_call(self, name, request, context)
@@ -116,6 +132,7 @@ def streaming[Req, Resp](
         started = time.perf_counter()
         with telemetry.rpc_span(self.SERVICE, name, context.invocation_metadata()) as span:
             call, request = observe.start(self, name, request)
+            _note_caller_retry(context)
             scope = None
             try:
                 scope = await enter_call(self, name, request, context)

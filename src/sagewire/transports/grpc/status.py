@@ -105,13 +105,24 @@ def to_rpc_status(error: SagewireError) -> status_pb2.Status:
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 
-def to_grpc_status(error: SagewireError) -> grpc.Status:
-    """A grpc.Status (code, message, trailing metadata with the details) for `context.abort`;
-    with `grpc-retry-pushback-ms` = RetryInfo's delay when a retry may help."""
-    status = rpc_status.to_status(to_rpc_status(error))
+# A negative pushback tells a gRPC client's retry policy not to retry at all (gRFC A6).
+NO_RETRY_PUSHBACK = "-1"
+
+
+def pushback_ms(error: SagewireError) -> str:
+    """The `grpc-retry-pushback-ms` value: RetryInfo's delay in ms when a retry may help, else
+    -1 (SagewireError.retry_after_s None: retrying the same request cannot succeed), so a
+    client whose policy retries this code (UNAVAILABLE in the recommended config) does not."""
     if error.retry_after_s is None:
-        return status
-    pushback = ((PUSHBACK_KEY, str(round(error.retry_after_s * 1000))),)
+        return NO_RETRY_PUSHBACK
+    return str(round(error.retry_after_s * 1000))
+
+
+def to_grpc_status(error: SagewireError) -> grpc.Status:
+    """A grpc.Status (code, message, trailing metadata with the details) for `context.abort`,
+    with the `grpc-retry-pushback-ms` trailer (`pushback_ms`)."""
+    status = rpc_status.to_status(to_rpc_status(error))
+    pushback = ((PUSHBACK_KEY, pushback_ms(error)),)
     return _Status(status.code, status.details, (*status.trailing_metadata, *pushback))
 
 

@@ -54,6 +54,10 @@ class Spec:
     body: bytes
     expect_bytes: int = -1  # unary: the echo must return this many bytes (-1 = do not check)
     expect_items: int = -1  # streams: this many parts or messages (-1 = do not check)
+    # gRPC streams of `part_size`-byte parts: count items as parts relayed (bytes received ÷
+    # this, rounded up), not messages, since sagewire joins parts already waiting into one
+    # message (server.stream_coalesce_bytes). 0 = count messages.
+    item_bytes: int = 0
     # gRPC metadata sent with every call (e.g. an authorization header for bench.auth_ab).
     metadata: tuple[tuple[str, str], ...] = ()
 
@@ -90,7 +94,8 @@ class GrpcInvoke:
 
 
 class GrpcStream:
-    """sagewire's InvokeStream: messages counted, the first one timed."""
+    """sagewire's InvokeStream: messages (or parts, see Spec.item_bytes) counted, the first
+    one timed."""
 
     def __init__(self, spec: Spec, stub: inference_service_pb2_grpc.InferenceServiceAsyncStub):
         self._spec = spec
@@ -101,13 +106,16 @@ class GrpcStream:
 
     async def call(self, on_first: OnFirst = None) -> Outcome:
         first = 0.0
-        count = 0
-        async for _ in self._stub.InvokeStream(self._request):
+        count = size = 0
+        async for message in self._stub.InvokeStream(self._request):
             if not count:
                 first = _now()
                 if on_first is not None:
                     on_first()
             count += 1
+            size += len(message.body)
+        if self._spec.item_bytes > 0:
+            count = -(-size // self._spec.item_bytes)
         _check(self._spec, got_items=count)
         return Outcome(count, first)
 

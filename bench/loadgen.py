@@ -203,6 +203,7 @@ async def main(job: Mapping[str, Any]) -> None:
         body=base64.b64decode(job["body_b64"]),
         expect_bytes=int(job.get("expect_bytes", -1)),
         expect_items=int(job.get("expect_items", -1)),
+        item_bytes=int(job.get("item_bytes", 0)),
         metadata=tuple((str(k), str(v)) for k, v in job.get("metadata", [])),
     )
     runs: list[dict[str, Any]] = job["runs"]

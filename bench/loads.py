@@ -57,4 +57,5 @@ def load_job(
         firehose_request(STREAM_BYTES, PART_SIZE),
         [run],
         expect_items=parts_in(STREAM_BYTES, PART_SIZE),
+        item_bytes=PART_SIZE,
     )

@@ -299,6 +299,7 @@ class Bench:
             body,
             [self._closed(1), self._closed(16)],
             expect_items=parts_in(p.stream_bytes, p.part_size),
+            item_bytes=p.part_size,
         )
         results = await self._load(job, server, 2 * (p.warmup_s + p.duration_s) + 5)
         for concurrency, result in zip((1, 16), results, strict=False):

@@ -14,7 +14,7 @@ from google.protobuf import struct_pb2
 from sagewire.emulator.faults import Fault
 from sagewire.emulator.server import RunningEmulator
 from sagewire.v1 import common_pb2, invoke_pb2
-from support import EOF, Sagewire, failure
+from support import EOF, Sagewire, failure, start_sagewire
 
 
 def _request(model: str, text: str, **extra: Any) -> invoke_pb2.InvokeStreamRequest:
@@ -70,11 +70,14 @@ async def test_lines_framing_yields_whole_json_records_in_order(sagewire: Sagewi
     assert await call.code() is grpc.StatusCode.OK
 
 
-async def test_raw_framing_relays_parts_exactly(sagewire: Sagewire) -> None:
+async def test_raw_framing_relays_parts_exactly(emulator: RunningEmulator) -> None:
     words = ["alpha", "beta", "gamma", "delta", "epsilon"]
-    messages = [
-        m async for m in sagewire.inference.InvokeStream(_request("tokens-raw", " ".join(words)))
-    ]
+    # Coalescing off: one message per PayloadPart (test_stream_coalescing covers it on).
+    async with start_sagewire(emulator, server={"stream_coalesce_bytes": 0}) as sagewire:
+        messages = [
+            m
+            async for m in sagewire.inference.InvokeStream(_request("tokens-raw", " ".join(words)))
+        ]
     assert b"".join(m.body for m in messages) == b"".join(_expected_lines(words))
     # The emulator cuts parts mid-line on purpose: raw framing must not repair that.
     assert any(not m.body.endswith(b"\n") for m in messages)

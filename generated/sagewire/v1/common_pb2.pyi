@@ -26,7 +26,10 @@ class _FramingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Framing.Value
     FRAMING_UNSPECIFIED: _Framing.ValueType  # 0
     """Use the route's default framing."""
     FRAMING_RAW: _Framing.ValueType  # 1
-    """Bytes exactly as SageMaker sent them, one message per PayloadPart."""
+    """Bytes exactly as SageMaker sent them, one message per PayloadPart; parts already waiting when
+    a message is sent (a caller reading slower than the model writes) go out joined in it, up to
+    server.stream_coalesce_bytes. See docs/streaming.md#coalescing.
+    """
     FRAMING_LINES: _Framing.ValueType  # 2
     """One message per newline-terminated record, re-joined or split across PayloadParts;
     JSON records also fill the message's `json` field.
@@ -44,7 +47,10 @@ class Framing(_Framing, metaclass=_FramingEnumTypeWrapper):
 FRAMING_UNSPECIFIED: Framing.ValueType  # 0
 """Use the route's default framing."""
 FRAMING_RAW: Framing.ValueType  # 1
-"""Bytes exactly as SageMaker sent them, one message per PayloadPart."""
+"""Bytes exactly as SageMaker sent them, one message per PayloadPart; parts already waiting when
+a message is sent (a caller reading slower than the model writes) go out joined in it, up to
+server.stream_coalesce_bytes. See docs/streaming.md#coalescing.
+"""
 FRAMING_LINES: Framing.ValueType  # 2
 """One message per newline-terminated record, re-joined or split across PayloadParts;
 JSON records also fill the message's `json` field.

@@ -195,8 +195,8 @@ class InvokeStreamResponse(_message.Message):
     JSON_FIELD_NUMBER: _builtins.int
     INDEX_FIELD_NUMBER: _builtins.int
     body: _builtins.bytes
-    """Bytes of this piece: a PayloadPart (raw framing), one record with its newline (lines) or one
-    Server-Sent Event's data (sse).
+    """Bytes of this piece: a PayloadPart, or several that were already waiting, joined (raw
+    framing); one record with its newline (lines); or one Server-Sent Event's data (sse).
     """
     index: _builtins.int
     """Zero-based position of this message in the stream."""

@@ -221,6 +221,10 @@ class ServerSettings(Strict):
     max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     # Responses with JSON bodies up to this size also carry the parsed `json` view.
     max_json_view_bytes: int = Field(default=1024 * 1024, ge=0, le=8 * 1024 * 1024)
+    # Raw-framed streams: parts already received when a message is sent go out joined into one
+    # message up to this many bytes (never waiting for more; sagewire.core.coalesce). 0 = one
+    # message per part.
+    stream_coalesce_bytes: int = Field(default=64 * 1024, ge=0, le=4 * 1024 * 1024)
     # Inbound HTTP/2 flow-control window per stream: how far a client may send ahead of what
     # sagewire has read (e.g. an UploadAsync waiting on S3). 0 = gRPC's adaptive (BDP) window,
     # which grows to many MiB per stream.

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 from sagewire.config.operations import MODE_OPERATION, Operation
 from sagewire.config.settings import OptionName, RouteMode, Settings, StreamFraming
+from sagewire.core.coalesce import coalesce
 from sagewire.core.errors import (
     ErrorKind,
     SagewireError,
@@ -64,8 +65,15 @@ class OpenStream:
     pieces: AsyncIterator[bytes]
 
 
-def _pieces(stream: ResponseStream, framing: StreamFraming) -> AsyncIterator[bytes]:
-    return frame(stream.parts(), framing)
+def _pieces(
+    stream: ResponseStream, framing: StreamFraming, opened: float, coalesce_bytes: int
+) -> AsyncIterator[bytes]:
+    """The messages of a stream: records (lines, sse), or raw parts with those already waiting
+    joined up to `coalesce_bytes` (sagewire.core.coalesce). Parts are counted before joining."""
+    pieces = signals.relayed(frame(stream.parts(), framing), opened)
+    if framing is StreamFraming.RAW and coalesce_bytes > 0:
+        return coalesce(pieces, coalesce_bytes)
+    return pieces
 
 
 class Gateway:
@@ -158,8 +166,10 @@ class Gateway:
     ) -> AsyncIterator[OpenStream]:
         """Open InvokeEndpointWithResponseStream; iterate `pieces` inside the block.
 
-        Pieces are relayed one at a time as they arrive: nothing is read ahead, so a slow
-        reader holds the upstream connection back through TCP flow control.
+        Pieces are relayed as they arrive; under raw framing the parts already received when
+        one is relayed go with it as one piece (`server.stream_coalesce_bytes`). At most one
+        part is read ahead, so a slow reader holds the upstream connection back through TCP
+        flow control.
         """
         route = self.routes.resolve(call.model)
         if route.mode is not RouteMode.STREAM:
@@ -177,7 +187,9 @@ class Gateway:
                 async with asyncio.timeout(timeout):
                     opened = time.perf_counter()
                     async with self._runtime.invoke_endpoint_stream(request) as stream:
-                        pieces = signals.relayed(_pieces(stream, framing), opened)
+                        pieces = _pieces(
+                            stream, framing, opened, self._settings.server.stream_coalesce_bytes
+                        )
                         yield OpenStream(stream.start, framing, pieces)
             except TimeoutError:
                 raise deadline_exceeded(f"stream from model {route.name!r}", timeout) from None

@@ -196,6 +196,24 @@ async def test_injected_faults(emulator: RunningEmulator, clients: tuple[Any, An
     assert emulator.stats("echo").errors == 1
 
 
+async def test_cold_and_error_rate_answer_the_async_call_itself(
+    emulator: RunningEmulator, clients: tuple[Any, Any]
+) -> None:
+    sagemaker, s3 = clients
+    location = await _put_input(s3, "cold.json", b"{}")
+    emulator.set_fault("echo", Fault(cold_for_calls=1))
+    with pytest.raises(ClientError) as caught:
+        await sagemaker.invoke_endpoint_async(EndpointName="echo", InputLocation=location)
+    assert caught.value.response["Error"]["Code"] == "ModelNotReadyException"
+    accepted = await sagemaker.invoke_endpoint_async(EndpointName="echo", InputLocation=location)
+    assert (await _object(s3, accepted["OutputLocation"]))[0] == b"{}"
+    # A model fault drawn at acceptance becomes the failure object, even at a rate.
+    emulator.set_fault("echo", Fault(error="model_error", error_rate=1.0, original_message="x"))
+    failed = await sagemaker.invoke_endpoint_async(EndpointName="echo", InputLocation=location)
+    assert (await _object(s3, failed["FailureLocation"]))[0] == b"x"
+    assert emulator.stats("echo").faults_injected == 2
+
+
 async def test_each_endpoint_has_a_bounded_queue_and_fixed_workers(
     emulator: RunningEmulator, clients: tuple[Any, Any]
 ) -> None:

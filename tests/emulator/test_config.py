@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from sagewire.emulator import ConfigError, Fault, default_config, load_config, parse_config
+from sagewire.emulator.faults import LognormalLatency
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -41,6 +42,36 @@ def test_loads_models_containers_variants_and_faults(tmp_path: Path) -> None:
     assert real.container_timeout_s == 5
     assert real.variants == ["AllTraffic"]
     assert real.fault == Fault(latency_ms=20, error="model_error", original_status=503)
+
+
+def test_loads_cold_starts_error_rates_and_latency_distributions(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            """
+            [endpoints.serverless]
+            model = "echo"
+            [endpoints.serverless.fault]
+            cold_for_s = 8
+            error = "throttling"
+            error_rate = 0.05
+            seed = 3
+            [endpoints.serverless.fault.latency]
+            distribution = "lognormal"
+            median_ms = 40
+            sigma = 0.6
+            """,
+        )
+    )
+    fault = config.endpoints["serverless"].fault
+    assert fault is not None
+    assert (fault.cold_for_s, fault.error, fault.error_rate, fault.seed) == (
+        8,
+        "throttling",
+        0.05,
+        3,
+    )
+    assert fault.latency == LognormalLatency(distribution="lognormal", median_ms=40, sigma=0.6)
 
 
 def test_default_config_has_the_documented_demo_endpoints() -> None:

@@ -14,7 +14,6 @@ model's generator is closed at once and the stream is counted as aborted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -25,7 +24,7 @@ from aiohttp import web
 from sagewire.emulator import admin, async_invocations, control_plane, errors, eventstream
 from sagewire.emulator.endpoints import EmulatorState, Endpoint
 from sagewire.emulator.errors import ERROR_TYPE_HEADER, ApiError
-from sagewire.emulator.faults import Fault, apply_request_fault
+from sagewire.emulator.faults import DropConnection, Fault
 from sagewire.emulator.model_api import ModelFailure, ModelReply, ModelRequest
 from sagewire.emulator.sessions import NEW_SESSION
 from sagewire.emulator.stats import EndpointStats, StreamOutcome
@@ -61,6 +60,11 @@ async def _render_errors(
         return await handler(request)
     except ApiError as err:
         return error_response(err)
+    except DropConnection:
+        # The injected connection_drop: no answer at all, the client sees the socket close.
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=500)  # never sent: the transport is gone
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
         return error_response(errors.unknown_operation(request.method, request.path))
     except Exception:
@@ -124,7 +128,7 @@ async def _admit(request: web.Request, *, streaming: bool) -> tuple[Endpoint, Mo
             inference_component=h.get(_SM + "Inference-Component"),
             session_id=session_id,
         )
-        await apply_request_fault(endpoint.fault, name, endpoint.stats.invocations)
+        await endpoint.active.apply(name, endpoint.stats)
     except ApiError:
         endpoint.stats.errors += 1
         raise
@@ -166,13 +170,17 @@ def _reply_headers(call: ModelRequest, reply: ModelReply) -> dict[str, str]:
 
 
 async def invoke_endpoint(request: web.Request) -> web.Response:
+    endpoint = request.app[STATE].endpoints.get(request.match_info["endpoint"])
+    stats = endpoint.stats if endpoint is not None else EndpointStats()
+    stats.active_invocations += 1
     try:
         return await _invoke_endpoint(request)
     except asyncio.CancelledError:
         # aiohttp cancels the handler when the client goes away: the model's work stops here.
-        with contextlib.suppress(KeyError):
-            request.app[STATE].get(request.match_info["endpoint"]).stats.invocations_cancelled += 1
+        stats.invocations_cancelled += 1
         raise
+    finally:
+        stats.active_invocations -= 1
 
 
 async def _invoke_endpoint(request: web.Request) -> web.Response:

@@ -32,7 +32,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sagewire.emulator import errors
 from sagewire.emulator.endpoints import EmulatorState, Endpoint
 from sagewire.emulator.errors import ApiError
-from sagewire.emulator.faults import error_for
+from sagewire.emulator.fault_run import Decision, count
+from sagewire.emulator.faults import DropConnection, Fault
 from sagewire.emulator.model_api import ModelFailure, ModelRequest
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,10 @@ class _Job:
     ttl_s: int
     timeout_s: int
     accepted_at: float
+    # The fault drawn for this call when it was accepted: its latency delays the model, and a
+    # model_error / model_timeout becomes the failure object.
+    fault: Fault = field(default_factory=Fault)
+    decision: Decision = field(default_factory=Decision)
 
 
 @dataclass
@@ -130,9 +135,14 @@ class AsyncInvocations:
         endpoint.stats.invocations += 1
         try:
             job = self._job(request, endpoint)
-            err = None if endpoint.fault.error in _MODEL_FAULTS else error_for(endpoint.fault, name)
-            if err is not None:
-                raise err
+            job.fault, job.decision = endpoint.fault, endpoint.active.decide()
+            count(endpoint.stats, job.decision)
+            if job.decision.error == "connection_drop":
+                raise DropConnection
+            if job.decision.error not in _MODEL_FAULTS:
+                err = endpoint.active.api_error(job.decision, name)
+                if err is not None:
+                    raise err
             await request.read()  # inline bodies are not used; drain so the client sees the answer
             config = endpoint.config.async_inference
             await self._ensure_buckets(config.output_path, config.failure_path)
@@ -296,12 +306,12 @@ class AsyncInvocations:
         log.debug("async invocation %s on %s completed", job.inference_id, job.endpoint)
 
     async def _invoke(self, endpoint: Endpoint, job: _Job, body: bytes) -> tuple[bytes, str]:
-        fault = endpoint.fault
-        if fault.latency_ms:
-            await asyncio.sleep(fault.latency_ms / 1000)
-        if fault.error == "model_error":
+        fault, decision = job.fault, job.decision
+        if decision.latency_s:
+            await asyncio.sleep(decision.latency_s)
+        if decision.error == "model_error":
             raise ModelFailure(fault.original_status, fault.original_message)
-        if fault.error == "model_timeout":
+        if decision.error == "model_timeout":
             await asyncio.sleep(fault.timeout_after_ms / 1000)
             raise ModelFailure(None, errors.MODEL_TIMEOUT_MESSAGE, timed_out=True)
         reply = await endpoint.model.invoke(

@@ -30,7 +30,7 @@ from sagewire.emulator.bidi_h2 import H2Server, H2Stream
 from sagewire.emulator.bidi_models import BidiModel, BidiRequest, WebSocketContainer
 from sagewire.emulator.endpoints import EmulatorState, Endpoint
 from sagewire.emulator.errors import ERROR_TYPE_HEADER, ApiError
-from sagewire.emulator.faults import Fault, apply_request_fault
+from sagewire.emulator.faults import DropConnection, Fault
 from sagewire.emulator.model_api import ModelFailure
 from sagewire.emulator.stats import EndpointStats, StreamOutcome
 
@@ -121,7 +121,7 @@ class BidiListener:
         try:
             variant = endpoint.variant(h.get(_SM + "target-variant"))
             model = _bidi_model(self._state, endpoint)
-            await apply_request_fault(endpoint.fault, name, stats.invocations)
+            await endpoint.active.apply(name, stats)
             request = BidiRequest(
                 endpoint=name,
                 variant=variant,
@@ -137,6 +137,9 @@ class BidiListener:
         except ApiError as err:
             stats.errors += 1
             await _send_error(stream, err, request_id)
+            return
+        except DropConnection:
+            stream.drop_connection()  # the injected connection_drop: no answer at all
             return
         fault = endpoint.fault  # faults apply to streams that start after set_fault
         await stream.respond(

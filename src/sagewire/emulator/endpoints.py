@@ -14,6 +14,7 @@ import aiohttp
 from sagewire.emulator import errors
 from sagewire.emulator.config import EmulatorConfig, EndpointConfig
 from sagewire.emulator.container import ContainerModel
+from sagewire.emulator.fault_run import ActiveFault
 from sagewire.emulator.faults import Fault
 from sagewire.emulator.model_api import Model
 from sagewire.emulator.models import BUILTIN_MODELS
@@ -28,10 +29,18 @@ class Endpoint:
     name: str
     config: EndpointConfig
     model: Model
-    fault: Fault
+    active: ActiveFault  # the fault in effect, with its clock, call count and draws
     stats: EndpointStats
     # Stateful sessions its model opened and has not closed (SageMaker's routing memory).
     sessions: SessionTable = field(default_factory=SessionTable)
+
+    @property
+    def fault(self) -> Fault:
+        return self.active.fault
+
+    def set_fault(self, fault: Fault | None) -> None:
+        """``fault`` (None = healthy) takes effect now: cold windows and call counts restart."""
+        self.active = ActiveFault(fault or HEALTHY)
 
     def variant(self, requested: str | None) -> str:
         """The production variant a call reaches: the requested one, or the first."""
@@ -54,7 +63,9 @@ class EmulatorState:
         self.config = config
         self.http = aiohttp.ClientSession()
         self.endpoints = {
-            name: Endpoint(name, cfg, self._model(cfg), cfg.fault or HEALTHY, EndpointStats())
+            name: Endpoint(
+                name, cfg, self._model(cfg), ActiveFault(cfg.fault or HEALTHY), EndpointStats()
+            )
             for name, cfg in config.endpoints.items()
         }
 
@@ -73,13 +84,13 @@ class EmulatorState:
 
     def set_fault(self, name: str, fault: Fault | None) -> None:
         """Replace the endpoint's fault (None = healthy) for calls that start from now on."""
-        self.get(name).fault = fault or HEALTHY
+        self.get(name).set_fault(fault)
 
     def reset(self) -> None:
         """Restore every configured fault and start fresh stats (in-flight streams keep
         updating the stats object they started with)."""
         for endpoint in self.endpoints.values():
-            endpoint.fault = endpoint.config.fault or HEALTHY
+            endpoint.set_fault(endpoint.config.fault)
             endpoint.stats = EndpointStats()
             endpoint.sessions = SessionTable()
 

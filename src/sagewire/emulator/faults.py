@@ -1,20 +1,22 @@
 """Fault injection: what can go wrong on an endpoint, as data.
 
-Why: the gateway's error mapping, retries, deadlines and stream handling can only be tested
-against failures that happen on the wire. A ``Fault`` is plain, validated data (loaded from
-TOML or built in a test and swapped in with ``emulator.set_fault``); ``error_for`` turns its
-``error`` into the exact SageMaker error response.
+Why: the gateway's error mapping, retries, deadlines, admission and stream handling can only be
+tested against failures that happen on the wire. A ``Fault`` is plain, validated data (loaded
+from TOML, PUT over the admin API, or built in a test and swapped in with
+``emulator.set_fault``); ``error_for`` turns its ``error`` into the exact SageMaker error
+response, and ``fault_run.ActiveFault`` decides per call (cold start, error rate, latency draw).
 
-Request-level faults (``latency_ms``, ``error``) apply to both InvokeEndpoint and
-InvokeEndpointWithResponseStream, before any response byte. Stream faults (``*_after_parts``,
-``part_delay_ms``) apply to the response stream and the bidirectional stream, where N counts
-the parts the emulator sent; ``close_after_parts`` only to the bidirectional stream.
+Request-level faults (``cold_for_s``/``cold_for_calls``, ``latency_ms``/``latency``, ``error``
+with ``error_rate``/``error_first_calls``) apply to every invocation (InvokeEndpoint, the
+response stream, the bidirectional stream, InvokeEndpointAsync) before any response byte.
+Stream faults (``*_after_parts``, ``part_delay_ms``) apply to the response stream and the
+bidirectional stream, where N counts the parts the emulator sent; ``close_after_parts`` only to
+the bidirectional stream.
 """
 
 from __future__ import annotations
 
-import asyncio
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -30,9 +32,53 @@ ErrorKind = Literal[
     "internal_failure",
     "internal_dependency",
     "validation",
+    "connection_drop",
 ]
 StreamErrorKind = Literal["model_stream_error", "internal_stream_failure"]
 StreamErrorCode = Literal["ModelInvocationTimeExceeded", "StreamBroken"]
+
+
+class FixedLatency(BaseModel):
+    """Every call waits ``ms``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    distribution: Literal["fixed"]
+    ms: float = Field(ge=0, le=600_000)
+
+
+class UniformLatency(BaseModel):
+    """Each call waits a uniform draw from [``min_ms``, ``max_ms``]."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    distribution: Literal["uniform"]
+    min_ms: float = Field(ge=0, le=600_000)
+    max_ms: float = Field(ge=0, le=600_000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UniformLatency:
+        if self.max_ms < self.min_ms:
+            raise ValueError("max_ms must be >= min_ms")
+        return self
+
+
+class LognormalLatency(BaseModel):
+    """Each call waits a lognormal draw: ``exp(N(ln(median_ms), sigma))`` ms, at most
+    ``max_ms`` (service latencies are right-skewed; ``sigma`` 0.5 puts p99 at about 3.2x the
+    median, ``exp(2.326 * sigma)``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    distribution: Literal["lognormal"]
+    median_ms: float = Field(gt=0, le=600_000)
+    sigma: float = Field(ge=0, le=5)
+    max_ms: float = Field(default=60_000, gt=0, le=600_000)
+
+
+Latency = Annotated[
+    FixedLatency | UniformLatency | LognormalLatency, Field(discriminator="distribution")
+]
 
 
 class Fault(BaseModel):
@@ -40,14 +86,41 @@ class Fault(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    cold_for_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=86_400,
+        description="Answer ModelNotReadyException for N seconds after the fault takes effect "
+        "(emulator start, set_fault / PUT, reset), then serve.",
+    )
+    cold_for_calls: int | None = Field(
+        default=None,
+        ge=0,
+        description="Answer ModelNotReadyException to the first N calls after the fault takes "
+        "effect, then serve.",
+    )
     latency_ms: int = Field(default=0, ge=0, description="Added before the model runs.")
-    error: ErrorKind | None = Field(default=None, description="Answer every call with this error.")
+    latency: Latency | None = Field(
+        default=None, description="A latency distribution drawn per call (instead of latency_ms)."
+    )
+    error: ErrorKind | None = Field(default=None, description="Answer calls with this error.")
+    error_rate: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="The fraction of calls that get `error` (drawn per call); None: every call.",
+    )
+    seed: int | None = Field(
+        default=None,
+        description="Seeds the per-call draws (error_rate, latency) so a run can be repeated; "
+        "None: a fresh random seed each time the fault takes effect.",
+    )
     message: str | None = Field(default=None, description="Override the error's Message.")
     error_first_calls: int | None = Field(
         default=None,
         ge=0,
-        description="Only the endpoint's first N invocations get `error`, later ones succeed "
-        "(a brief outage or a cold start); None: every call.",
+        description="Only the first N calls after the fault takes effect get `error`, later "
+        "ones succeed (a brief outage); None: every call.",
     )
     original_status: int = Field(
         default=500, ge=100, le=599, description="model_error: container status"
@@ -77,6 +150,16 @@ class Fault(BaseModel):
     )
 
     @model_validator(mode="after")
+    def _consistent(self) -> Fault:
+        if self.latency is not None and self.latency_ms:
+            raise ValueError("set latency_ms or latency, not both")
+        if self.error_rate is not None and self.error is None:
+            raise ValueError("error_rate needs an error to inject")
+        if self.cold_for_s is not None and self.cold_for_calls is not None:
+            raise ValueError("set cold_for_s or cold_for_calls, not both")
+        return self
+
+    @model_validator(mode="after")
     def _one_stream_ending(self) -> Fault:
         endings = [
             name
@@ -93,13 +176,18 @@ class Fault(BaseModel):
         return self
 
 
+class DropConnection(Exception):
+    """The injected ``connection_drop``: abort the TCP connection without answering."""
+
+
 def error_for(fault: Fault, endpoint: str) -> ApiError | None:
-    """The error response ``fault.error`` stands for (None when no error is configured).
+    """The error response ``fault.error`` stands for (None when no error is configured, and
+    for ``connection_drop``, which has no response: see ``DropConnection``).
 
     ``model_timeout`` returns the error only; the caller waits ``timeout_after_ms`` first.
     """
     match fault.error:
-        case None:
+        case None | "connection_drop":
             return None
         case "model_error":
             return errors.model_error(
@@ -111,18 +199,3 @@ def error_for(fault: Fault, endpoint: str) -> ApiError | None:
             return err
         case _:
             return errors.simple_error(fault.error, fault.message)
-
-
-async def apply_request_fault(fault: Fault, endpoint: str, call_number: int = 1) -> None:
-    """Before the model runs: the added latency, then the injected error, if any (a model
-    timeout answers only after `timeout_after_ms`, as SageMaker answers after its 60 s).
-    `call_number` counts the endpoint's invocations from 1, for `error_first_calls`."""
-    if fault.latency_ms:
-        await asyncio.sleep(fault.latency_ms / 1000)
-    if fault.error_first_calls is not None and call_number > fault.error_first_calls:
-        return
-    err = error_for(fault, endpoint)
-    if err is not None:
-        if fault.error == "model_timeout":
-            await asyncio.sleep(fault.timeout_after_ms / 1000)
-        raise err

@@ -23,6 +23,10 @@ class EndpointStats:
     invocations: int = 0  # requests that reached the endpoint, both operations, errors included
     errors: int = 0  # HTTP error answers (injected faults, model errors, validation)
     invocations_cancelled: int = 0  # real-time calls whose client went away before the answer
+    active_invocations: int = 0  # real-time calls in progress now (admitted, not yet answered)
+    faults_injected: int = 0  # calls a fault answered: cold, error_rate/error, connection_drop
+    cold_answers: int = 0  # ... of them ModelNotReady from cold_for_s / cold_for_calls
+    connections_dropped: int = 0  # ... of them connection_drop (no answer at all)
     stream_parts_sent: int = 0
     streams_started: int = 0  # 200 + event-stream headers sent
     streams_completed: int = 0

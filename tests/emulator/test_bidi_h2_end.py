@@ -107,3 +107,31 @@ async def test_the_close_fault_still_resets_open_input_at_once() -> None:
         await client.until(_reset(stream_id), within_s=20)
         assert _ended(stream_id)(client.events)
         client.writer.close()
+
+
+async def test_data_for_a_finished_stream_leaves_the_connection_working() -> None:
+    # A client still sending on a stream the emulator already answered (an error before the
+    # stream: here an unknown endpoint) must not take the connection down with it: the data
+    # only refills the connection's flow-control window. Found by the chaos run.
+    config = EmulatorConfig(endpoints={"bidi-echo": EndpointConfig(model="bidi-echo")})
+    async with running_emulator(config, bidi=True) as emu:
+        assert emu.bidi_url is not None
+        path = "/endpoints/no-such-endpoint/invocations-bidirectional-stream"
+        client, first = await _open(emu.bidi_url, str(emu.ca_file), path)
+        await client.until(_ended(first), within_s=20)
+        client.conn.send_data(first, b"x" * 1000)  # late input on the answered stream
+        client.flush()
+        second = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(
+            second,
+            [
+                (":method", "POST"),
+                (":scheme", "https"),
+                (":authority", urlsplit(emu.bidi_url).netloc),
+                (":path", path),
+            ],
+            end_stream=True,
+        )
+        client.flush()
+        await client.until(_ended(second), within_s=20)  # answered on the same connection
+        client.writer.close()

@@ -215,8 +215,12 @@ class _Connection(asyncio.Protocol):
             stream = self._streams.get(event.stream_id or 0)
             if stream is not None:
                 stream._feed(event.data or b"", event.flow_controlled_length or 0)
-            else:  # a stream we already finished: keep the connection window open
-                self._h2.acknowledge_received_data(event.flow_controlled_length or 0, 0)
+            elif event.stream_id:  # a stream we already finished: keep the connection window
+                # open (h2 then updates only the connection's window; stream id 0 is refused
+                # with ValueError, which killed the whole connection).
+                self._h2.acknowledge_received_data(
+                    event.flow_controlled_length or 0, event.stream_id
+                )
         elif isinstance(event, h2.events.StreamEnded):
             stream = self._streams.get(event.stream_id or 0)
             if stream is not None:

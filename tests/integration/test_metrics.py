@@ -13,6 +13,8 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from scrape import Scrape, scrape, scrape_until
 
 from sagewire.emulator.faults import Fault
@@ -21,6 +23,8 @@ from sagewire.v1 import invoke_pb2, model_service_pb2
 from support import Sagewire, start_sagewire
 
 INFERENCE = "sagewire.v1.InferenceService"
+HEALTH = "grpc.health.v1.Health"
+REFLECT = ("bidi_stream", "ServerReflectionInfo", "grpc.reflection.v1alpha.ServerReflection")
 
 
 @asynccontextmanager
@@ -242,3 +246,55 @@ async def test_rest_requests_have_http_series_and_the_same_route_series(
     assert found.value("sagewire_upstream_requests_total", **upstream) == 1
     assert found.labelled("grpc_server_started_total") == []
     assert "nope-caller" not in found.text
+
+
+def _raw(data: bytes) -> bytes:
+    return data
+
+
+async def test_health_reflection_and_undecodable_requests_are_counted(
+    emulator: RunningEmulator,
+) -> None:
+    """Every RPC the server handles counts in grpc_server_*, as in go-grpc-prometheus: probes,
+    reflection and requests refused before a servicer ran included."""
+    async with metered(emulator) as (sw, url):
+        health = health_pb2_grpc.HealthStub(sw.channel)
+        await health.Check(health_pb2.HealthCheckRequest(service=""))
+        unknown = await status_of(health.Check(health_pb2.HealthCheckRequest(service="nope")))
+        reflect = reflection_pb2_grpc.ServerReflectionStub(sw.channel)
+        ask = reflection_pb2.ServerReflectionRequest(list_services="")
+        answers = [a async for a in reflect.ServerReflectionInfo(iter([ask, ask]))]
+        junk = await status_of(
+            sw.channel.unary_unary(
+                f"/{INFERENCE}/Invoke", request_serializer=_raw, response_deserializer=_raw
+            )(b"\xff\xff\xff")
+        )
+        junk_health = await status_of(
+            sw.channel.unary_unary(
+                "/grpc.health.v1.Health/Check", request_serializer=_raw, response_deserializer=_raw
+            )(b"\xff\xff\xff")
+        )
+        found = await scrape_until(
+            url, lambda f: f.value("grpc_server_started_total", **rpc(*REFLECT)) == 1
+        )
+    assert (unknown, len(answers), junk, junk_health) == (
+        "NOT_FOUND",
+        2,
+        "INVALID_ARGUMENT",
+        "INVALID_ARGUMENT",
+    )
+    check = rpc("unary", "Check", HEALTH)
+    assert found.value("grpc_server_started_total", **check) == 3
+    assert found.value("grpc_server_handled_total", **check, grpc_code="OK") == 1
+    assert found.value("grpc_server_handled_total", **check, grpc_code="NOT_FOUND") == 1
+    assert found.value("grpc_server_handled_total", **check, grpc_code="INVALID_ARGUMENT") == 1
+    assert found.value("grpc_server_handling_seconds_count", **check) == 3
+    assert found.value("grpc_server_msg_sent_total", **check) == 1
+    reflection = rpc(*REFLECT)
+    assert found.value("grpc_server_handled_total", **reflection, grpc_code="OK") == 1
+    assert found.value("grpc_server_msg_received_total", **reflection) == 2
+    assert found.value("grpc_server_msg_sent_total", **reflection) == 2
+    invoke = rpc("unary", "Invoke")
+    assert found.value("grpc_server_started_total", **invoke) == 1
+    assert found.value("grpc_server_handled_total", **invoke, grpc_code="INVALID_ARGUMENT") == 1
+    assert found.value("grpc_server_msg_sent_total", **invoke) == 0

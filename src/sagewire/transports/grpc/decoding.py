@@ -13,6 +13,10 @@ INVALID_ARGUMENT (reason MALFORMED_REQUEST) before the servicer sees it. On stre
 the marker raises `MalformedRequest` where the servicer reads it, ending the call the same way
 (Converse and UploadAsync map it at their error edge). Each refusal logs one WARNING line
 without traceback, at most one line per `LOG_INTERVAL_S` with a count of those left out.
+
+Given an Observer, the guard also records the calls no servicer edge records (transports.grpc.
+counted): every call of the services registered without one (health, reflection), and a
+refused undecodable request to a method whose edge never started.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from sagewire.core.errors import ErrorKind, SagewireError
+from sagewire.observability.calls import Observer, failed
+from sagewire.transports.grpc import counted
+from sagewire.transports.grpc.observe import OFF
 from sagewire.transports.grpc.status import to_grpc_status
 
 log = logging.getLogger(__name__)
@@ -123,7 +130,14 @@ def _safe(deserializer: Callable[[bytes], Any], method: str) -> Callable[[bytes]
 
 async def _abort(context: Ctx, error: SagewireError) -> None:
     status = to_grpc_status(error)
+    failed(status.code.name, error.reason)  # on the call record, when one is open
     await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def _refuse(context: Ctx, request: Undecodable, observer: Observer, kind: str) -> Any:
+    error = request.error()
+    counted.refused(observer, request.method, kind, "INVALID_ARGUMENT", error.reason)
+    return _abort(context, error)
 
 
 async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -137,12 +151,12 @@ async def _maybe_await(result: Any) -> Any:
     return await result if inspect.isawaitable(result) else result
 
 
-def _unary_request(behavior: Behavior) -> Behavior:
+def _unary_request(behavior: Behavior, observer: Observer) -> Behavior:
     if inspect.isasyncgenfunction(behavior):
 
         async def stream(request: Any, context: Ctx) -> AsyncIterator[Any]:
             if isinstance(request, Undecodable):
-                await _abort(context, request.error())
+                await _refuse(context, request, observer, "server_stream")
             async for item in behavior(request, context):
                 yield item
 
@@ -150,13 +164,13 @@ def _unary_request(behavior: Behavior) -> Behavior:
 
     async def unary(request: Any, context: Ctx) -> Any:
         if isinstance(request, Undecodable):
-            await _abort(context, request.error())
+            await _refuse(context, request, observer, "unary")
         return await _maybe_await(behavior(request, context))
 
     return unary
 
 
-def _stream_request(behavior: Behavior) -> Behavior:
+def _stream_request(behavior: Behavior, observer: Observer) -> Behavior:
     if inspect.isasyncgenfunction(behavior):
 
         async def stream(requests: AsyncIterator[Any], context: Ctx) -> AsyncIterator[Any]:
@@ -185,22 +199,30 @@ _FACTORIES: dict[tuple[bool, bool], tuple[str, Callable[..., Handler], Callable[
 }
 
 
-def guard_handler(handler: Handler, method: str) -> Handler:
+def guard_handler(
+    handler: Handler, method: str, observer: Observer = OFF, edge: bool = True
+) -> Handler:
     """`handler` with a deserializer that never raises and a behaviour that refuses what it
-    could not decode (see the module doc)."""
+    could not decode (see the module doc). `edge`: the servicer's own edge records its calls;
+    otherwise each call is recorded here."""
     if handler.request_deserializer is None:
         return handler
-    attribute, make, wrap = _FACTORIES[(handler.request_streaming, handler.response_streaming)]
+    streaming = (handler.request_streaming, handler.response_streaming)
+    attribute, make, wrap = _FACTORIES[streaming]
+    behavior = wrap(getattr(handler, attribute), observer)
+    if not edge:
+        behavior = counted.observed(behavior, observer, method, *streaming)
     return make(
-        wrap(getattr(handler, attribute)),
+        behavior,
         request_deserializer=_safe(handler.request_deserializer, method),
         response_serializer=handler.response_serializer,
     )
 
 
 class _GuardedGeneric(grpc.GenericRpcHandler):  # type: ignore[type-arg]  # not generic at run time
-    def __init__(self, inner: Generic) -> None:
+    def __init__(self, inner: Generic, registrar: _Registrar) -> None:
         self._inner = inner
+        self._registrar = registrar
         # A service's methods are few and fixed: each is wrapped once.
         self._guarded: dict[str, Handler] = {}
 
@@ -211,29 +233,38 @@ class _GuardedGeneric(grpc.GenericRpcHandler):  # type: ignore[type-arg]  # not 
             handler = self._inner.service(handler_call_details)
             if handler is None:  # not this service's: not remembered, callers pick the name
                 return None
-            guarded = self._guarded[method] = guard_handler(handler, method)
+            guarded = self._guarded[method] = self._registrar.guard(handler, method)
         return guarded
 
 
 class _Registrar:
     """What service registration functions (`add_*_to_server`) see instead of the server."""
 
-    def __init__(self, server: grpc.aio.Server) -> None:
+    def __init__(self, server: grpc.aio.Server, observer: Observer, edges: frozenset[str]) -> None:
         self._server = server
+        self._observer = observer
+        self._edges = edges
+
+    def guard(self, handler: Handler, method: str) -> Handler:
+        service = method.lstrip("/").rpartition("/")[0]
+        return guard_handler(handler, method, self._observer, service in self._edges)
 
     def add_generic_rpc_handlers(self, handlers: Sequence[Generic]) -> None:
-        self._server.add_generic_rpc_handlers([_GuardedGeneric(h) for h in handlers])
+        self._server.add_generic_rpc_handlers([_GuardedGeneric(h, self) for h in handlers])
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Handler]) -> None:
         # grpc-stubs predates add_registered_method_handlers (grpcio 1.62).
         server: Any = self._server
         server.add_registered_method_handlers(
             service,
-            {name: guard_handler(h, f"/{service}/{name}") for name, h in handlers.items()},
+            {name: self.guard(h, f"/{service}/{name}") for name, h in handlers.items()},
         )
 
 
-def guarded(server: grpc.aio.Server) -> grpc.aio.Server:
+def guarded(
+    server: grpc.aio.Server, observer: Observer = OFF, edges: Sequence[str] = ()
+) -> grpc.aio.Server:
     """A stand-in for `server` to pass to `add_*_to_server`: the services it registers refuse
-    undecodable requests with INVALID_ARGUMENT."""
-    return cast("grpc.aio.Server", _Registrar(server))
+    undecodable requests with INVALID_ARGUMENT. Calls are recorded on `observer`, here for
+    every service but `edges` (full names of services whose servicer edge records its own)."""
+    return cast("grpc.aio.Server", _Registrar(server, observer, frozenset(edges)))

@@ -40,6 +40,7 @@ from sagewire.transports.grpc.decoding import guarded
 from sagewire.transports.grpc.health import SERVING, HealthService
 from sagewire.transports.grpc.inference import InferenceServicer
 from sagewire.transports.grpc.models import ModelServicer
+from sagewire.transports.grpc.observe import OFF
 from sagewire.transports.grpc.reflection import enable_reflection
 from sagewire.transports.listen import ListenError, check_listen
 
@@ -139,6 +140,7 @@ class SagewireServer:
         self._rest: RestListener | None = None
         self.metrics_port = 0  # the admin listener's port, when telemetry.metrics_listen is set
         self._otlp: Otlp | None = None
+        self._observer = OFF  # where calls are reported, once start() opened it
 
     async def start(self) -> int:
         check_listeners(self.settings)
@@ -149,8 +151,10 @@ class SagewireServer:
         async_jobs = await self._open_async_jobs(gateway, runtime)
         statuses = self._endpoint_statuses()
         server = grpc.aio.server(options=grpc_options(self.settings))
-        # Every service registers through the guard: undecodable requests are INVALID_ARGUMENT.
-        registrar = guarded(server)
+        # Every service registers through the guard: undecodable requests are INVALID_ARGUMENT,
+        # and the calls of services without sagewire's edge (health, reflection) are recorded.
+        self._observer = observer
+        registrar = guarded(server, observer, SERVICE_NAMES)
         inference = InferenceServicer(gateway, self.settings.server.max_json_view_bytes, async_jobs)
         models = ModelServicer(gateway, statuses)
         inference.observer = models.observer = observer
@@ -224,7 +228,7 @@ class SagewireServer:
         if listen is None:
             return
         server = grpc.aio.server(options=_connection_bounds(self.settings))
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, guarded(server))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, guarded(server, self._observer))
         self.maintenance_port = _bind(server, listen, None, "health, server.maintenance_listen")
         await server.start()
         self._maintenance = server

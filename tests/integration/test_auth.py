@@ -160,3 +160,36 @@ async def test_unreachable_jwks_is_unavailable_not_unauthenticated(
     async with start_sagewire(emulator, settings) as sw:
         down = await invoke_failure(sw.channel, bearer(issuer.token("svc-fraud")))
     assert (down.code, down.reason) == (grpc.StatusCode.UNAVAILABLE, "JWKS_UNAVAILABLE")
+
+
+def _access_records(caplog: pytest.LogCaptureFixture, method: str) -> list[dict[str, object]]:
+    return [
+        r.access  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "sagewire.access" and getattr(r, "access", {}).get("method") == method
+    ]
+
+
+async def test_the_access_record_names_the_caller(
+    auth_sagewire: Server, issuer: Issuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    sw, ca = auth_sagewire
+    caplog.set_level(logging.INFO, logger="sagewire.access")
+    async with tls_channel(sw.server.port, ca) as channel:
+        await invoke(channel, bearer(issuer.token("svc-fraud")))
+        await invoke(channel, api_key(BATCH_KEY))
+        denied = await invoke_failure(channel, api_key(BATCH_KEY), model="echo-strict")
+        unknown = await invoke_failure(channel, api_key("swk_not-a-key-0123456789abcdef"))
+    assert (denied.code, unknown.code) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
+    records = _access_records(caplog, "sagewire.v1.InferenceService/Invoke")
+    seen = [(r["status"], r.get("principal"), r["model"]) for r in records]
+    assert seen == [
+        ("OK", "jwt:sub:svc-fraud", "echo"),
+        ("OK", "key:batch", "echo"),
+        ("PERMISSION_DENIED", "key:batch", "echo-strict"),
+        ("UNAUTHENTICATED", None, ""),  # nobody was authenticated: no principal to name
+    ]
+    assert BATCH_KEY not in caplog.text

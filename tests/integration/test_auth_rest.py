@@ -121,3 +121,37 @@ async def test_hostile_credentials_are_refused_over_rest(
 async def test_huge_header_is_refused_over_rest(rest: Rest) -> None:
     status, doc, _ = await rest.call("POST", "/v1/models/echo:invoke", bearer("x" * 20_000), {})
     assert status in (400, 431), doc
+
+
+async def test_the_access_record_names_the_caller(
+    rest: Rest, issuer: Issuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sagewire.access")
+    body = {"json": {"a": 1}}
+    token = issuer.token("svc-fraud")
+    answers = [
+        await rest.call(
+            "POST", "/v1/models/echo:invoke", [("Authorization", f"Bearer {token}")], body
+        ),
+        await rest.call("POST", "/v1/models/echo:invoke", [("X-Api-Key", BATCH_KEY)], body),
+        await rest.call(
+            "POST", "/v1/models/echo-strict/invocations", [("X-Api-Key", BATCH_KEY)], {}
+        ),
+        await rest.call(
+            "POST", "/v1/models/echo:invoke", [("X-Api-Key", "swk_nope-0123456789abcdef")], body
+        ),
+    ]
+    assert [status for status, _, _ in answers] == [200, 200, 403, 401]
+    records = [
+        r.access  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "sagewire.access" and hasattr(r, "access")
+    ]
+    seen = [(r["http_status"], r.get("principal"), r["model"]) for r in records]
+    assert seen == [
+        (200, "jwt:sub:svc-fraud", "echo"),
+        (200, "key:batch", "echo"),
+        (403, "key:batch", "echo-strict"),
+    ]
+    assert BATCH_KEY not in caplog.text
+    assert token not in caplog.text

@@ -52,11 +52,7 @@ def wrap(observer: Observer, method: str, route: str, handler: Handler) -> Handl
     """`handler` behind the edge, recorded as InferenceService `method` on `route`."""
 
     async def edge(request: web.Request) -> web.StreamResponse:
-        call = None
-        if observer.enabled:
-            call = observer.start_http(INFERENCE, method, request.method, route)
-            call.received = 1
-            call.bytes_in = request.content_length or 0
+        call = observe.open_call(observer, INFERENCE, method, request, route)
         response: web.StreamResponse | None = None
         try:
             with telemetry.rpc_span(INFERENCE, method, list(request.headers.items())) as span:

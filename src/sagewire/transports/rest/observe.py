@@ -14,15 +14,29 @@ from sagewire.transports.rest.routes import Binding
 CLIENT_CLOSED = 499
 
 
-def start(observer: Observer, binding: Binding, request: web.Request) -> Call | None:
+# Where the security middleware (transports.rest.security) leaves the authenticated caller's
+# principal for the call record, which opens after it (in the handler, once the route is known).
+PRINCIPAL = "sagewire.principal"
+
+
+def open_call(
+    observer: Observer, service: str, method: str, request: web.Request, route: str
+) -> Call | None:
+    """The record of `request`, transcoded to `service`'s `method` on the route template
+    `route` (None when observing is off)."""
     if not observer.enabled:
         return None
-    call = observer.start_http(
-        binding.service, binding.method.name, request.method, binding.template.source
-    )
+    call = observer.start_http(service, method, request.method, route)
     call.received = 1
     call.bytes_in = request.content_length or 0
+    call.principal = request.get(PRINCIPAL, "")
     return call
+
+
+def start(observer: Observer, binding: Binding, request: web.Request) -> Call | None:
+    return open_call(
+        observer, binding.service, binding.method.name, request, binding.template.source
+    )
 
 
 def failed(code: str, reason: str) -> None:

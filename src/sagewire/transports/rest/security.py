@@ -26,6 +26,7 @@ from sagewire.security.principal import (
     PeerIdentity,
 )
 from sagewire.transports.rest import errors
+from sagewire.transports.rest.observe import PRINCIPAL
 from sagewire.transports.rest.openapi import PATH as OPENAPI_PATH
 
 type Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -81,6 +82,8 @@ def security_middleware(security: Security) -> Middleware:
             scope = await security.enter(credentials)
         except SagewireError as error:
             return _refusal(error)
+        if scope is not None:  # for the access record (transports.rest.observe)
+            request[PRINCIPAL] = scope.principal.id
         try:
             return await handler(request)
         finally:

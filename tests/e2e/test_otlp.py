@@ -30,12 +30,15 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from processes import REPO, sagewire_process
 
-from sagewire.v1 import inference_service_pb2_grpc, invoke_pb2
+from sagewire.v1 import async_jobs_pb2, converse_pb2, inference_service_pb2_grpc, invoke_pb2
 
 pytestmark = pytest.mark.e2e
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+# The async job (S3 staging) and the HTTP/2 bidirectional stream, each in its own trace.
+ASYNC_TRACE = "5bf92f3577b34da6a3ce929d0e0e4737"
+BIDI_TRACE = "6bf92f3577b34da6a3ce929d0e0e4738"
 SECRET = "hunter2-never-exported"
 
 
@@ -99,6 +102,26 @@ async def _calls(target: str, rest_url: str) -> None:
         )
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.Invoke(invoke_pb2.InvokeRequest(model="nope", body=b"{}"), timeout=30)
+        await stub.SubmitAsync(
+            async_jobs_pb2.SubmitAsyncRequest(model="slow-echo", body=b'{"a": 1}'),
+            metadata=(("traceparent", f"00-{ASYNC_TRACE}-00f067aa0ba902b7-01"),),
+            timeout=30,
+        )
+        converse = stub.Converse(
+            iter(
+                [
+                    converse_pb2.ConverseRequest(open=converse_pb2.ConverseOpen(model="bidi-echo")),
+                    converse_pb2.ConverseRequest(
+                        turn=converse_pb2.ConverseTurn(turn_id="t1", text="hello")
+                    ),
+                    converse_pb2.ConverseRequest(close=converse_pb2.ConverseClose()),
+                ]
+            ),
+            metadata=(("traceparent", f"00-{BIDI_TRACE}-00f067aa0ba902b7-01"),),
+            timeout=60,
+        )
+        answers = [answer async for answer in converse]
+        assert any(a.WhichOneof("kind") == "chunk" for a in answers)
     async with aiohttp.ClientSession() as http:
         answer = await http.post(f"{rest_url}/v1/models/echo:invoke", json={"json": {}})
         assert answer.status == 200
@@ -145,6 +168,32 @@ def _points(found: Collector) -> list[dict[str, Any]]:
     return points
 
 
+def _check_s3_and_bidi_spans(found: Collector) -> None:
+    """S3 calls (an async input staged) and the HTTP/2 SDK's bidirectional stream have their
+    CLIENT spans under the RPC's SERVER span, as SageMaker calls through botocore do."""
+    for trace_id, method, calls in (
+        (ASYNC_TRACE, "SubmitAsync", {"S3.PutObject", "SageMaker Runtime.InvokeEndpointAsync"}),
+        (
+            BIDI_TRACE,
+            "Converse",
+            {"SageMaker Runtime.InvokeEndpointWithBidirectionalStream"},
+        ),
+    ):
+        spans = [s for s in found.spans if s.trace_id.hex() == trace_id]
+        rpc = [s for s in spans if s.kind == Span.SPAN_KIND_SERVER]
+        assert [s.name for s in rpc] == [f"sagewire.v1.InferenceService/{method}"]
+        below = [s for s in spans if s.kind == Span.SPAN_KIND_CLIENT]
+        assert {s.name for s in below} == calls
+        for span in below:
+            assert span.parent_span_id == rpc[0].span_id
+            assert attributes(span.attributes)["rpc.system"] == "aws-api"
+            assert span.status.code != span.status.STATUS_CODE_ERROR
+    s3 = next(s for s in found.spans if s.name == "S3.PutObject")
+    assert attributes(s3.attributes)["aws.s3.bucket"]
+    bidi = next(s for s in found.spans if s.name.endswith("WithBidirectionalStream"))
+    assert attributes(bidi.attributes)["aws.sagemaker.endpoint_name"] == "bidi-echo"
+
+
 async def test_spans_metrics_and_json_logs(collector: tuple[Collector, int]) -> None:
     found, port = collector
     env = {
@@ -181,6 +230,7 @@ async def test_spans_metrics_and_json_logs(collector: tuple[Collector, int]) -> 
     assert called["http.response.status_code"] == 200
     assert called["retry_attempts"] == 0
     assert SECRET not in str(found.spans)
+    _check_s3_and_bidi_spans(found)
 
     # rpc.server.call.duration in seconds, per method and status code.
     points = _points(found)

@@ -10,8 +10,10 @@ the HTTP/2 SDK's smithy layers) are held at INFO or above whatever the level.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +45,20 @@ class TraceContext(logging.Filter):
 class TextFormatter(logging.Formatter):
     """The text format, with ` trace_id=… span_id=…` appended inside a traced call."""
 
+    _second = -1
+    _stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """logging's own rendering, with time.strftime done once per second rather than per
+        record (an access record per call makes it count)."""
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
+        return f"{self._stamp},{int(record.msecs):03d}"  # logging's default_msec_format
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         trace_id = getattr(record, "trace_id", "")
@@ -53,22 +69,25 @@ class TextFormatter(logging.Formatter):
 
 class _JsonFormatter(JsonFormatter):
     """python-json-logger, with a direct path for access records (one per call, so their
-    cost counts: the general path renames and merges fields one by one)."""
+    cost counts: the general path renames and merges fields one by one, then serialises with
+    its own encoder class)."""
 
-    def add_fields(
-        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
-    ) -> None:
+    def format(self, record: logging.LogRecord) -> str:
         access = getattr(record, "access", None)
-        if access is None or message_dict or record.exc_info:
-            super().add_fields(log_data, record, message_dict)
-            return
-        log_data["level"] = record.levelname
-        log_data["logger"] = record.name
-        log_data["message"] = record.message
-        log_data["trace_id"] = getattr(record, "trace_id", "")
-        log_data["span_id"] = getattr(record, "span_id", "")
-        log_data["time"] = datetime.fromtimestamp(record.created, tz=UTC).isoformat()
-        log_data["access"] = access
+        if access is None or record.exc_info or record.stack_info or isinstance(record.msg, dict):
+            return super().format(record)
+        # Every JSON line's fields (module doc), and the access record.
+        return json.dumps(
+            {
+                "level": record.levelname,
+                "logger": record.name,
+                "message": record.getMessage(),
+                "trace_id": getattr(record, "trace_id", ""),
+                "span_id": getattr(record, "span_id", ""),
+                "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(),
+                "access": access,
+            }
+        )
 
 
 def json_formatter() -> logging.Formatter:

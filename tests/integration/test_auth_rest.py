@@ -143,9 +143,7 @@ async def test_the_access_record_names_the_caller(
     ]
     assert [status for status, _, _ in answers] == [200, 200, 403, 401]
     records = [
-        r.access  # type: ignore[attr-defined]
-        for r in caplog.records
-        if r.name == "sagewire.access" and hasattr(r, "access")
+        r.access for r in caplog.records if r.name == "sagewire.access" and hasattr(r, "access")
     ]
     seen = [(r["http_status"], r.get("principal"), r["model"]) for r in records]
     assert seen == [

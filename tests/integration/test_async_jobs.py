@@ -546,7 +546,7 @@ async def test_watch_honours_the_deadline_and_frees_its_slot(
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await _watch(sw, pending)
         assert failure(caught.value).reason == "STREAM_LIMIT"
-        assert failure(caught.value).code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert failure(caught.value).code is grpc.StatusCode.UNAVAILABLE
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await _next(call)
         assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED

@@ -7,6 +7,7 @@ import time
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 
 from sagewire.emulator.server import RunningEmulator
@@ -57,7 +58,8 @@ async def test_cancelled_call_cancels_upstream_and_frees_its_slot(
     assert response.body == b"{}"
 
 
-async def test_route_concurrency_limit_fails_fast(sagewire: Sagewire) -> None:
+async def test_route_concurrency_limit_sheds_with_unavailable(sagewire: Sagewire) -> None:
+    # UNAVAILABLE with RetryInfo, the code gRPC retry policies retry (docs/resilience.md).
     first = sagewire.inference.Invoke(invoke_pb2.InvokeRequest(model="single-file", body=b"{}"))
     await asyncio.sleep(0.2)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -65,7 +67,8 @@ async def test_route_concurrency_limit_fails_fast(sagewire: Sagewire) -> None:
             invoke_pb2.InvokeRequest(model="single-file", body=b"{}"), timeout=5
         )
     f = failure(caught.value)
-    assert (f.code, f.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "ROUTE_CONCURRENCY_LIMIT")
+    assert (f.code, f.reason) == (grpc.StatusCode.UNAVAILABLE, "ROUTE_CONCURRENCY_LIMIT")
+    assert f.detail(error_details_pb2.RetryInfo) is not None
     assert (await first).body == b"{}"
 
 

@@ -52,7 +52,8 @@ def models_in(found: Scrape) -> set[str]:
     return {
         dict(labels)["model"]
         for (name, labels) in found.samples
-        if "model" in dict(labels) and name != "sagewire_route_max_concurrency"
+        if "model" in dict(labels)
+        and name not in ("sagewire_route_max_concurrency", "sagewire_route_concurrency_limit")
     }
 
 
@@ -71,6 +72,7 @@ async def test_a_unary_call_is_counted_in_every_series(emulator: RunningEmulator
     assert found.value("sagewire_upstream_request_duration_seconds_count", **upstream) == 1
     assert found.value("sagewire_route_in_flight", model="echo") == 0
     assert found.value("sagewire_route_max_concurrency", model="single-file") == 1
+    assert found.value("sagewire_route_concurrency_limit", model="single-file") == 1
     # botocore's standard retry quota starts at 500 and nothing was retried.
     assert found.value("sagewire_aws_retry_quota_available", service="sagemaker-runtime") == 500
     # Series of calls only name the route called; the limits name every configured route.
@@ -140,7 +142,7 @@ async def test_concurrency_rejections_and_in_flight(emulator: RunningEmulator) -
         assert busy.value("sagewire_route_in_flight", model="single-file") == 1
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await sw.inference.Invoke(invoke_pb2.InvokeRequest(model="single-file", body=b"{}"))
-        assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
         await first
         found = await scrape(url)
     assert (
@@ -151,7 +153,7 @@ async def test_concurrency_rejections_and_in_flight(emulator: RunningEmulator) -
     )
     assert found.value("sagewire_route_in_flight", model="single-file") == 0
     handled = "grpc_server_handled_total"
-    assert found.value(handled, **rpc("unary", "Invoke"), grpc_code="RESOURCE_EXHAUSTED") == 1
+    assert found.value(handled, **rpc("unary", "Invoke"), grpc_code="UNAVAILABLE") == 1
     assert found.value(handled, **rpc("unary", "Invoke"), grpc_code="OK") == 1
 
 

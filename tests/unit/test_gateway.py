@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 from pydantic import SecretStr
 
+from sagewire.config.admission import AdmissionSettings
 from sagewire.config.async_jobs import AsyncJobSettings
 from sagewire.config.settings import (
     OptionName,
@@ -76,6 +77,7 @@ ROUTES = {
         defaults=RouteDefaults(target_variant="A", custom_attributes="route"),
         timeout_s=5,
         max_concurrency=1,
+        admission=AdmissionSettings(max_wait_ms=0),  # shed at once: no race with the first call
     ),
     "tokens": RouteSettings(
         endpoint="tokens-ep",
@@ -206,7 +208,10 @@ async def test_concurrency_limit_applies_to_invoke() -> None:
     await asyncio.sleep(0)  # let the first call take the only slot
     with pytest.raises(SagewireError) as info:
         await gw.invoke(InvokeCall(model="echo", body=b"2"))
-    assert info.value.reason == "ROUTE_CONCURRENCY_LIMIT"
+    assert (info.value.kind, info.value.reason) == (
+        ErrorKind.UNAVAILABLE,
+        "ROUTE_CONCURRENCY_LIMIT",
+    )
     assert (await first).body == b"1"
     assert gw.routes.resolve("echo").in_flight == 0
 

@@ -10,8 +10,8 @@ ErrorInfo reason, stable), never on the message.
     ├── NotFound            NOT_FOUND (unknown model, unknown or foreign job id)
     ├── ModelError          the model container answered with an error (`.model_status`,
     │                       `.model_message`); whatever gRPC code sagewire mapped it to
-    ├── Unavailable         UNAVAILABLE; `.retry_after` (seconds) when retrying may help
-    ├── QuotaExceeded       RESOURCE_EXHAUSTED (limits, quotas, throttling); `.retry_after`
+    ├── Unavailable         UNAVAILABLE (also a route shedding load); `.retry_after` (seconds)
+    ├── QuotaExceeded       RESOURCE_EXHAUSTED (caller quotas, throttling); `.retry_after`
     ├── DeadlineExceeded    DEADLINE_EXCEEDED
     ├── Unauthenticated     UNAUTHENTICATED
     ├── PermissionDenied    PERMISSION_DENIED
@@ -115,11 +115,12 @@ class ModelError(SagewireError):
 
 
 class Unavailable(SagewireError):
-    """Transient: retry after `retry_after` seconds (when set), with backoff."""
+    """Transient (an endpoint or this replica busy, a route shedding load): retry after
+    `retry_after` seconds (when set), with backoff."""
 
 
 class QuotaExceeded(SagewireError):
-    """A limit was hit (route concurrency, caller quota, throttling); back off `retry_after`."""
+    """A caller quota or SageMaker throttling; back off `retry_after`."""
 
 
 class DeadlineExceeded(SagewireError):

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from sagewire.config.admission import AdmissionSettings
 from sagewire.config.async_jobs import AsyncJobSettings, AsyncRouteSettings
 from sagewire.config.base import Strict
 from sagewire.config.bidi import BidiRouteSettings
@@ -101,6 +102,8 @@ class RouteSettings(Strict):
     framing: StreamFraming = StreamFraming.RAW
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
     max_concurrency: int = Field(default=64, ge=1, le=100_000)
+    # Waiting for a slot, shedding, and the adaptive limit under max_concurrency.
+    admission: AdmissionSettings = AdmissionSettings()
     defaults: RouteDefaults = RouteDefaults()
     allow: list[OptionName] = Field(default_factory=list)
     converse: ConverseSettings = ConverseSettings()

@@ -85,7 +85,7 @@ class AsyncJobs:
         timeout = route.settings.timeout_s
         if call.time_remaining_s is not None:
             timeout = min(timeout, max(call.time_remaining_s, 0.0))
-        with route.slot():
+        async with route.slot():
             try:
                 async with asyncio.timeout(timeout):
                     if staged is not None and body is not None:
@@ -107,7 +107,7 @@ class AsyncJobs:
         """
         route, request = self._prepare(call, "UploadAsync")
         staged = self._staging(route)
-        with route.slot():
+        async with route.slot():
             size = await self._store.put_stream(staged, self._bounded(chunks), request.content_type)
             signals.uploaded(size)
             timeout = route.settings.timeout_s

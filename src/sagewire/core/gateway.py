@@ -152,7 +152,7 @@ class Gateway:
             raise _wrong_mode(route, "Invoke", "realtime or stream")
         request = self._prepare(route, call, Operation.INVOKE_ENDPOINT, session_id)
         timeout = self._timeout(route, call)
-        with route.slot():
+        async with route.slot():
             try:
                 async with asyncio.timeout(timeout):
                     return await self._runtime.invoke_endpoint(request)
@@ -182,11 +182,12 @@ class Gateway:
                 f"{NEW_SESSION} is only accepted by Invoke; open the session there first",
             )
         timeout = self._timeout(route, call)
-        with route.slot():
+        async with route.slot() as admitted:
             try:
                 async with asyncio.timeout(timeout):
                     opened = time.perf_counter()
                     async with self._runtime.invoke_endpoint_stream(request) as stream:
+                        admitted.answered()
                         pieces = _pieces(
                             stream, framing, opened, self._settings.server.stream_coalesce_bytes
                         )
@@ -255,9 +256,10 @@ class Gateway:
                 reason="BIDI_NOT_CONFIGURED",
             )
         timeout = self._timeout(route, call)
-        with route.slot():
+        async with route.slot() as admitted:
             try:
                 async with asyncio.timeout(timeout), self._bidi.open_bidi(request) as stream:
+                    admitted.answered()
                     yield stream
             except TimeoutError:
                 raise deadline_exceeded(

@@ -230,7 +230,9 @@ class JobResults:
             raise SagewireError(
                 message=f"this sagewire already serves {limit} WatchAsync/ReadAsyncOutput "
                 "streams; retry shortly or on another replica",
-                kind=ErrorKind.RESOURCE_EXHAUSTED,
+                # This replica's capacity, not the caller's quota: UNAVAILABLE is what gRPC
+                # retry policies retry (docs/resilience.md).
+                kind=ErrorKind.UNAVAILABLE,
                 reason="STREAM_LIMIT",
                 retry_after_s=1.0,
                 metadata={"limit": str(limit)},

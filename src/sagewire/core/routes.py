@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 
 from sagewire.config.operations import OPTIONS, PARAMETERS, Operation, takes
 from sagewire.config.settings import RouteMode, RouteSettings, StreamFraming
-from sagewire.core.errors import ErrorKind, SagewireError, invalid_argument, model_not_found
+from sagewire.core.admission import Admission, Admitted
+from sagewire.core.errors import SagewireError, invalid_argument, model_not_found
 from sagewire.core.ports import OpenGuard, RouteGuard
 from sagewire.core.redaction import redact_custom_attributes
 from sagewire.core.types import InvocationOptions, RouteInfo
-from sagewire.observability import calls, signals
+from sagewire.observability import calls
 from sagewire.observability.metrics import PASSTHROUGH
 
 # `model = "endpoint/<name>"` reaches an endpoint directly when pass-through is enabled.
@@ -21,19 +22,21 @@ PASSTHROUGH_PREFIX = "endpoint/"
 
 @dataclass
 class Route:
-    """One resolved route, with its in-flight counter for the concurrency bound."""
+    """One resolved route, with its admission (concurrency limit, in-flight calls)."""
 
     name: str
     settings: RouteSettings
     defaults: InvocationOptions
     allowed: frozenset[str]
-    in_flight: int = field(default=0)
     # The route's name in metrics and access records: pass-through routes share one label,
     # since their names come from callers.
     label: str = ""
 
+    admission: Admission = field(init=False)
+
     def __post_init__(self) -> None:
         self.label = self.label or self.name
+        self.admission = Admission(self.name, self.settings)
 
     @property
     def mode(self) -> RouteMode:
@@ -73,29 +76,15 @@ class Route:
                     reason="OPTION_NOT_ALLOWED",
                 )
 
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        """Hold one of the route's concurrency slots, or fail fast when none is free."""
-        limit = self.settings.max_concurrency
-        if self.in_flight >= limit:
-            signals.rejected("ROUTE_CONCURRENCY_LIMIT")
-            raise SagewireError(
-                message=f"model {self.name!r} already has {limit} calls in flight; retry shortly",
-                kind=ErrorKind.RESOURCE_EXHAUSTED,
-                reason="ROUTE_CONCURRENCY_LIMIT",
-                retry_after_s=0.2,
-                metadata={"model": self.name, "limit": str(limit)},
-            )
-        self.in_flight += 1
-        gauge = signals.in_flight()
-        if gauge is not None:
-            gauge.inc()
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
-            if gauge is not None:
-                gauge.dec()
+    @property
+    def in_flight(self) -> int:
+        """Calls holding one of the route's slots now."""
+        return self.admission.in_flight
+
+    def slot(self) -> AbstractAsyncContextManager[Admitted]:
+        """Hold one of the route's concurrency slots for the block (sagewire.core.admission):
+        waits up to `admission.max_wait_ms` for one, then raises UNAVAILABLE."""
+        return self.admission.slot()
 
 
 def not_supported(field: str, operation: Operation) -> SagewireError:

@@ -126,10 +126,18 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=reg,
         )
+        self.route_concurrency_limit = Gauge(
+            "sagewire_route_concurrency_limit",
+            "Calls the route admits in flight now: max_concurrency, or the adaptive limit when "
+            "admission.adaptive is on (summed over processes).",
+            ("model",),
+            multiprocess_mode="livesum",
+            registry=reg,
+        )
         self.route_rejections = Counter(
             "sagewire_route_rejections",
             "Calls refused by a route's own limits, by ErrorInfo reason "
-            "(ROUTE_CONCURRENCY_LIMIT, CONVERSE_LIMIT, ...).",
+            "(ROUTE_CONCURRENCY_LIMIT, ROUTE_OVERLOADED: shed by the adaptive limit, ...).",
             ("model", "reason"),
             registry=reg,
         )

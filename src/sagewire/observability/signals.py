@@ -22,6 +22,14 @@ def rejected(reason: str) -> None:
         metrics.route_rejections.labels(model, reason).inc()
 
 
+def concurrency_limit(limit: int) -> None:
+    """The route's adaptive concurrency limit moved to `limit` (sagewire.core.admission)."""
+    found = current_metrics()
+    if found is not None:
+        metrics, model = found
+        metrics.child(metrics.route_concurrency_limit, model).set(limit)
+
+
 def in_flight() -> Any:
     """The route's in-flight gauge (inc/dec it around the held slot), or None."""
     found = current_metrics()

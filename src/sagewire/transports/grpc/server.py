@@ -203,6 +203,11 @@ class SagewireServer:
             metrics = Metrics()
             for name, route in self.settings.routes.items():
                 metrics.route_limit.labels(name).set(route.max_concurrency)
+                metrics.route_concurrency_limit.labels(name).set(
+                    min(route.admission.min_limit, route.max_concurrency)
+                    if route.admission.adaptive
+                    else route.max_concurrency
+                )
             admin = AdminListener(metrics.registry, settings.metrics_listen)
             self.metrics_port = (await self._stack.enter_async_context(admin)).port
         return Observer(metrics, self.settings.server.access_log, self._otlp.meter())

@@ -7,7 +7,8 @@ real grpc.aio to sagewire.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 
 import pytest
 import pytest_asyncio
@@ -37,7 +38,13 @@ for _key in (
     os.environ.pop(_key, None)
 
 from sagewire.emulator.server import RunningEmulator, running_emulator  # noqa: E402
-from support import TEST_EMULATOR_CONFIG, Sagewire, start_sagewire  # noqa: E402
+from support import (  # noqa: E402
+    TEST_EMULATOR_CONFIG,
+    Sagewire,
+    default_aws_client,
+    start_sagewire,
+    use_aws_client,
+)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -53,8 +60,44 @@ def _healthy_emulator(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("emulator").reset()
 
 
+@pytest.fixture(scope="session")
+def aws_client() -> str:
+    """The aws.client of the sagewire servers a test starts: the default, except in modules
+    that run over both clients (`pytestmark = support.BOTH_AWS_CLIENTS` parametrises this)."""
+    return default_aws_client()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _servers_use_aws_client(aws_client: str) -> Iterator[None]:
+    """Every server the module starts (settings_for) uses the module's aws_client."""
+    previous = use_aws_client(aws_client)
+    yield
+    use_aws_client(previous)
+
+
+class _Servers:
+    """One shared sagewire server per aws.client, started on first use."""
+
+    def __init__(self, emulator: RunningEmulator, stack: AsyncExitStack) -> None:
+        self._emulator = emulator
+        self._stack = stack
+        self._servers: dict[str, Sagewire] = {}
+
+    async def get(self, client: str) -> Sagewire:
+        if client not in self._servers:
+            server = start_sagewire(self._emulator, aws={"client": client})
+            self._servers[client] = await self._stack.enter_async_context(server)
+        return self._servers[client]
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def sagewire(emulator: RunningEmulator) -> AsyncIterator[Sagewire]:
-    """A sagewire server with the standard test routes, shared by the session."""
-    async with start_sagewire(emulator) as server:
-        yield server
+async def _shared_servers(emulator: RunningEmulator) -> AsyncIterator[_Servers]:
+    async with AsyncExitStack() as stack:
+        yield _Servers(emulator, stack)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def sagewire(_shared_servers: _Servers, aws_client: str) -> Sagewire:
+    """A sagewire server with the standard test routes, shared by the session (one per
+    aws.client)."""
+    return await _shared_servers.get(aws_client)

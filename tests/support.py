@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import grpc
+import pytest
 from google.protobuf import message as pb_message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2_grpc
 
 from sagewire.config import Settings, load_settings
+from sagewire.config.settings import AwsSettings
 from sagewire.core.errors import SagewireError
 from sagewire.emulator.config import EmulatorConfig, EndpointConfig
 from sagewire.emulator.faults import Fault
@@ -77,6 +79,28 @@ TEST_ROUTES: dict[str, dict[str, Any]] = {
 }
 
 
+# The SageMaker Runtime clients (aws.client). Modules that touch InvokeEndpoint or response
+# streams run over both with `pytestmark = BOTH_AWS_CLIENTS` (tests/conftest.py's aws_client).
+AWS_CLIENTS = ("lean", "aioboto3")
+BOTH_AWS_CLIENTS = pytest.mark.parametrize("aws_client", AWS_CLIENTS, scope="module")
+
+
+class _ServersUse:
+    """The aws.client of the servers settings_for makes (set per module by tests/conftest.py)."""
+
+    aws_client: str = str(AwsSettings.model_fields["client"].default)
+
+
+def use_aws_client(client: str) -> str:
+    """Make settings_for use `client` from now on; returns the one used until now."""
+    previous, _ServersUse.aws_client = _ServersUse.aws_client, client
+    return previous
+
+
+def default_aws_client() -> str:
+    return str(AwsSettings.model_fields["client"].default)
+
+
 # Async routes need a job-id key; tests share this one (32 bytes, base64).
 TEST_JOB_ID_KEY = "dGVzdC1vbmx5LWpvYi1pZC1rZXktMzItYnl0ZXMtbG9uZw=="
 
@@ -99,7 +123,12 @@ def settings_for(
             # The REST bridge on a free port too, unless a test turns it off.
             "rest": {"listen": "127.0.0.1:0", **(rest or {})},
             # One attempt: tests see each upstream error exactly as the emulator sent it.
-            "aws": {**_aws_for(runtime), "max_attempts": 1, **(aws or {})},
+            "aws": {
+                **_aws_for(runtime),
+                "max_attempts": 1,
+                "client": _ServersUse.aws_client,
+                **(aws or {}),
+            },
             "async_jobs": {"job_id_keys": [TEST_JOB_ID_KEY], **(async_jobs or {})},
             "routes": dict(routes if routes is not None else TEST_ROUTES),
             "auth": dict(auth or {}),

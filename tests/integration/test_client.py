@@ -31,7 +31,9 @@ from sagewire.client import (
 )
 from sagewire.emulator.faults import Fault
 from sagewire.emulator.server import RunningEmulator
-from support import Sagewire
+from support import BOTH_AWS_CLIENTS, Sagewire
+
+pytestmark = BOTH_AWS_CLIENTS
 
 
 @pytest_asyncio.fixture

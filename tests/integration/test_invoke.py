@@ -10,7 +10,9 @@ from google.rpc import error_details_pb2
 
 from sagewire.emulator.server import RunningEmulator
 from sagewire.v1 import common_pb2, invoke_pb2
-from support import Sagewire, failure
+from support import BOTH_AWS_CLIENTS, Sagewire, failure
+
+pytestmark = BOTH_AWS_CLIENTS
 
 
 async def test_json_round_trip(sagewire: Sagewire) -> None:

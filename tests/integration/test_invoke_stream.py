@@ -14,7 +14,9 @@ from google.protobuf import struct_pb2
 from sagewire.emulator.faults import Fault
 from sagewire.emulator.server import RunningEmulator
 from sagewire.v1 import common_pb2, invoke_pb2
-from support import EOF, Sagewire, failure, start_sagewire
+from support import BOTH_AWS_CLIENTS, EOF, Sagewire, failure, start_sagewire
+
+pytestmark = BOTH_AWS_CLIENTS
 
 
 def _request(model: str, text: str, **extra: Any) -> invoke_pb2.InvokeStreamRequest:

@@ -19,7 +19,9 @@ from google.rpc import error_details_pb2
 
 from sagewire.emulator.server import RunningEmulator
 from sagewire.v1 import async_jobs_pb2, converse_pb2, invoke_pb2
-from support import Sagewire, failure, start_sagewire
+from support import BOTH_AWS_CLIENTS, Sagewire, failure, start_sagewire
+
+pytestmark = BOTH_AWS_CLIENTS
 
 PINNED = b'{"id": 9223372036854775807, "near53": 9007199254740993}'
 EXACT = b'{"id": 9007199254740992, "p": 0.1, "big": 1e300}'

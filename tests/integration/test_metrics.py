@@ -20,7 +20,9 @@ from scrape import Scrape, scrape, scrape_until
 from sagewire.emulator.faults import Fault
 from sagewire.emulator.server import RunningEmulator
 from sagewire.v1 import invoke_pb2, model_service_pb2
-from support import Sagewire, start_sagewire
+from support import BOTH_AWS_CLIENTS, Sagewire, start_sagewire
+
+pytestmark = BOTH_AWS_CLIENTS
 
 INFERENCE = "sagewire.v1.InferenceService"
 HEALTH = "grpc.health.v1.Health"

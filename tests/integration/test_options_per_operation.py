@@ -17,7 +17,9 @@ from google.rpc import error_details_pb2
 
 from sagewire.emulator.server import RunningEmulator
 from sagewire.v1 import common_pb2, converse_pb2, invoke_pb2
-from support import Sagewire, failure, start_sagewire
+from support import BOTH_AWS_CLIENTS, Sagewire, failure, start_sagewire
+
+pytestmark = BOTH_AWS_CLIENTS
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

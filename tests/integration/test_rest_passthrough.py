@@ -16,7 +16,9 @@ import pytest_asyncio
 
 from sagewire.emulator.faults import Fault
 from sagewire.emulator.server import RunningEmulator
-from support import Sagewire
+from support import BOTH_AWS_CLIENTS, Sagewire
+
+pytestmark = BOTH_AWS_CLIENTS
 
 INVOCATIONS = "/v1/models/{}/invocations"
 STREAM = "/v1/models/{}/invocations-response-stream"

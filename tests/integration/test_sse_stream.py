@@ -13,7 +13,9 @@ from google.protobuf import json_format
 
 from sagewire.emulator.server import RunningEmulator
 from sagewire.v1 import common_pb2, converse_pb2, invoke_pb2
-from support import Sagewire, start_sagewire
+from support import BOTH_AWS_CLIENTS, Sagewire, start_sagewire
+
+pytestmark = BOTH_AWS_CLIENTS
 
 TEXT = "héllo wide 世界 🙂"
 WORDS = TEXT.split()

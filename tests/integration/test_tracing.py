@@ -12,7 +12,9 @@ from opentelemetry.trace import StatusCode
 
 from sagewire.emulator.server import RunningEmulator
 from sagewire.v1 import invoke_pb2
-from support import start_sagewire
+from support import BOTH_AWS_CLIENTS, start_sagewire
+
+pytestmark = BOTH_AWS_CLIENTS
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"

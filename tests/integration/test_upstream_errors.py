@@ -11,7 +11,9 @@ from google.rpc import error_details_pb2
 from sagewire.emulator.faults import Fault
 from sagewire.emulator.server import RunningEmulator
 from sagewire.v1 import common_pb2, invoke_pb2
-from support import Sagewire, failure, start_sagewire
+from support import BOTH_AWS_CLIENTS, Sagewire, failure, start_sagewire
+
+pytestmark = BOTH_AWS_CLIENTS
 
 CASES: list[tuple[str, dict[str, Any], grpc.StatusCode, str, bool]] = [
     # (id, fault, code, reason, retry advice expected)

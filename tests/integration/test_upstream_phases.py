@@ -19,7 +19,9 @@ from google.rpc import error_details_pb2
 from sagewire.emulator.faults import Fault
 from sagewire.emulator.server import RunningEmulator
 from sagewire.v1 import converse_pb2, invoke_pb2
-from support import Sagewire, failure, start_sagewire
+from support import BOTH_AWS_CLIENTS, Sagewire, failure, start_sagewire
+
+pytestmark = BOTH_AWS_CLIENTS
 
 READ_TIMEOUT_S = 1.0
 ROUTES: dict[str, dict[str, Any]] = {

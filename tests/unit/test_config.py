@@ -136,11 +136,20 @@ def test_problem_is_exactly_the_named_key(tmp_path: Path, toml: str, expected: s
         ('[aws]\nregion = "mars"\n', "aws.region: String should match pattern"),
         ('[aws]\nruntime_endpoint_url = "ftp://x"\n', "aws.runtime_endpoint_url:"),
         ('[aws]\nretry_mode = "forever"\n', "aws.retry_mode: Input should be"),
+        ('[aws]\nclient = "boto3"\n', "aws.client: Input should be 'lean' or 'aioboto3'"),
     ],
 )
 def test_bad_values_name_their_key(tmp_path: Path, toml: str, prefix: str) -> None:
     [problem] = problems(tmp_path, toml)
     assert problem.startswith(prefix)
+
+
+def test_lean_client_refuses_adaptive_retries(tmp_path: Path) -> None:
+    [problem] = problems(tmp_path, '[aws]\nclient = "lean"\nretry_mode = "adaptive"\n')
+    assert problem.startswith("aws: ")
+    assert 'retry_mode "adaptive" needs client = "aioboto3"' in problem
+    path = write(tmp_path, '[aws]\nclient = "aioboto3"\nretry_mode = "adaptive"\n')
+    assert load_settings(path).aws.retry_mode == "adaptive"
 
 
 def test_realtime_timeout_over_70_s_is_rejected(tmp_path: Path) -> None:

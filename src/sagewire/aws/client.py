@@ -15,7 +15,9 @@ from typing import Any, Self
 
 import aioboto3
 import botocore
+from aiobotocore.session import AioSession
 from botocore.config import Config
+from botocore.retries.quota import RetryQuota
 
 from sagewire.aws.error_table import Service
 from sagewire.aws.instrumented import InstrumentedClient
@@ -59,10 +61,14 @@ class SharedClient:
         self._settings = settings
         self._stack = AsyncExitStack()
         self._client: Any = None
+        # The botocore session (credential chain) of this client; the retry quota it draws
+        # from (None: its own).
+        self._session = AioSession()
+        self._budget: RetryQuota | None = None
 
     async def __aenter__(self) -> Self:
         client = await self._stack.enter_async_context(
-            aioboto3.Session().client(
+            aioboto3.Session(botocore_session=self._session).client(
                 self._service,
                 endpoint_url=self._endpoint_url,
                 config=client_config(self._settings),
@@ -70,7 +76,7 @@ class SharedClient:
         )
         # Before the wrapper: it reads the retry quota of the handler installed here.
         service = Service.S3 if self._service == "s3" else Service.RUNTIME
-        use_resend_rule(client, service, self._settings.max_attempts)
+        use_resend_rule(client, service, self._settings.max_attempts, self._budget)
         # Every API call gets its CLIENT span and upstream metrics (sagewire.aws.instrumented).
         self._client = InstrumentedClient(client, self._service)
         return self

@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -104,22 +105,7 @@ class InstrumentedClient:
         return bound
 
     def _span(self, operation: str, params: dict[str, Any]) -> trace.Span | None:
-        if not telemetry.tracing():
-            return None
-        attributes: dict[str, str] = {
-            "rpc.system": "aws-api",
-            "rpc.service": self._service_id,
-            "rpc.method": operation,
-            "cloud.region": self._region,
-            "server.address": self._address,
-        }
-        if "EndpointName" in params:
-            attributes["aws.sagemaker.endpoint_name"] = str(params["EndpointName"])
-        if "Bucket" in params:
-            attributes["aws.s3.bucket"] = str(params["Bucket"])
-        return _tracer.start_span(
-            f"{self._service_id}.{operation}", kind=SpanKind.CLIENT, attributes=attributes
-        )
+        return _start_span(self._service_id, operation, self._region, self._address, params)
 
     async def _call(self, operation: str, method: Any, /, **params: Any) -> Any:
         span = self._span(operation, params)
@@ -143,17 +129,91 @@ class InstrumentedClient:
                 _end_span(span, outcome, retries, response)
 
     def _report(self, operation: str, outcome: str, seconds: float, retries: int) -> None:
-        found = current_metrics()
-        if found is None:
-            return
-        metrics, model = found
-        metrics.child(metrics.upstream_requests, model, operation, outcome).inc()
-        metrics.child(metrics.upstream_duration, model, operation).observe(seconds)
-        if retries:
-            metrics.child(metrics.upstream_retries, model, operation).inc(retries)
-        if self._quota is not None:
-            quota = metrics.child(metrics.retry_quota, self._service)
-            quota.set(self._quota.available_capacity)
+        _report(self._service, self._quota, operation, outcome, seconds, retries)
+
+
+def _start_span(
+    service_id: str, operation: str, region: str, address: str, params: dict[str, Any]
+) -> trace.Span | None:
+    if not telemetry.tracing():
+        return None
+    attributes: dict[str, str] = {
+        "rpc.system": "aws-api",
+        "rpc.service": service_id,
+        "rpc.method": operation,
+        "cloud.region": region,
+        "server.address": address,
+    }
+    if "EndpointName" in params:
+        attributes["aws.sagemaker.endpoint_name"] = str(params["EndpointName"])
+    if "Bucket" in params:
+        attributes["aws.s3.bucket"] = str(params["Bucket"])
+    return _tracer.start_span(
+        f"{service_id}.{operation}", kind=SpanKind.CLIENT, attributes=attributes
+    )
+
+
+def _report(
+    service: str, quota: Any, operation: str, outcome: str, seconds: float, retries: int
+) -> None:
+    found = current_metrics()
+    if found is None:
+        return
+    metrics, model = found
+    metrics.child(metrics.upstream_requests, model, operation, outcome).inc()
+    metrics.child(metrics.upstream_duration, model, operation).observe(seconds)
+    if retries:
+        metrics.child(metrics.upstream_retries, model, operation).inc(retries)
+    if quota is not None:
+        metrics.child(metrics.retry_quota, service).set(quota.available_capacity)
+
+
+@dataclass
+class Observed:
+    """What the caller of `ObservedCalls.call` tells the observation: sends made, and the
+    botocore-shaped response (its ResponseMetadata) once known."""
+
+    sends: int = 1
+    response: dict[str, Any] | None = None
+
+
+class ObservedCalls:
+    """The same CLIENT span and upstream metrics as `InstrumentedClient`, for calls sent
+    without botocore's client (the lean SageMaker Runtime path, sagewire.aws.lean)."""
+
+    def __init__(
+        self, service: str, service_id: str, region: str, endpoint_url: str, quota: Any
+    ) -> None:
+        self._service = service
+        self._service_id = service_id
+        self._region = region
+        self._address = urlsplit(endpoint_url).hostname or ""
+        self._quota = quota
+
+    @contextmanager
+    def call(self, operation: str, params: dict[str, Any]) -> Iterator[Observed]:
+        """Observe the block: it ends when the answer's headers are in (as botocore returns),
+        with the outcome OK or the ErrorInfo reason of what it raised."""
+        span = _start_span(self._service_id, operation, self._region, self._address, params)
+        observed = Observed()
+        started = time.perf_counter()
+        outcome = "OK"
+        try:
+            yield observed
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                outcome = "CANCELLED"
+            elif isinstance(exc, SagewireError):
+                outcome = exc.reason
+            else:
+                outcome = _outcome(self._service, exc, params)
+            raise
+        finally:
+            retries = max(observed.sends - 1, 0)
+            seconds = time.perf_counter() - started
+            _report(self._service, self._quota, operation, outcome, seconds, retries)
+            if span is not None:
+                _end_span(span, outcome, retries, observed.response)
 
 
 @contextmanager

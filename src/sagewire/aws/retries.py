@@ -40,6 +40,8 @@ from botocore.retries.standard import (
     MaxAttemptsChecker,
     RetryContext,
     RetryEventAdapter,
+    RetryHandler,
+    RetryPolicy,
     RetryQuotaChecker,
 )
 
@@ -84,13 +86,35 @@ class ResendChecker:
         return bool(code) and resendable(self._service, str(code))
 
 
-def use_resend_rule(client: Any, service: Service, max_attempts: int) -> None:
-    """Make `client` (an aiobotocore client) resend only what `ResendChecker` allows."""
+def resend_handler(
+    service: Service, max_attempts: int, quota: RetryQuota
+) -> tuple[RetryHandler, RetryQuotaChecker]:
+    """botocore's standard retry handler with `ResendChecker`, for a caller that runs its own
+    send loop (the lean SageMaker Runtime path, sagewire.aws.lean): call `needs_retry(...)` as
+    botocore's endpoint does after each failed attempt, and the checker's
+    `release_retry_quota(context, http_response)` after a 2xx answer."""
+    checker = RetryQuotaChecker(quota)
+    handler = RetryHandler(
+        retry_policy=RetryPolicy(
+            retry_checker=ResendChecker(service, max_attempts),
+            retry_backoff=ExponentialBackoff(),
+        ),
+        retry_event_adapter=RetryEventAdapter(),
+        retry_quota=checker,
+    )
+    return handler, checker
+
+
+def use_resend_rule(
+    client: Any, service: Service, max_attempts: int, budget: RetryQuota | None = None
+) -> None:
+    """Make `client` (an aiobotocore client) resend only what `ResendChecker` allows, within
+    `budget` (a fresh standard quota when None; pass the lean path's to share one budget)."""
     event_name = client.meta.service_model.service_id.hyphenize()
     client.meta.events.unregister(
         f"needs-retry.{event_name}", unique_id=f"retry-config-{event_name}"
     )
-    quota = RetryQuotaChecker(RetryQuota())
+    quota = RetryQuotaChecker(budget if budget is not None else RetryQuota())
     client.meta.events.register(f"after-call.{event_name}", quota.release_retry_quota)
     handler = AioRetryHandler(
         retry_policy=AioRetryPolicy(

@@ -1,5 +1,9 @@
-"""SageMaker Runtime on aioboto3: one shared client per process, requests built from domain
-types, every failure translated by sagewire.aws.errors.
+"""SageMaker Runtime: one shared client per process, requests built from domain types, every
+failure translated by sagewire.aws.errors.
+
+InvokeEndpoint and InvokeEndpointWithResponseStream go by the lean path (sagewire.aws.lean)
+when aws.client = "lean", else by aioboto3; InvokeEndpointAsync always by aioboto3. Both paths
+give the same results and errors (tests/integration run the runtime suites over both).
 
 Cancelling a call (caller gone, deadline hit) cancels the awaiting task; aiohttp then drops the
 HTTP connection, so SageMaker sees the request end and no stream is left running upstream.
@@ -13,14 +17,18 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
+from aiobotocore.response import StreamingBody
 from botocore.exceptions import ClientError
+from botocore.retries.quota import RetryQuota
 
 from sagewire.aws.client import SharedClient
 from sagewire.aws.error_table import Phase
 from sagewire.aws.errors import AWS_FAILURES, map_aws_error
 from sagewire.aws.eventstream import Frame, FrameDecoder
+from sagewire.aws.instrumented import ObservedCalls
+from sagewire.aws.lean import INVOKE, INVOKE_STREAM, Answer, CallFailed, LeanSender, open_lean
 from sagewire.config.operations import PARAMETERS
 from sagewire.config.settings import AwsSettings
 from sagewire.core.async_types import AsyncAccepted, AsyncEndpointRequest
@@ -67,18 +75,19 @@ def _stream_exception(message: Frame) -> ClientError:
 @dataclass
 class _ResponseStream:
     start: StreamStart
-    _body: Any
+    _content: Any  # the aiohttp StreamReader of the response body
     _endpoint: str
 
     async def parts(self) -> AsyncIterator[bytes]:
         """Decode the event stream straight off the HTTP body (sagewire.aws.eventstream).
 
-        The aiohttp response is botocore's EventStream `_raw_stream`; reading it directly keeps
-        ModelStreamError.ErrorCode and skips a per-event shape parse on the hot path. When the
-        connection fails, the whole parts that arrived before it are yielded first.
+        The aiohttp response is botocore's EventStream `_raw_stream` (or the lean path's
+        response); reading it directly keeps ModelStreamError.ErrorCode and skips a per-event
+        shape parse on the hot path. When the connection fails, the whole parts that arrived
+        before it are yielded first.
         """
         frames = FrameDecoder()
-        content = self._body._raw_stream.content
+        content = self._content
         try:
             async for chunk, _ in content.iter_chunks():
                 payloads, raised = _events(frames.feed(chunk))
@@ -130,13 +139,45 @@ def _buffered(content: Any) -> bytes:
         return b""
 
 
+def _result(response: dict[str, Any], data: bytes) -> InvokeResult:
+    return InvokeResult(
+        body=data,
+        content_type=response.get("ContentType", ""),
+        invoked_variant=response.get("InvokedProductionVariant", ""),
+        custom_attributes=response.get("CustomAttributes", ""),
+        new_session_id=response.get("NewSessionId", ""),
+        closed_session_id=response.get("ClosedSessionId", ""),
+    )
+
+
+def _start(response: dict[str, Any]) -> StreamStart:
+    return StreamStart(
+        content_type=response.get("ContentType", ""),
+        invoked_variant=response.get("InvokedProductionVariant", ""),
+    )
+
+
 class SageMakerRuntime(SharedClient):
     """The shared sagemaker-runtime client. Use as an async context manager."""
 
     def __init__(self, settings: AwsSettings) -> None:
         super().__init__("sagemaker-runtime", settings.runtime_endpoint_url, settings)
+        self._lean: LeanSender | None = None
+        self._observed: ObservedCalls | None = None
+        if settings.client == "lean":
+            self._budget = RetryQuota()  # one budget for both paths
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        if self._settings.client == "lean":
+            self._lean, self._observed = await open_lean(
+                self._stack, self._settings, self._client.meta, self._session, self._budget
+            )
+        return self
 
     async def invoke_endpoint(self, request: EndpointRequest) -> InvokeResult:
+        if self._lean is not None:
+            return await self._lean_invoke(request)
         try:
             response = await self._client.invoke_endpoint(**_params(request))
         except AWS_FAILURES as exc:
@@ -146,37 +187,65 @@ class SageMakerRuntime(SharedClient):
                 data = await body.read()
         except AWS_FAILURES as exc:
             raise map_aws_error(exc, request.endpoint, Phase.RECEIVING) from exc
-        return InvokeResult(
-            body=data,
-            content_type=response.get("ContentType", ""),
-            invoked_variant=response.get("InvokedProductionVariant", ""),
-            custom_attributes=response.get("CustomAttributes", ""),
-            new_session_id=response.get("NewSessionId", ""),
-            closed_session_id=response.get("ClosedSessionId", ""),
-        )
+        return _result(response, data)
 
     @asynccontextmanager
     async def invoke_endpoint_stream(
         self, request: EndpointRequest
     ) -> AsyncIterator[_ResponseStream]:
+        if self._lean is not None:
+            async with self._lean_stream(request) as stream:
+                yield stream
+            return
         try:
             response = await self._client.invoke_endpoint_with_response_stream(**_params(request))
         except AWS_FAILURES as exc:
             raise map_aws_error(exc, request.endpoint) from exc
         body = response["Body"]
         try:
-            yield _ResponseStream(
-                start=StreamStart(
-                    content_type=response.get("ContentType", ""),
-                    invoked_variant=response.get("InvokedProductionVariant", ""),
-                ),
-                _body=body,
-                _endpoint=request.endpoint,
-            )
+            yield _ResponseStream(_start(response), body._raw_stream.content, request.endpoint)
         finally:
             # Closing drops the HTTP connection: on early exit the model stops streaming.
             with contextlib.suppress(Exception):
                 body.close()
+
+    async def _lean_send(self, operation: str, params: dict[str, Any], endpoint: str) -> Answer:
+        assert self._lean is not None
+        assert self._observed is not None
+        with self._observed.call(operation, params) as observed:
+            try:
+                answer = await self._lean.send(operation, params)
+            except CallFailed as failed:
+                observed.sends = failed.sends
+                observed.response = getattr(failed.error, "response", None)
+                raise map_aws_error(failed.error, endpoint) from failed.error
+            observed.sends = answer.sends
+            observed.response = answer.metadata()
+        return answer
+
+    async def _lean_invoke(self, request: EndpointRequest) -> InvokeResult:
+        assert self._lean is not None
+        params = _params(request)
+        answer = await self._lean_send(INVOKE, params, request.endpoint)
+        body = StreamingBody(answer.http.raw, answer.headers.get("content-length"))
+        try:
+            async with body:
+                data = await body.read()
+        except AWS_FAILURES as exc:
+            raise map_aws_error(exc, request.endpoint, Phase.RECEIVING) from exc
+        return _result(self._lean.outputs(INVOKE, answer.headers), data)
+
+    @asynccontextmanager
+    async def _lean_stream(self, request: EndpointRequest) -> AsyncIterator[_ResponseStream]:
+        assert self._lean is not None
+        answer = await self._lean_send(INVOKE_STREAM, _params(request), request.endpoint)
+        raw = answer.http.raw
+        try:
+            start = _start(self._lean.outputs(INVOKE_STREAM, answer.headers))
+            yield _ResponseStream(start, raw.content, request.endpoint)
+        finally:
+            with contextlib.suppress(Exception):
+                raw.close()
 
     async def invoke_endpoint_async(self, request: AsyncEndpointRequest) -> AsyncAccepted:
         params: dict[str, Any] = {

@@ -268,6 +268,22 @@ class AwsSettings(Strict):
     read_timeout_s: float = Field(default=70.0, gt=0, le=3600)
     max_attempts: int = Field(default=3, ge=1, le=10)
     retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
+    # How InvokeEndpoint and InvokeEndpointWithResponseStream are sent: "lean" (botocore's
+    # signer, retry rules and parsers without its client machinery; docs/configuration.md) or
+    # "aioboto3". Every other AWS call uses aioboto3 (or the HTTP/2 SDK) either way.
+    client: Literal["lean", "aioboto3"] = "aioboto3"
+
+    @model_validator(mode="after")
+    def _lean_retry_mode(self) -> AwsSettings:
+        # The lean path reuses botocore's standard retry handler; adaptive mode's client-side
+        # rate limiter lives in botocore's client, which that path does not use.
+        if self.client == "lean" and self.retry_mode == "adaptive":
+            raise ValueError(
+                'retry_mode "adaptive" needs client = "aioboto3" (the lean client has no '
+                'client-side rate limiter); use "standard" or set client = "aioboto3"'
+            )
+        return self
+
     # InvokeEndpointWithBidirectionalStream (HTTP/2, its own port); unset: the regional
     # https://runtime.sagemaker.{region}.amazonaws.com:8443.
     bidi_endpoint_url: str | None = Field(default=None, pattern=r"^https://")

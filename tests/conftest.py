@@ -21,7 +21,8 @@ settings.register_profile("ci", deadline=None, derandomize=True)
 settings.register_profile("explore", deadline=None, max_examples=1000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-# The emulator accepts any SigV4 signature; these keep tests off any real AWS account.
+# These keep tests off any real AWS account; the test emulators verify SigV4 signatures
+# against them (TEST_SIGV4_KEYS), so a broken signer fails loudly.
 for _key, _value in {
     "AWS_ACCESS_KEY_ID": "test",
     "AWS_SECRET_ACCESS_KEY": "test",
@@ -40,6 +41,7 @@ for _key in (
 from sagewire.emulator.server import RunningEmulator, running_emulator  # noqa: E402
 from support import (  # noqa: E402
     TEST_EMULATOR_CONFIG,
+    TEST_SIGV4_KEYS,
     Sagewire,
     default_aws_client,
     start_sagewire,
@@ -49,7 +51,9 @@ from support import (  # noqa: E402
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def emulator() -> AsyncIterator[RunningEmulator]:
-    async with running_emulator(TEST_EMULATOR_CONFIG, bidi=True) as emu:
+    async with running_emulator(
+        TEST_EMULATOR_CONFIG, bidi=True, verify_sigv4=TEST_SIGV4_KEYS
+    ) as emu:
         yield emu
 
 

@@ -79,6 +79,10 @@ TEST_ROUTES: dict[str, dict[str, Any]] = {
 }
 
 
+# The credentials tests/conftest.py puts in the environment, which the test emulators verify
+# SigV4 signatures against (running_emulator(verify_sigv4=...)).
+TEST_SIGV4_KEYS = {"test": "test"}
+
 # The SageMaker Runtime clients (aws.client). Modules that touch InvokeEndpoint or response
 # streams run over both with `pytestmark = BOTH_AWS_CLIENTS` (tests/conftest.py's aws_client).
 AWS_CLIENTS = ("lean", "aioboto3")

@@ -21,7 +21,7 @@ from security_support import Issuer, running_issuer, write_server_files
 
 from sagewire.emulator.s3_server import create_buckets, running_s3
 from sagewire.emulator.server import RunningEmulator, running_emulator
-from support import Sagewire, settings_for, start_sagewire
+from support import TEST_SIGV4_KEYS, Sagewire, settings_for, start_sagewire
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -41,7 +41,9 @@ async def s3(s3_url: str) -> AsyncIterator[Any]:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def async_emulator(s3_url: str) -> AsyncIterator[RunningEmulator]:
-    async with running_emulator(ASYNC_EMULATOR_CONFIG, s3_endpoint_url=s3_url) as emulator:
+    async with running_emulator(
+        ASYNC_EMULATOR_CONFIG, s3_endpoint_url=s3_url, verify_sigv4=TEST_SIGV4_KEYS
+    ) as emulator:
         yield emulator
 
 

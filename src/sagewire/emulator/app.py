@@ -27,6 +27,7 @@ from sagewire.emulator.errors import ERROR_TYPE_HEADER, ApiError
 from sagewire.emulator.faults import DropConnection, Fault
 from sagewire.emulator.model_api import ModelFailure, ModelReply, ModelRequest
 from sagewire.emulator.sessions import NEW_SESSION
+from sagewire.emulator.sigv4 import SigV4Verifier
 from sagewire.emulator.stats import EndpointStats, StreamOutcome
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,10 @@ MAX_BODY_BYTES = 6_291_456
 """SageMaker's InvokeEndpoint payload limit (6 MiB)."""
 
 STATE = web.AppKey("state", EmulatorState)
+# Set: every AWS API request must carry a valid SigV4 signature (sagewire.emulator.sigv4).
+SIGV4 = web.AppKey("sigv4", SigV4Verifier)
 _REQUEST_ID = web.RequestKey("request_id", str)
+_VERIFIED_BODY = web.RequestKey("verified_body", bytes)
 _SM = "X-Amzn-SageMaker-"
 VARIANT_HEADER = "x-Amzn-Invoked-Production-Variant"
 
@@ -73,6 +77,21 @@ async def _render_errors(
         return error_response(errors.simple_error("internal_failure"))
 
 
+@web.middleware
+async def _verify_sigv4(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """With a verifier configured, refuse AWS API requests whose signature does not match."""
+    verifier = request.app.get(SIGV4)
+    if verifier is None or request.path == "/ping" or request.path.startswith("/_emulator/"):
+        return await handler(request)
+    verifier.record(request)
+    body = await request.read()  # bounded by the app's client_max_size
+    verifier.verify(request, body)
+    request[_VERIFIED_BODY] = body
+    return await handler(request)
+
+
 async def _add_request_id(request: web.BaseRequest, response: web.StreamResponse) -> None:
     response.headers["x-amzn-RequestId"] = request.get(_REQUEST_ID) or str(uuid.uuid4())
 
@@ -83,6 +102,11 @@ async def _add_request_id(request: web.BaseRequest, response: web.StreamResponse
 async def _read_body(request: web.Request) -> bytes:
     """The whole body, or ValidationError past ``MAX_BODY_BYTES`` (after draining the rest so
     the client gets the answer instead of a reset)."""
+    if _VERIFIED_BODY in request:  # read whole by the signature check
+        verified = request[_VERIFIED_BODY]
+        if len(verified) > MAX_BODY_BYTES:
+            raise errors.oversize_body(request[_REQUEST_ID])
+        return verified
     body = bytearray()
     size = 0
     async for chunk in request.content.iter_any():
@@ -310,14 +334,23 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE].all_stats())
 
 
-def build_app(state: EmulatorState, s3_endpoint_url: str | None = None) -> web.Application:
+def build_app(
+    state: EmulatorState,
+    s3_endpoint_url: str | None = None,
+    sigv4: SigV4Verifier | None = None,
+) -> web.Application:
     """The application over ``state``; closing the app closes the state.
 
     Async invocations read and write S3 at ``s3_endpoint_url`` (None: AWS_ENDPOINT_URL_S3 or
-    AWS itself, as any S3 client would)."""
+    AWS itself, as any S3 client would). With ``sigv4``, every AWS API request's signature is
+    verified (403 InvalidSignatureException when it does not match)."""
     # Bodies are read and bounded by _read_body, so aiohttp's own cap only needs to be higher.
-    app = web.Application(middlewares=[_render_errors], client_max_size=MAX_BODY_BYTES * 2)
+    app = web.Application(
+        middlewares=[_render_errors, _verify_sigv4], client_max_size=MAX_BODY_BYTES * 2
+    )
     app[STATE] = state
+    if sigv4 is not None:
+        app[SIGV4] = sigv4
     app.on_response_prepare.append(_add_request_id)
 
     async def _close(_: web.Application) -> None:

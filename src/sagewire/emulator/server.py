@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -23,6 +24,7 @@ from sagewire.emulator.endpoints import EmulatorState
 from sagewire.emulator.faults import Fault
 from sagewire.emulator.s3_server import running_s3
 from sagewire.emulator.sessions import SessionTable
+from sagewire.emulator.sigv4 import SigV4Verifier
 from sagewire.emulator.stats import EndpointStats
 
 log = logging.getLogger(__name__)
@@ -37,9 +39,13 @@ class RunningEmulator:
         state: EmulatorState,
         bidi_url: str | None = None,
         ca_file: Path | None = None,
+        sigv4: SigV4Verifier | None = None,
     ) -> None:
         self.url = url
         self._state = state
+        # The signature check (running_emulator(verify_sigv4=...)), with the last requests
+        # as received; None when signatures are not checked.
+        self.sigv4 = sigv4
         # The HTTP/2 TLS listener for bidirectional streams (running_emulator(bidi=True)) and
         # the throwaway CA its certificate chains to; None without it.
         self.bidi_url = bidi_url
@@ -79,6 +85,7 @@ async def running_emulator(
     bidi: bool = False,
     bidi_port: int = 0,
     s3_endpoint_url: str | None = None,
+    verify_sigv4: dict[str, str] | None = None,
 ) -> AsyncIterator[RunningEmulator]:
     """Serve ``config`` (default: the demo endpoints) on ``host:port`` (0 = a free port).
 
@@ -87,10 +94,14 @@ async def running_emulator(
 
     InvokeEndpointAsync reads inputs from and writes results to the S3 at ``s3_endpoint_url``
     (None: AWS_ENDPOINT_URL_S3, else AWS).
+
+    With ``verify_sigv4`` (access key id → secret access key), SageMaker API requests must be
+    signed with one of those keys: a wrong signature is 403 InvalidSignatureException.
     """
     state = EmulatorState(config or default_config())
+    sigv4 = SigV4Verifier(dict(verify_sigv4)) if verify_sigv4 is not None else None
     runner = web.AppRunner(
-        build_app(state, s3_endpoint_url),
+        build_app(state, s3_endpoint_url, sigv4),
         handler_cancellation=True,
         shutdown_timeout=shutdown_timeout,
         access_log=None,
@@ -103,7 +114,7 @@ async def running_emulator(
         url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
         url = f"http://{url_host}:{bound_port}"
         if not bidi:
-            yield RunningEmulator(url, state)
+            yield RunningEmulator(url, state, sigv4=sigv4)
             return
         # Imported here: h2 and trustme come with the `local` extra, not the gateway's install.
         from sagewire.emulator.bidi import BidiListener
@@ -114,7 +125,7 @@ async def running_emulator(
             await listener.start(host, bidi_port)
             try:
                 yield RunningEmulator(
-                    url, state, f"https://{url_host}:{listener.port}", tls.ca_file
+                    url, state, f"https://{url_host}:{listener.port}", tls.ca_file, sigv4
                 )
             finally:
                 await listener.close(shutdown_timeout)
@@ -133,6 +144,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--port", type=int, default=8090, help="default 8090 (8080 is the container port); 0 = any"
     )
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--verify-sigv4",
+        action="store_true",
+        help="refuse requests not signed with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+        "(403 InvalidSignatureException)",
+    )
     s3 = parser.add_mutually_exclusive_group()
     s3.add_argument(
         "--s3-endpoint-url", help="S3 for async invocations (default: AWS_ENDPOINT_URL_S3, AWS)"
@@ -144,7 +161,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 async def serve(
-    config: EmulatorConfig, host: str, port: int, s3_endpoint_url: str | None = None
+    config: EmulatorConfig,
+    host: str,
+    port: int,
+    s3_endpoint_url: str | None = None,
+    verify_sigv4: dict[str, str] | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM."""
     stop = asyncio.Event()
@@ -152,7 +173,12 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with running_emulator(
-        config, host, port, shutdown_timeout=5.0, s3_endpoint_url=s3_endpoint_url
+        config,
+        host,
+        port,
+        shutdown_timeout=5.0,
+        s3_endpoint_url=s3_endpoint_url,
+        verify_sigv4=verify_sigv4,
     ) as emulator:
         names = ", ".join(sorted(config.endpoints)) or "(none)"
         print(f"SageMaker Runtime emulator on {emulator.url} endpoints: {names}", flush=True)
@@ -168,10 +194,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    keys = None
+    if args.verify_sigv4:
+        key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+        if not key or not secret:
+            print("--verify-sigv4 needs AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY", file=sys.stderr)
+            return 2
+        keys = {key: secret}
     if not args.moto:
-        asyncio.run(serve(config, args.host, args.port, args.s3_endpoint_url))
+        asyncio.run(serve(config, args.host, args.port, args.s3_endpoint_url, keys))
         return 0
     with running_s3() as s3_url:
         print(f"S3 (moto) on {s3_url}", flush=True)
-        asyncio.run(serve(config, args.host, args.port, s3_url))
+        asyncio.run(serve(config, args.host, args.port, s3_url, keys))
     return 0

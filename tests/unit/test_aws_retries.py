@@ -1,6 +1,7 @@
 """What sagewire's AWS clients send again (sagewire.aws.retries): only failures that prove AWS
 did not act. Asked through botocore's own `needs-retry` event of a real aioboto3 client, in each
-retry mode (the wire-level cases are in tests/integration/test_upstream_phases.py)."""
+retry mode, and through the standard retry handler the lean client calls after each attempt
+(sagewire.aws.lean); the wire-level cases are in tests/integration/test_upstream_phases.py."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ import pytest_asyncio
 from aiohttp.client_reqrep import ConnectionKey
 from botocore import exceptions as bx
 from botocore.awsrequest import AWSResponse
+from botocore.retries.quota import RetryQuota
 
 from sagewire.aws.client import SharedClient
+from sagewire.aws.error_table import Service
+from sagewire.aws.retries import resend_handler
 from sagewire.config.settings import AwsSettings
 
 URL = "http://127.0.0.1:9"
@@ -24,11 +28,16 @@ REFUSED = aiohttp.ClientConnectorError(
 
 
 @pytest_asyncio.fixture(
-    scope="module", loop_scope="session", params=["standard", "adaptive", "legacy"]
+    scope="module", loop_scope="session", params=["standard", "adaptive", "legacy", "lean"]
 )
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[SharedClient]:
-    settings = AwsSettings(runtime_endpoint_url=URL, retry_mode=request.param, max_attempts=3)
+    mode: Any = "standard" if request.param == "lean" else request.param
+    settings = AwsSettings(
+        runtime_endpoint_url=URL, retry_mode=mode, max_attempts=3, client="aioboto3"
+    )
     async with SharedClient("sagemaker-runtime", URL, settings) as shared:
+        if request.param == "lean":
+            shared.lean_handler = resend_handler(Service.RUNTIME, 3, RetryQuota())[0]  # type: ignore[attr-defined]
         yield shared
 
 
@@ -36,6 +45,16 @@ async def _ask(shared: SharedClient, attempts: int = 1, **failure: Any) -> bool:
     """Whether the client's retry handler resends InvokeEndpoint after `failure`."""
     client = shared._client
     operation = client.meta.service_model.operation_model("InvokeEndpoint")
+    lean = getattr(shared, "lean_handler", None)
+    if lean is not None:
+        delay = lean.needs_retry(
+            response=failure.get("response"),
+            operation=operation,
+            attempts=attempts,
+            caught_exception=failure.get("exc"),
+            request_dict={"context": {}},
+        )
+        return delay is not None
     responses = await client.meta.events.emit(
         "needs-retry.sagemaker-runtime.InvokeEndpoint",
         response=failure.get("response"),

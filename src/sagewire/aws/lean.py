@@ -6,16 +6,15 @@ per call (parameter validation, some thirty event emissions, endpoint-ruleset re
 user-agent rebuilding, shape-driven parsing of a response that is two headers and a body); the
 prototype measured ~390 µs of client CPU per InvokeEndpoint against ~860 µs (issue 15). What
 decides what goes on the wire, and what an answer means, stays botocore's own:
-- the request: botocore's `prepare_request_dict`/`create_request_object`, the header names of the
-  service model's input shapes in botocore's order, the same fixed User-Agent, `amz-sdk-*` headers
-  as botocore's `add_retry_headers` writes them, signed by `botocore.auth.SigV4Auth` with
+- the request: botocore's `prepare_request_dict`, the header names of the service model's input
+  shapes in botocore's order, the same fixed User-Agent, `amz-sdk-*` headers as botocore's
+  `add_retry_headers` writes them, signed by `botocore.auth.SigV4Auth` with
   credentials from the provider chain (aiobotocore's async port of botocore's, with its refresh),
   frozen per attempt;
 - the endpoint: resolved once at start-up by the aiobotocore client kept for the other
   operations (aws.runtime_endpoint_url, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, else the region's);
-- HTTP: aiobotocore's own `AIOHTTPSession` (one aiohttp pool of aws.max_pool_connections, the
-  connect/read timeouts as socket timeouts, keep-alive, proxies and CA bundle from the
-  environment), so a failed connection raises the same botocore exceptions as on aioboto3;
+- HTTP: one pooled aiohttp session set up as aiobotocore sets up its own, raising the same
+  botocore exceptions (sagewire.aws.lean_http);
 - errors: botocore's rest-json parser and the modelled error fields → ClientError, mapped by
   sagewire.aws.errors like every other call;
 - retries: botocore's standard RetryHandler with sagewire's ResendChecker and a standard retry
@@ -26,15 +25,14 @@ tests/integration/test_lean_conformance.py shows the requests equal botocore's o
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
-from aiobotocore.httpsession import AIOHTTPSession
 from botocore.auth import SigV4Auth
-from botocore.awsrequest import create_request_object, prepare_request_dict
+from botocore.awsrequest import AWSResponse, prepare_request_dict
 from botocore.endpoint import Endpoint
 from botocore.exceptions import ClientError, NoCredentialsError
 from botocore.model import OperationModel, ServiceModel
@@ -47,6 +45,7 @@ from sagewire.aws.client import USER_AGENT
 from sagewire.aws.error_table import Service
 from sagewire.aws.errors import AWS_FAILURES
 from sagewire.aws.instrumented import ObservedCalls
+from sagewire.aws.lean_http import LeanHttp
 from sagewire.aws.retries import resend_handler
 from sagewire.config.settings import AwsSettings
 
@@ -91,21 +90,41 @@ def _operation(service: ServiceModel, name: str) -> _Operation:
 
 @dataclass
 class Answer:
-    """A 2xx answer: the aiobotocore HTTP response (body not read yet), its lower-case headers,
+    """A 2xx answer: the aiohttp response (body not read yet), its headers (case-insensitive),
     and how many sends it took."""
 
-    http: Any
-    headers: dict[str, str]
+    raw: Any
+    headers: Mapping[str, str]
     sends: int
 
     def metadata(self) -> dict[str, Any]:
         """botocore's ResponseMetadata of this answer (what the CLIENT span reads)."""
         return {
             "ResponseMetadata": {
-                "HTTPStatusCode": self.http.status_code,
+                "HTTPStatusCode": self.raw.status,
                 "RequestId": self.headers.get("x-amzn-requestid", ""),
             }
         }
+
+
+@dataclass
+class _SigningRequest:
+    """The attributes of botocore's AWSRequest that botocore.auth.SigV4Auth reads and writes,
+    without AWSRequest's email.message headers and its `body` property, which prepares the
+    whole request again each time the signer hashes the payload."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    context: dict[str, Any]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class _Status(NamedTuple):
+    """The part of an HTTP response botocore's RetryQuotaChecker.release_retry_quota reads."""
+
+    status_code: int
 
 
 class CallFailed(Exception):
@@ -122,7 +141,7 @@ class LeanSender:
     """Builds, signs and sends the two operations, resending only what ResendChecker allows.
 
     `credentials`: an aiobotocore credentials object (`await get_frozen_credentials()`) or None;
-    `http`: an entered AIOHTTPSession.
+    `http`: an entered LeanHttp.
     """
 
     def __init__(
@@ -132,7 +151,7 @@ class LeanSender:
         region: str,
         user_agent: str,
         credentials: Any,
-        http: AIOHTTPSession,
+        http: LeanHttp,
         retries: RetryHandler,
         quota: RetryQuotaChecker,
         read_timeout_s: float,
@@ -150,7 +169,7 @@ class LeanSender:
         self._read_timeout_s = read_timeout_s
         self._parser = RestJSONParser()
 
-    def outputs(self, operation: str, headers: dict[str, str]) -> dict[str, str]:
+    def outputs(self, operation: str, headers: Mapping[str, str]) -> dict[str, str]:
         """The output members carried in response headers, by botocore's member names
         (ContentType, InvokedProductionVariant, ...), as botocore's parser returns them."""
         return {
@@ -180,28 +199,39 @@ class LeanSender:
         }
         prepare_request_dict(request_dict, self._endpoint_url, context, self._user_agent)
         headers["host"] = self._host
+        if not isinstance(request_dict["body"], bytes):
+            request_dict["body"] = bytes(request_dict["body"])
         return request_dict
 
-    async def _signed(self, request_dict: dict[str, Any]) -> Any:
-        retries = request_dict["context"]["retries"]
-        request = create_request_object(request_dict)
+    async def _signed(self, request_dict: dict[str, Any]) -> dict[str, str]:
+        """The headers of one attempt: signed as botocore signs (SigV4Auth on a fresh copy of
+        the request, as botocore's endpoint creates a new request per attempt), then the
+        unsigned amz-sdk-* headers and Content-Length as botocore adds them."""
+        context = request_dict["context"]
         frozen = None
         if self._credentials is not None:
             frozen = await self._credentials.get_frozen_credentials()
         if frozen is None or frozen.access_key is None:
             raise NoCredentialsError()
+        request = _SigningRequest(
+            request_dict["method"],
+            request_dict["url"],
+            dict(request_dict["headers"]),
+            request_dict["body"],
+            context,
+        )
         SigV4Auth(frozen, self._signing_name, self._region).add_auth(request)
-        # botocore.handlers.add_retry_headers, after signing as in botocore (not signed).
-        request.headers["amz-sdk-invocation-id"] = retries["invocation-id"]
-        request.headers["amz-sdk-request"] = "; ".join(
+        headers = request.headers
+        # botocore.handlers.add_retry_headers (after signing, as in botocore: not signed).
+        retries = context["retries"]
+        headers["amz-sdk-invocation-id"] = retries["invocation-id"]
+        headers["amz-sdk-request"] = "; ".join(
             f"{key}={retries[key]}" for key in ("ttl", "attempt", "max") if key in retries
         )
-        for key, value in request.headers.items():
-            if isinstance(value, str):
-                request.headers[key] = value.encode("utf-8")
-        prepared = request.prepare()
-        prepared.stream_output = True
-        return prepared
+        # botocore's AWSPreparedRequest, then aiobotocore: a POST states its length.
+        headers["Content-Length"] = str(len(request.body))
+        headers["Accept-Encoding"] = "identity"
+        return headers
 
     async def send(self, operation: str, params: dict[str, Any]) -> Answer:
         """Send until a 2xx answer or a failure ResendChecker will not resend (CallFailed)."""
@@ -214,15 +244,15 @@ class LeanSender:
             parsed: dict[str, Any] | None = None
             caught: BaseException | None = None
             try:
-                http = await self._http.send(await self._signed(request_dict))
+                raw = await self._http.post(
+                    request_dict["url"], await self._signed(request_dict), request_dict["body"]
+                )
+                if raw.status < 300:
+                    self._quota.release_retry_quota(context, _Status(raw.status))
+                    return Answer(raw, raw.headers, attempts)
+                http, parsed = await self._error(spec, raw)
             except AWS_FAILURES as exc:
                 caught = exc
-            if http is not None:
-                headers = http.headers
-                if http.status_code < 300:
-                    self._quota.release_retry_quota(context, http)
-                    return Answer(http, headers, attempts)
-                parsed = await self._error(spec, http)
             delay = self._retries.needs_retry(
                 response=None if http is None else (http, parsed),
                 attempts=attempts,
@@ -241,13 +271,17 @@ class LeanSender:
             if http is not None:
                 _Ttl()._set_ttl(retries, self._read_timeout_s, (http, parsed))
 
-    async def _error(self, spec: _Operation, http: Any) -> dict[str, Any]:
-        """An error answer parsed as botocore's client does: the code and message, then the
-        modelled fields of its error shape (ModelError's OriginalStatusCode, ...)."""
+    async def _error(self, spec: _Operation, raw: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        """An error answer as botocore's client sees it (aiobotocore's lower-case header dict,
+        the whole body read; a failure reading it is raised as aiohttp raised it), parsed as
+        botocore parses it: the code and message, then the modelled fields of its error shape
+        (ModelError's OriginalStatusCode, ...)."""
+        headers = {k.decode("utf-8").lower(): v.decode("utf-8") for k, v in raw.raw_headers}
+        http = AWSResponse(str(raw.url), raw.status, headers, raw)
         response = {
             "headers": http.headers,
-            "status_code": http.status_code,
-            "body": await http.content,
+            "status_code": raw.status,
+            "body": await raw.read(),
             "context": {"operation_name": spec.model.name},
         }
         parsed: dict[str, Any] = self._parser.parse(response, spec.model.output_shape)
@@ -255,7 +289,7 @@ class LeanSender:
         shape = spec.model.service_model.shape_for_error_code(code) if code else None
         if shape is not None:
             parsed.update(self._parser.parse(response, shape))
-        return parsed
+        return http, parsed
 
 
 async def open_lean(
@@ -266,11 +300,11 @@ async def open_lean(
     User-Agent extra) it shares; `budget`: the retry quota both paths draw from. The HTTP pool
     closes with `stack`."""
     http = await stack.enter_async_context(
-        AIOHTTPSession(
-            timeout=(settings.connect_timeout_s, settings.read_timeout_s),
-            # As botocore's EndpointCreator: REQUESTS_CA_BUNDLE, else the default bundle.
-            verify=os.environ.get("REQUESTS_CA_BUNDLE") or True,
-            max_pool_connections=settings.max_pool_connections,
+        LeanHttp(
+            str(meta.endpoint_url),
+            settings.max_pool_connections,
+            settings.connect_timeout_s,
+            settings.read_timeout_s,
         )
     )
     # botocore's legacy User-Agent when Config.user_agent is set: it, then the session's extra.

@@ -227,7 +227,7 @@ class SageMakerRuntime(SharedClient):
         assert self._lean is not None
         params = _params(request)
         answer = await self._lean_send(INVOKE, params, request.endpoint)
-        body = StreamingBody(answer.http.raw, answer.headers.get("content-length"))
+        body = StreamingBody(answer.raw, answer.headers.get("content-length"))
         try:
             async with body:
                 data = await body.read()
@@ -239,7 +239,7 @@ class SageMakerRuntime(SharedClient):
     async def _lean_stream(self, request: EndpointRequest) -> AsyncIterator[_ResponseStream]:
         assert self._lean is not None
         answer = await self._lean_send(INVOKE_STREAM, _params(request), request.endpoint)
-        raw = answer.http.raw
+        raw = answer.raw
         try:
             start = _start(self._lean.outputs(INVOKE_STREAM, answer.headers))
             yield _ResponseStream(start, raw.content, request.endpoint)

@@ -14,6 +14,6 @@ def test_user_agent_is_fixed_and_names_sagewire() -> None:
 
 
 def test_retries_count_every_attempt() -> None:
-    config = client_config(AwsSettings(max_attempts=2, retry_mode="adaptive"))
+    config = client_config(AwsSettings(max_attempts=2, retry_mode="adaptive", client="aioboto3"))
     assert config.retries == {"mode": "adaptive", "total_max_attempts": 2}
     assert config.max_pool_connections == AwsSettings().max_pool_connections

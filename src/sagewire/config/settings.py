@@ -271,7 +271,7 @@ class AwsSettings(Strict):
     # How InvokeEndpoint and InvokeEndpointWithResponseStream are sent: "lean" (botocore's
     # signer, retry rules and parsers without its client machinery; docs/configuration.md) or
     # "aioboto3". Every other AWS call uses aioboto3 (or the HTTP/2 SDK) either way.
-    client: Literal["lean", "aioboto3"] = "aioboto3"
+    client: Literal["lean", "aioboto3"] = "lean"
 
     @model_validator(mode="after")
     def _lean_retry_mode(self) -> AwsSettings:

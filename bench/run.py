@@ -192,6 +192,13 @@ class Bench:
         self.s = {
             "emulator": emu,
             "sagewire": await self.services.sagewire(self._sagewire_config, emu.address),
+            # The same gateway on the full aioboto3 client: lean ÷ aioboto3 in one run.
+            "sagewire-aioboto3": await self.services.sagewire(
+                self._sagewire_config,
+                emu.address,
+                extra_env={"SAGEWIRE_AWS__CLIENT": "aioboto3"},
+                name="sagewire-aioboto3",
+            ),
             "fastapi": await self.services.fastapi(emu.address),
             "grpc-echo": await self.services.grpc_echo(),
         }
@@ -229,6 +236,12 @@ class Bench:
         emu = self.s["emulator"].address
         return {
             "sagewire": ("grpc", self.s["sagewire"].address, "echo", "sagewire"),
+            "sagewire-aioboto3": (
+                "grpc",
+                self.s["sagewire-aioboto3"].address,
+                "echo",
+                "sagewire-aioboto3",
+            ),
             "direct": ("boto", emu, "echo", None),
             "fastapi": ("http", self.s["fastapi"].address, "/v1/models/echo:invoke", "fastapi"),
             "grpc-echo": ("grpc", self.s["grpc-echo"].address, "echo", "grpc-echo"),
@@ -436,7 +449,8 @@ def _settings(plan: Plan) -> dict[str, str]:
         "open-loop runs": f"{plan.open_duration_s:g} s at a fixed rate",
         "stream parts": f"{plan.stream_bytes // 1024} KiB in {plan.part_size} B parts "
         f"({parts_in(plan.stream_bytes, plan.part_size)} parts per stream)",
-        "topology": "one process each: emulator, sagewire, FastAPI (uvicorn, 1 worker), gRPC "
+        "topology": "one process each: emulator, sagewire (lean), sagewire (aioboto3), FastAPI "
+        "(uvicorn, 1 worker), gRPC "
         "echo, and one load-generator process per run; none pinned, all share the cores",
     }
 

@@ -146,12 +146,24 @@ def test_results_keep_repeats_aligned_so_ratios_pair_the_same_repeat() -> None:
 
 
 def test_goals_say_met_not_met_or_unknown() -> None:
-    goals = report.goals_section(_results())
+    r = _results()
+    kb = report.PAYLOADS[0]
+    r.record(unary_key("sagewire", kb, 16), 0, {"server_cpu_s": 0.6, "calls": 1000})
+    r.record(unary_key("sagewire-aioboto3", kb, 16), 0, {"server_cpu_s": 1.5, "calls": 1000})
+    r.record("parts/sagewire/1", 0, {"items_per_s": 500.0})
+    r.record("parts/direct/1", 0, {"items_per_s": 1000.0})
+    goals = report.goals_section(r)
     rows = {line.split(" | ")[0].lstrip("| "): line for line in goals.splitlines()[4:]}
-    assert "**met**" in rows["unary added latency p50 over direct aioboto3 (1 KB, @1)"]
+    # 1.6 − 1.2 ms: over the 0.3 ms target.
+    assert rows["unary added latency p50 over direct aioboto3 (1 KB, @1)"].endswith("**not met** |")
     assert "**met**" in rows["throughput ÷ FastAPI reference (1 KB, @64)"]
-    assert "**met**" in rows["RSS with 1,000 open streams"]
-    assert rows["time-to-first-part overhead p50 over direct (issue 3)"].endswith("— | — |")
+    assert "0.60 s" in rows["sagewire CPU per 1,000 unary calls (1 KB, @16)"]
+    assert "**met**" in rows["sagewire CPU per 1,000 unary calls (1 KB, @16)"]
+    assert rows["relayed parts/s ÷ direct reader (@1)"].endswith("**not met** |")
+    assert rows["time-to-first-part overhead p50 over direct"].endswith("— | — |")
+    assert rows["added latency p50 over direct aioboto3 (256 KB JSON, @1)"].endswith("— | — |")
+    comparison = next(line for key, line in rows.items() if key.startswith("for comparison"))
+    assert "1.50 s; 0.40×" in comparison
 
 
 def test_a_failed_run_is_reported_not_hidden() -> None:

@@ -44,13 +44,20 @@ TEST_EMULATOR_CONFIG = EmulatorConfig(
     }
 )
 
+# Circuit breaker and cold-start waits off: the fault tests share the `faulty` routes and each
+# sees its error as the emulator sent it (tests/integration/test_resilience.py turns them on).
+_AS_SENT: dict[str, Any] = {
+    "circuit_breaker": {"enabled": False},
+    "cold_start": {"enabled": False},
+}
+
 TEST_ROUTES: dict[str, dict[str, Any]] = {
     "echo": {
         "endpoint": "echo",
         "allow": ["custom_attributes", "target_variant", "inference_id", "session_id"],
     },
     "echo-strict": {"endpoint": "echo"},
-    "faulty": {"endpoint": "faulty"},
+    "faulty": {"endpoint": "faulty", **_AS_SENT},
     "slow-echo": {"endpoint": "slow-echo", "timeout_s": 30},
     "slow-echo-short": {"endpoint": "slow-echo", "timeout_s": 0.3},
     "single-file": {"endpoint": "slow-echo", "max_concurrency": 1},
@@ -65,6 +72,7 @@ TEST_ROUTES: dict[str, dict[str, Any]] = {
     "tokens-raw": {"endpoint": "tokens", "mode": "stream", "framing": "raw"},
     "firehose": {"endpoint": "firehose", "mode": "stream", "framing": "raw"},
     "faulty-stream": {
+        **_AS_SENT,
         "endpoint": "faulty-stream",
         "mode": "stream",
         "framing": "lines",

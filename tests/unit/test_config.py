@@ -86,7 +86,11 @@ def test_the_shipped_local_config_loads() -> None:
         "not-ready",
         "throttled",
         "stream-error",
+        # A cold start sagewire waits out (docs/resilience.md).
+        "cold-start",
     }
+    assert settings.routes["cold-start"].cold_start.max_backoff_s == 1
+    assert settings.routes["not-ready"].cold_start.max_wait_s == 3
     assert settings.routes["stream-error"].mode is RouteMode.STREAM
     assert settings.routes["bidi-echo"].mode is RouteMode.BIDI
     assert settings.routes["slow-echo"].mode is RouteMode.ASYNC
@@ -290,3 +294,16 @@ def test_check_config_exits_2_naming_the_bad_key(
     path = write(tmp_path, '[routes.x]\nendpoint = "a"\nendpoit = "b"\n')
     assert main(["check-config", str(path)]) == 2
     assert "routes.x.endpoit: unknown key" in capsys.readouterr().err
+
+
+def test_fallbacks_take_names_or_tables_and_must_differ() -> None:
+    route = RouteSettings.model_validate(
+        {"endpoint": "a", "fallbacks": ["b", {"endpoint": "a", "target_variant": "Spot"}]}
+    )
+    assert [(f.endpoint, f.target_variant) for f in route.fallbacks] == [("b", ""), ("a", "Spot")]
+    with pytest.raises(ValueError, match="must differ"):
+        RouteSettings.model_validate({"endpoint": "a", "fallbacks": ["b", "b"]})
+    with pytest.raises(ValueError, match="realtime and stream only"):
+        RouteSettings.model_validate({"endpoint": "a", "mode": "bidi", "fallbacks": ["b"]})
+    with pytest.raises(ValueError, match="min_backoff_s <= initial_backoff_s"):
+        RouteSettings.model_validate({"endpoint": "a", "cold_start": {"initial_backoff_s": 9}})

@@ -85,6 +85,7 @@ class InvokeResponse(_message.Message):
     CUSTOM_ATTRIBUTES_FIELD_NUMBER: _builtins.int
     NEW_SESSION_ID_FIELD_NUMBER: _builtins.int
     CLOSED_SESSION_ID_FIELD_NUMBER: _builtins.int
+    ENDPOINT_NAME_FIELD_NUMBER: _builtins.int
     body: _builtins.bytes
     """Response body exactly as the model returned it."""
     content_type: _builtins.str
@@ -99,6 +100,11 @@ class InvokeResponse(_message.Message):
     """
     closed_session_id: _builtins.str
     """Stateful session closed by this call, if any."""
+    endpoint_name: _builtins.str
+    """The SageMaker endpoint that answered: the route's own, or one of its fallbacks when the
+    route's endpoint failed without running the model or its circuit was open
+    (docs/resilience.md).
+    """
     @_builtins.property
     def json(self) -> _struct_pb2.Value:
         """`body` parsed, when `content_type` is JSON, the body is valid JSON and at most
@@ -117,10 +123,11 @@ class InvokeResponse(_message.Message):
         custom_attributes: _builtins.str = ...,
         new_session_id: _builtins.str = ...,
         closed_session_id: _builtins.str = ...,
+        endpoint_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["json", b"json"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "closed_session_id", b"closed_session_id", "content_type", b"content_type", "custom_attributes", b"custom_attributes", "invoked_production_variant", b"invoked_production_variant", "json", b"json", "new_session_id", b"new_session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "closed_session_id", b"closed_session_id", "content_type", b"content_type", "custom_attributes", b"custom_attributes", "endpoint_name", b"endpoint_name", "invoked_production_variant", b"invoked_production_variant", "json", b"json", "new_session_id", b"new_session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -184,9 +191,10 @@ Global___InvokeStreamRequest: _TypeAlias = InvokeStreamRequest  # noqa: Y015
 
 @_typing.final
 class InvokeStreamResponse(_message.Message):
-    """One piece of a streamed response. The invoked production variant and the model's content
-    type arrive once, as initial metadata (`sagewire-invoked-production-variant`,
-    `sagewire-content-type`), before the first message.
+    """One piece of a streamed response. The invoked production variant, the model's content type and
+    the SageMaker endpoint that answered (the route's own or a fallback, docs/resilience.md) arrive
+    once, as initial metadata (`sagewire-invoked-production-variant`, `sagewire-content-type`,
+    `sagewire-endpoint-name`), before the first message.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

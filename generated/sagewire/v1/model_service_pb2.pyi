@@ -53,6 +53,34 @@ ROUTE_MODE_BIDI: RouteMode.ValueType  # 4
 """InvokeEndpointWithBidirectionalStream (Converse)."""
 Global___RouteMode: _TypeAlias = RouteMode  # noqa: Y015
 
+class _CircuitState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CircuitStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CircuitState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CIRCUIT_STATE_UNSPECIFIED: _CircuitState.ValueType  # 0
+    """Not set."""
+    CIRCUIT_STATE_CLOSED: _CircuitState.ValueType  # 1
+    """Calls pass."""
+    CIRCUIT_STATE_OPEN: _CircuitState.ValueType  # 2
+    """Calls fail fast with UNAVAILABLE (reason CIRCUIT_OPEN) until the circuit half-opens."""
+    CIRCUIT_STATE_HALF_OPEN: _CircuitState.ValueType  # 3
+    """A few probe calls pass; their outcome closes or reopens the circuit."""
+
+class CircuitState(_CircuitState, metaclass=_CircuitStateEnumTypeWrapper):
+    """A circuit breaker's state (docs/resilience.md)."""
+
+CIRCUIT_STATE_UNSPECIFIED: CircuitState.ValueType  # 0
+"""Not set."""
+CIRCUIT_STATE_CLOSED: CircuitState.ValueType  # 1
+"""Calls pass."""
+CIRCUIT_STATE_OPEN: CircuitState.ValueType  # 2
+"""Calls fail fast with UNAVAILABLE (reason CIRCUIT_OPEN) until the circuit half-opens."""
+CIRCUIT_STATE_HALF_OPEN: CircuitState.ValueType  # 3
+"""A few probe calls pass; their outcome closes or reopens the circuit."""
+Global___CircuitState: _TypeAlias = CircuitState  # noqa: Y015
+
 @_typing.final
 class Model(_message.Message):
     """A configured route: a stable logical model name in front of a SageMaker endpoint."""
@@ -71,6 +99,7 @@ class Model(_message.Message):
     ENDPOINT_STATUS_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     DEFAULT_CUSTOM_ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    ENDPOINTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Logical model name callers use."""
     mode: Global___RouteMode.ValueType
@@ -111,6 +140,13 @@ class Model(_message.Message):
     def timeout(self) -> _duration_pb2.Duration:
         """Upper bound of one call when the caller sets no deadline."""
 
+    @_builtins.property
+    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouteEndpoint]:
+        """Realtime and stream routes: the endpoints the route tries in order, its own first, then its
+        fallbacks, each with its circuit breaker's state in this sagewire process
+        (docs/resilience.md). Empty for other modes.
+        """
+
     def __init__(
         self,
         *,
@@ -126,14 +162,61 @@ class Model(_message.Message):
         endpoint_status: _builtins.str = ...,
         description: _builtins.str = ...,
         default_custom_attributes: _builtins.str = ...,
+        endpoints: _abc.Iterable[Global___RouteEndpoint] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["defaults", b"defaults", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "allowed_options", b"allowed_options", "content_type", b"content_type", "default_custom_attributes", b"default_custom_attributes", "defaults", b"defaults", "description", b"description", "endpoint_name", b"endpoint_name", "endpoint_status", b"endpoint_status", "framing", b"framing", "mode", b"mode", "name", b"name", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "allowed_options", b"allowed_options", "content_type", b"content_type", "default_custom_attributes", b"default_custom_attributes", "defaults", b"defaults", "description", b"description", "endpoint_name", b"endpoint_name", "endpoint_status", b"endpoint_status", "endpoints", b"endpoints", "framing", b"framing", "mode", b"mode", "name", b"name", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Model: _TypeAlias = Model  # noqa: Y015
+
+@_typing.final
+class RouteEndpoint(_message.Message):
+    """One endpoint a route calls, and its circuit breaker."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_NAME_FIELD_NUMBER: _builtins.int
+    TARGET_VARIANT_FIELD_NUMBER: _builtins.int
+    FALLBACK_FIELD_NUMBER: _builtins.int
+    CIRCUIT_STATE_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
+    HALF_OPEN_IN_FIELD_NUMBER: _builtins.int
+    endpoint_name: _builtins.str
+    """SageMaker endpoint name."""
+    target_variant: _builtins.str
+    """Production variant called there; empty: the caller's or the route's default (the route's
+    own endpoint), or SageMaker's weighted choice (a fallback).
+    """
+    fallback: _builtins.bool
+    """Whether this is one of the route's fallbacks rather than its own endpoint."""
+    circuit_state: Global___CircuitState.ValueType
+    """The circuit breaker's state."""
+    consecutive_failures: _builtins.int
+    """Upstream failures in a row counted by the breaker (reset by an answer)."""
+    @_builtins.property
+    def half_open_in(self) -> _duration_pb2.Duration:
+        """Time until an open circuit half-opens; zero otherwise."""
+
+    def __init__(
+        self,
+        *,
+        endpoint_name: _builtins.str = ...,
+        target_variant: _builtins.str = ...,
+        fallback: _builtins.bool = ...,
+        circuit_state: Global___CircuitState.ValueType = ...,
+        consecutive_failures: _builtins.int = ...,
+        half_open_in: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["half_open_in", b"half_open_in"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_state", b"circuit_state", "consecutive_failures", b"consecutive_failures", "endpoint_name", b"endpoint_name", "fallback", b"fallback", "half_open_in", b"half_open_in", "target_variant", b"target_variant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteEndpoint: _TypeAlias = RouteEndpoint  # noqa: Y015
 
 @_typing.final
 class ListModelsRequest(_message.Message):

@@ -8,7 +8,9 @@ can fail in each phase of a call. A row says:
 - `resend`: the failure **proves that AWS did not act on the request** (no model ran, no job was
   queued, nothing was stored), so the AWS client may send it again within its retry quota
   (sagewire.aws.retries). Nothing else is resent: inference is not idempotent, and a request that
-  timed out or lost its connection may have run;
+  timed out or lost its connection may have run. ModelNotReadyException also proves nothing ran,
+  but is KEEP: sagewire.core.cold_start sends it again within the caller's deadline, and a second
+  layer of resends under it would multiply the attempts;
 - `message`: a str.format template over `endpoint`/`bucket` (quoted with !r), `message`
   (AWS's text), `code` (the AWS error code) and `target` ("SageMaker Runtime for endpoint 'e'").
 
@@ -59,7 +61,7 @@ _THROTTLED = "SageMaker is throttling calls to endpoint {endpoint!r}; slow down 
 _RUNTIME: dict[str, Row] = {
     "ValidationError":             Row(_INVALID, "SAGEMAKER_VALIDATION", None, KEEP, "SageMaker rejected the request to endpoint {endpoint!r}: {message}"),
     "ValidationException":         Row(_INVALID, "SAGEMAKER_VALIDATION", None, KEEP, "SageMaker rejected the request to endpoint {endpoint!r}: {message}"),
-    "ModelNotReadyException":      Row(_UNAVAILABLE, "MODEL_NOT_READY", 5.0, RESEND, "model behind endpoint {endpoint!r} is not ready yet (loading or scaling from zero); retry shortly: {message}"),
+    "ModelNotReadyException":      Row(_UNAVAILABLE, "MODEL_NOT_READY", 5.0, KEEP, "model behind endpoint {endpoint!r} is not ready yet (loading or scaling from zero); retry shortly: {message}"),
     "ThrottlingException":         Row(_EXHAUSTED, "THROTTLED", 1.0, RESEND, _THROTTLED),
     "Throttling":                  Row(_EXHAUSTED, "THROTTLED", 1.0, RESEND, _THROTTLED),
     "TooManyRequestsException":    Row(_EXHAUSTED, "THROTTLED", 1.0, RESEND, _THROTTLED),

@@ -7,8 +7,9 @@ call three times, an async job twice) and keeps the caller waiting several read 
 call is resent only when
 - the connection was never made (refused, DNS, connect timeout, TLS): nothing was sent, or
 - AWS answered with an error code whose row in sagewire.aws.error_table says `resend`
-  (throttling, ServiceUnavailable, ModelNotReadyException; S3's SlowDown, 503, RequestTimeout,
-  InternalError).
+  (throttling, ServiceUnavailable; S3's SlowDown, 503, RequestTimeout, InternalError).
+  ModelNotReadyException is not resent here: sagewire.core.cold_start waits it out within the
+  caller's deadline, the one layer that sends it again.
 Read timeouts, lost connections, 5xx without such a code and model errors are reported as they
 are. The same rule holds for every client (SageMaker Runtime, S3, the control plane).
 

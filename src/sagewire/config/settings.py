@@ -17,6 +17,11 @@ from sagewire.config.base import Strict
 from sagewire.config.bidi import BidiRouteSettings
 from sagewire.config.converse import ConverseSettings
 from sagewire.config.operations import MODE_OPERATION, takes, unsupported
+from sagewire.config.resilience import (
+    CircuitBreakerSettings,
+    ColdStartSettings,
+    FallbackSettings,
+)
 from sagewire.config.rest import RestSettings
 from sagewire.config.sagemaker_fields import media_type_problem, option_problem
 from sagewire.config.security import AuthSettings, QuotaSettings, TlsSettings, check_callers
@@ -112,6 +117,11 @@ class RouteSettings(Strict):
     async_: AsyncRouteSettings = Field(default=AsyncRouteSettings(), alias="async")
     # Who may call this route once [auth] is on (default-deny); see docs/security.md.
     callers: list[str] = Field(default_factory=list)
+    # Resilience (docs/resilience.md): realtime and stream routes.
+    circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
+    cold_start: ColdStartSettings = ColdStartSettings()
+    # Endpoints tried in order when this one fails retryably or its circuit is open.
+    fallbacks: list[FallbackSettings] = Field(default_factory=list, max_length=8)
 
     @field_validator("callers")
     @classmethod
@@ -175,6 +185,21 @@ class RouteSettings(Strict):
                 "mode async needs async.output_prefix: the S3OutputPath of the endpoint's "
                 "AsyncInferenceConfig as s3://<bucket>/<prefix>/ (and async.failure_prefix for "
                 "its S3FailurePath); job ids naming other locations are refused"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _fallbacks_fit(self) -> RouteSettings:
+        if self.fallbacks and self.mode not in (RouteMode.REALTIME, RouteMode.STREAM):
+            raise ValueError(
+                f"fallbacks apply to modes realtime and stream only, not {self.mode.value}"
+            )
+        targets = [(self.endpoint, self.defaults.target_variant)]
+        targets += [(f.endpoint, f.target_variant) for f in self.fallbacks]
+        if len(set(targets)) != len(targets):
+            raise ValueError(
+                "each fallback must differ from the route's endpoint and the other fallbacks "
+                "(in endpoint or target_variant)"
             )
         return self
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
@@ -28,6 +28,7 @@ from sagewire.core.ports import (
     SageMakerBidiPort,
     SageMakerRuntimePort,
 )
+from sagewire.core.resilience import Resilience, RouteResilience
 from sagewire.core.routes import Route, RouteTable
 from sagewire.core.types import (
     BidiRequest,
@@ -85,19 +86,33 @@ class Gateway:
         runtime: SageMakerRuntimePort,
         bidi: SageMakerBidiPort | None = None,
         guard: RouteGuard | None = None,
+        caller_retrying: Callable[[], bool] | None = None,
     ) -> None:
         self._settings = settings
         self._runtime = runtime
         # HTTP/2 bidirectional streams; only needed when a route has mode `bidi`.
         self._bidi = bidi
         self.routes = RouteTable(settings.routes, settings.server.allow_endpoint_passthrough, guard)
+        # Circuit breakers, cold-start waits and fallbacks per route (realtime and stream).
+        # `caller_retrying`: whether the current call is a caller's own retry (one upstream
+        # attempt, no cold-start waits: sagewire.aws.retries.caller_is_retrying).
+        self._resilience = Resilience(caller_retrying or (lambda: False))
+
+    def _resilient(self, route: Route) -> RouteResilience:
+        return self._resilience.of(route.name, route.label, route.settings)
+
+    def _with_endpoints(self, route: Route) -> RouteInfo:
+        info = route.info()
+        if route.mode not in (RouteMode.REALTIME, RouteMode.STREAM):
+            return info
+        return replace(info, endpoints=self._resilient(route).views())
 
     # -- ModelService ---------------------------------------------------------------------
     def list_models(self) -> list[RouteInfo]:
-        return self.routes.infos()
+        return [self._with_endpoints(route) for route in self.routes.visible()]
 
     def get_model(self, name: str) -> RouteInfo:
-        return self.routes.resolve(name).info()
+        return self._with_endpoints(self.routes.resolve(name))
 
     # -- helpers --------------------------------------------------------------------------
     def _prepare(
@@ -155,7 +170,8 @@ class Gateway:
         async with route.slot():
             try:
                 async with asyncio.timeout(timeout):
-                    return await self._runtime.invoke_endpoint(request)
+                    deadline = asyncio.get_running_loop().time() + timeout
+                    return await self._resilient(route).invoke(self._runtime, request, deadline)
             except TimeoutError:
                 raise deadline_exceeded(f"model {route.name!r}", timeout) from None
 
@@ -186,7 +202,9 @@ class Gateway:
             try:
                 async with asyncio.timeout(timeout):
                     opened = time.perf_counter()
-                    async with self._runtime.invoke_endpoint_stream(request) as stream:
+                    deadline = asyncio.get_running_loop().time() + timeout
+                    resilient = self._resilient(route)
+                    async with resilient.open_stream(self._runtime, request, deadline) as stream:
                         admitted.answered()
                         pieces = _pieces(
                             stream, framing, opened, self._settings.server.stream_coalesce_bytes

@@ -155,6 +155,11 @@ class RouteTable:
         )
         return self._passthrough_routes.setdefault(model, route)
 
+    def visible(self) -> list[Route]:
+        """The configured routes the current caller may see, by name."""
+        return sorted(
+            (r for r in self._routes.values() if self.guard.visible(r.name)), key=lambda r: r.name
+        )
+
     def infos(self) -> list[RouteInfo]:
-        visible = (r for r in self._routes.values() if self.guard.visible(r.name))
-        return sorted((r.info() for r in visible), key=lambda r: r.name)
+        return [r.info() for r in self.visible()]

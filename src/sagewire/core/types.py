@@ -69,6 +69,8 @@ class InvokeResult:
     custom_attributes: str = ""
     new_session_id: str = ""
     closed_session_id: str = ""
+    # The SageMaker endpoint that answered: the route's own or one of its fallbacks.
+    endpoint: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,8 @@ class StreamStart:
 
     content_type: str
     invoked_variant: str = ""
+    # The SageMaker endpoint that answered: the route's own or one of its fallbacks.
+    endpoint: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,20 @@ class RouteInfo:
     defaults: InvocationOptions
     # The route's default CustomAttributes, redacted (core.redaction); "" when none.
     default_custom_attributes: str = ""
+    # The endpoints the route tries in order (its own, then fallbacks) with their circuits.
+    endpoints: tuple[EndpointView, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointView:
+    """One endpoint a route calls and its circuit breaker (sagewire.core.circuit_breaker)."""
+
+    endpoint: str
+    target_variant: str  # "" = the caller's or the route's default
+    fallback: bool
+    circuit_state: str  # closed, open, half_open
+    consecutive_failures: int
+    half_open_in_s: float  # seconds until an open circuit half-opens; 0 otherwise
 
 
 # -- bidirectional streams (InvokeEndpointWithBidirectionalStream) ----------------------------

@@ -148,6 +148,8 @@ def default_config() -> EmulatorConfig:
                 ),
             ),
             "not-ready": EndpointConfig(model="echo", fault=Fault(error="model_not_ready")),
+            # A serverless endpoint waking from zero: its first calls answer ModelNotReady.
+            "cold-start": EndpointConfig(model="echo", fault=Fault(cold_for_calls=5)),
             "throttled": EndpointConfig(model="echo", fault=Fault(error="throttling")),
             "unavailable": EndpointConfig(model="echo", fault=Fault(error="service_unavailable")),
             "slow": EndpointConfig(model="tokens", fault=Fault(part_delay_ms=50)),

@@ -173,6 +173,35 @@ class Metrics:
             registry=reg,
         )
 
+        # -- resilience (docs/resilience.md) -----------------------------------------------
+        self.circuit_state = Gauge(
+            "sagewire_circuit_state",
+            "Circuit breaker state per route and endpoint it calls: 0 closed, 1 half-open, "
+            "2 open (the highest over processes; each process keeps its own breakers).",
+            ("model", "endpoint"),
+            multiprocess_mode="livemax",
+            registry=reg,
+        )
+        self.circuit_transitions = Counter(
+            "sagewire_circuit_transitions",
+            "Circuit breaker state changes, by the state entered (open, half_open, closed).",
+            ("model", "endpoint", "state"),
+            registry=reg,
+        )
+        self.cold_start_attempts = Counter(
+            "sagewire_cold_start_waits",
+            "ModelNotReady answers sagewire waited out (outcome retried: another attempt "
+            "followed; gave_up: the deadline or cold_start.max_wait_s ended the wait).",
+            ("model", "outcome"),
+            registry=reg,
+        )
+        self.fallback_answers = Counter(
+            "sagewire_fallback_answers",
+            "Calls answered by one of the route's fallback endpoints.",
+            ("model", "endpoint"),
+            registry=reg,
+        )
+
         # -- streams ----------------------------------------------------------------------
         self.stream_first_part = Histogram(
             "sagewire_stream_time_to_first_part_seconds",

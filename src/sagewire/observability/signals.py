@@ -30,6 +30,34 @@ def concurrency_limit(limit: int) -> None:
         metrics.child(metrics.route_concurrency_limit, model).set(limit)
 
 
+_CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def circuit_changed(endpoint: str, state: str) -> None:
+    """A circuit breaker of the current route entered `state` (closed, half_open, open)."""
+    found = current_metrics()
+    if found is not None:
+        metrics, model = found
+        metrics.circuit_state.labels(model, endpoint).set(_CIRCUIT_VALUES[state])
+        metrics.circuit_transitions.labels(model, endpoint, state).inc()
+
+
+def cold_start(outcome: str) -> None:
+    """A ModelNotReady answer was waited out (retried) or ended the wait (gave_up)."""
+    found = current_metrics()
+    if found is not None:
+        metrics, model = found
+        metrics.cold_start_attempts.labels(model, outcome).inc()
+
+
+def fallback_answered(endpoint: str) -> None:
+    """A fallback endpoint of the current route answered the call."""
+    found = current_metrics()
+    if found is not None:
+        metrics, model = found
+        metrics.fallback_answers.labels(model, endpoint).inc()
+
+
 def in_flight() -> Any:
     """The route's in-flight gauge (inc/dec it around the held slot), or None."""
     found = current_metrics()

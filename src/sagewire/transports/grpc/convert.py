@@ -11,7 +11,7 @@ from sagewire.config.settings import RouteMode, StreamFraming
 from sagewire.core import json_view
 from sagewire.core.errors import invalid_argument
 from sagewire.core.json_view import request_number
-from sagewire.core.types import InvocationOptions, InvokeResult, RouteInfo
+from sagewire.core.types import EndpointView, InvocationOptions, InvokeResult, RouteInfo
 from sagewire.v1 import common_pb2, invoke_pb2, model_service_pb2
 
 JSON_CONTENT_TYPE = "application/json"
@@ -129,6 +129,7 @@ def invoke_response(
         custom_attributes=result.custom_attributes,
         new_session_id=result.new_session_id,
         closed_session_id=result.closed_session_id,
+        endpoint_name=result.endpoint,
     )
     value = json_view_value(result.body, json_limit) if want_json else None
     if value is not None:
@@ -152,4 +153,25 @@ def model_to_proto(info: RouteInfo, endpoint_status: str = "Unknown") -> model_s
         endpoint_status=endpoint_status,
         description=info.description,
         default_custom_attributes=info.default_custom_attributes,
+        endpoints=[_route_endpoint(e) for e in info.endpoints],
+    )
+
+
+_CIRCUITS = {
+    "closed": model_service_pb2.CIRCUIT_STATE_CLOSED,
+    "open": model_service_pb2.CIRCUIT_STATE_OPEN,
+    "half_open": model_service_pb2.CIRCUIT_STATE_HALF_OPEN,
+}
+
+
+def _route_endpoint(view: EndpointView) -> model_service_pb2.RouteEndpoint:
+    half_open_in = duration_pb2.Duration()
+    half_open_in.FromNanoseconds(int(view.half_open_in_s * 1e9))
+    return model_service_pb2.RouteEndpoint(
+        endpoint_name=view.endpoint,
+        target_variant=view.target_variant,
+        fallback=view.fallback,
+        circuit_state=_CIRCUITS[view.circuit_state],
+        consecutive_failures=view.consecutive_failures,
+        half_open_in=half_open_in,
     )

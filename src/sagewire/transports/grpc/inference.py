@@ -23,6 +23,8 @@ from sagewire.v1 import (
 # Initial metadata of InvokeStream (see invoke.proto).
 META_CONTENT_TYPE = "sagewire-content-type"
 META_VARIANT = "sagewire-invoked-production-variant"
+# The SageMaker endpoint that answered: the route's own or a fallback (docs/resilience.md).
+META_ENDPOINT = "sagewire-endpoint-name"
 
 
 def _call(
@@ -79,6 +81,7 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
                 (
                     (META_CONTENT_TYPE, stream.start.content_type),
                     (META_VARIANT, stream.start.invoked_variant),
+                    (META_ENDPOINT, stream.start.endpoint),
                 )
             )
             records = stream.framing.records

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sagewire import telemetry
 from sagewire.aws.control import SageMakerControl
+from sagewire.aws.retries import caller_is_retrying
 from sagewire.aws.runtime import SageMakerRuntime
 from sagewire.aws.s3 import S3Store
 from sagewire.config import ConfigError
@@ -147,7 +148,9 @@ class SagewireServer:
         observer = await self._open_observability()
         runtime = await self._stack.enter_async_context(SageMakerRuntime(self.settings.aws))
         security = self._open_security()
-        gateway = Gateway(self.settings, runtime, await self._open_bidi(), security)
+        gateway = Gateway(
+            self.settings, runtime, await self._open_bidi(), security, caller_is_retrying
+        )
         async_jobs = await self._open_async_jobs(gateway, runtime)
         statuses = self._endpoint_statuses()
         server = grpc.aio.server(options=grpc_options(self.settings))

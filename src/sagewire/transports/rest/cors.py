@@ -34,6 +34,7 @@ EXPOSE_HEADERS = ", ".join(
         "Allow",
         "sagewire-content-type",
         "sagewire-invoked-production-variant",
+        "sagewire-endpoint-name",
         "X-Amzn-Invoked-Production-Variant",
         "X-Amzn-SageMaker-Custom-Attributes",
         "X-Amzn-SageMaker-New-Session-Id",

@@ -51,8 +51,12 @@ OPTION_HEADERS: Mapping[str, str] = {
 _BY_LOWER = {name.lower(): field for name, field in OPTION_HEADERS.items()}
 # SageMaker's response headers, relayed as it sends them.
 VARIANT_HEADER = "X-Amzn-Invoked-Production-Variant"
+# sagewire's own: the SageMaker endpoint that answered, the route's or a fallback
+# (docs/resilience.md); the same name as InvokeStream's initial metadata.
+ENDPOINT_HEADER = "sagewire-endpoint-name"
 _RESULT_HEADERS = (
     (VARIANT_HEADER, "invoked_variant"),
+    (ENDPOINT_HEADER, "endpoint"),
     (f"{PREFIX}Custom-Attributes", "custom_attributes"),
     (f"{PREFIX}New-Session-Id", "new_session_id"),
     (f"{PREFIX}Closed-Session-Id", "closed_session_id"),
@@ -142,6 +146,8 @@ class Passthrough:
                 }
                 if stream.start.invoked_variant:
                     headers[VARIANT_HEADER] = stream.start.invoked_variant
+                if stream.start.endpoint:
+                    headers[ENDPOINT_HEADER] = stream.start.endpoint
                 response = web.StreamResponse(headers=headers)
                 response.enable_chunked_encoding()
                 await response.prepare(request)

@@ -35,8 +35,8 @@ CONTENDERS = {
     "fastapi": "FastAPI + uvicorn + aioboto3 (REST)",
     "grpc-echo": "bare grpc.aio echo (gRPC ceiling)",
     "raw-http": "raw aiohttp POST to the emulator (HTTP ceiling)",
-    "rest": "sagewire REST bridge (`…:invoke`, JSON → aioboto3)",
-    "rest-raw": "sagewire REST raw passthrough (`…/invocations` → aioboto3)",
+    "rest": "sagewire REST bridge (`…:invoke`, JSON)",
+    "rest-raw": "sagewire REST raw passthrough (`…/invocations`)",
 }
 # The REST bridge's contenders (issue 11), compared with the FastAPI reference.
 REST_CONTENDERS = ("rest", "rest-raw")

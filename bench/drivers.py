@@ -22,9 +22,10 @@ import grpc
 from botocore.config import Config
 from botocore.eventstream import EventStreamBuffer
 
-from sagewire.v1 import inference_service_pb2_grpc, invoke_pb2
+from sagewire.v1 import common_pb2, inference_service_pb2_grpc, invoke_pb2
 
 JSON = "application/json"
+BODY_ONLY = common_pb2.RESPONSE_VIEW_BODY
 STREAM_PATH = "/endpoints/{}/invocations-response-stream"
 MAX_MESSAGE = 64 * 1024 * 1024
 # The same client settings sagewire's own adapter uses, so the direct caller is not handicapped
@@ -83,8 +84,10 @@ class GrpcInvoke:
     def __init__(self, spec: Spec, stub: inference_service_pb2_grpc.InferenceServiceAsyncStub):
         self._spec = spec
         self._stub = stub
+        # A caller that reads `body` asks for it alone (docs/json.md): no `json` view built
+        # and sent beside it, as the Python client SDK does.
         self._request = invoke_pb2.InvokeRequest(
-            model=spec.model, body=spec.body, content_type=JSON
+            model=spec.model, body=spec.body, content_type=JSON, view=BODY_ONLY
         )
 
     async def call(self, on_first: OnFirst = None) -> Outcome:
@@ -101,7 +104,7 @@ class GrpcStream:
         self._spec = spec
         self._stub = stub
         self._request = invoke_pb2.InvokeStreamRequest(
-            model=spec.model, body=spec.body, content_type=JSON
+            model=spec.model, body=spec.body, content_type=JSON, view=BODY_ONLY
         )
 
     async def call(self, on_first: OnFirst = None) -> Outcome:

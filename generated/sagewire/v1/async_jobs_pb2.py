@@ -24,41 +24,42 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from sagewire.v1 import common_pb2 as sagewire_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csagewire/v1/async_jobs.proto\x12\x0bsagewire.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n\x0c\x41syncOptions\x12\x19\n\x11\x63ustom_attributes\x18\x01 \x01(\t\x12\x14\n\x0cinference_id\x18\x02 \x01(\t\x12\x1b\n\x13request_ttl_seconds\x18\x03 \x01(\r\x12\"\n\x1ainvocation_timeout_seconds\x18\x04 \x01(\r\"\xa1\x01\n\x08\x41syncJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x14\n\x0cinference_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x30\n\x0csubmitted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd0\x01\n\x12SubmitAsyncRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x04\x62ody\x18\x02 \x01(\x0cH\x00\x12&\n\x04json\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\x18\n\x0einput_location\x18\x04 \x01(\tH\x00\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x06 \x01(\t\x12*\n\x07options\x18\x07 \x01(\x0b\x32\x19.sagewire.v1.AsyncOptionsB\x07\n\x05input\"9\n\x13SubmitAsyncResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.sagewire.v1.AsyncJob\"_\n\x12UploadAsyncRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.sagewire.v1.UploadAsyncHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"t\n\x11UploadAsyncHeader\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x03 \x01(\t\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.sagewire.v1.AsyncOptions\"M\n\x13UploadAsyncResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.sagewire.v1.AsyncJob\x12\x12\n\ninput_size\x18\x02 \x01(\x04\"\'\n\x15GetAsyncResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x83\x02\n\x16GetAsyncResultResponse\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.sagewire.v1.AsyncState\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12$\n\x04json\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x13\n\x0boutput_size\x18\x05 \x01(\x04\x12\x1a\n\x12output_not_inlined\x18\x06 \x01(\x08\x12\x16\n\x0e\x66\x61ilure_reason\x18\x07 \x01(\t\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x11WatchAsyncRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x85\x01\n\x12WatchAsyncResponse\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.sagewire.v1.AsyncState\x12/\n\x0bobserved_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x66\x61ilure_reason\x18\x03 \x01(\t\"(\n\x16ReadAsyncOutputRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"R\n\x17ReadAsyncOutputResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x04*\x8e\x01\n\nAsyncState\x12\x1b\n\x17\x41SYNC_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41SYNC_STATE_PENDING\x10\x01\x12\x19\n\x15\x41SYNC_STATE_COMPLETED\x10\x02\x12\x16\n\x12\x41SYNC_STATE_FAILED\x10\x03\x12\x17\n\x13\x41SYNC_STATE_EXPIRED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csagewire/v1/async_jobs.proto\x12\x0bsagewire.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18sagewire/v1/common.proto\"\x80\x01\n\x0c\x41syncOptions\x12\x19\n\x11\x63ustom_attributes\x18\x01 \x01(\t\x12\x14\n\x0cinference_id\x18\x02 \x01(\t\x12\x1b\n\x13request_ttl_seconds\x18\x03 \x01(\r\x12\"\n\x1ainvocation_timeout_seconds\x18\x04 \x01(\r\"\xa1\x01\n\x08\x41syncJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x14\n\x0cinference_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x30\n\x0csubmitted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd0\x01\n\x12SubmitAsyncRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x04\x62ody\x18\x02 \x01(\x0cH\x00\x12&\n\x04json\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\x18\n\x0einput_location\x18\x04 \x01(\tH\x00\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x06 \x01(\t\x12*\n\x07options\x18\x07 \x01(\x0b\x32\x19.sagewire.v1.AsyncOptionsB\x07\n\x05input\"9\n\x13SubmitAsyncResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.sagewire.v1.AsyncJob\"_\n\x12UploadAsyncRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.sagewire.v1.UploadAsyncHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"t\n\x11UploadAsyncHeader\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x03 \x01(\t\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.sagewire.v1.AsyncOptions\"M\n\x13UploadAsyncResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.sagewire.v1.AsyncJob\x12\x12\n\ninput_size\x18\x02 \x01(\x04\"P\n\x15GetAsyncResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x04view\x18\x02 \x01(\x0e\x32\x19.sagewire.v1.ResponseView\"\x83\x02\n\x16GetAsyncResultResponse\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.sagewire.v1.AsyncState\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12$\n\x04json\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x13\n\x0boutput_size\x18\x05 \x01(\x04\x12\x1a\n\x12output_not_inlined\x18\x06 \x01(\x08\x12\x16\n\x0e\x66\x61ilure_reason\x18\x07 \x01(\t\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x11WatchAsyncRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x85\x01\n\x12WatchAsyncResponse\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.sagewire.v1.AsyncState\x12/\n\x0bobserved_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x66\x61ilure_reason\x18\x03 \x01(\t\"(\n\x16ReadAsyncOutputRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"R\n\x17ReadAsyncOutputResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x04*\x8e\x01\n\nAsyncState\x12\x1b\n\x17\x41SYNC_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41SYNC_STATE_PENDING\x10\x01\x12\x19\n\x15\x41SYNC_STATE_COMPLETED\x10\x02\x12\x16\n\x12\x41SYNC_STATE_FAILED\x10\x03\x12\x17\n\x13\x41SYNC_STATE_EXPIRED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sagewire.v1.async_jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ASYNCSTATE']._serialized_start=1570
-  _globals['_ASYNCSTATE']._serialized_end=1712
-  _globals['_ASYNCOPTIONS']._serialized_start=109
-  _globals['_ASYNCOPTIONS']._serialized_end=237
-  _globals['_ASYNCJOB']._serialized_start=240
-  _globals['_ASYNCJOB']._serialized_end=401
-  _globals['_SUBMITASYNCREQUEST']._serialized_start=404
-  _globals['_SUBMITASYNCREQUEST']._serialized_end=612
-  _globals['_SUBMITASYNCRESPONSE']._serialized_start=614
-  _globals['_SUBMITASYNCRESPONSE']._serialized_end=671
-  _globals['_UPLOADASYNCREQUEST']._serialized_start=673
-  _globals['_UPLOADASYNCREQUEST']._serialized_end=768
-  _globals['_UPLOADASYNCHEADER']._serialized_start=770
-  _globals['_UPLOADASYNCHEADER']._serialized_end=886
-  _globals['_UPLOADASYNCRESPONSE']._serialized_start=888
-  _globals['_UPLOADASYNCRESPONSE']._serialized_end=965
-  _globals['_GETASYNCRESULTREQUEST']._serialized_start=967
-  _globals['_GETASYNCRESULTREQUEST']._serialized_end=1006
-  _globals['_GETASYNCRESULTRESPONSE']._serialized_start=1009
-  _globals['_GETASYNCRESULTRESPONSE']._serialized_end=1268
-  _globals['_WATCHASYNCREQUEST']._serialized_start=1270
-  _globals['_WATCHASYNCREQUEST']._serialized_end=1305
-  _globals['_WATCHASYNCRESPONSE']._serialized_start=1308
-  _globals['_WATCHASYNCRESPONSE']._serialized_end=1441
-  _globals['_READASYNCOUTPUTREQUEST']._serialized_start=1443
-  _globals['_READASYNCOUTPUTREQUEST']._serialized_end=1483
-  _globals['_READASYNCOUTPUTRESPONSE']._serialized_start=1485
-  _globals['_READASYNCOUTPUTRESPONSE']._serialized_end=1567
+  _globals['_ASYNCSTATE']._serialized_start=1637
+  _globals['_ASYNCSTATE']._serialized_end=1779
+  _globals['_ASYNCOPTIONS']._serialized_start=135
+  _globals['_ASYNCOPTIONS']._serialized_end=263
+  _globals['_ASYNCJOB']._serialized_start=266
+  _globals['_ASYNCJOB']._serialized_end=427
+  _globals['_SUBMITASYNCREQUEST']._serialized_start=430
+  _globals['_SUBMITASYNCREQUEST']._serialized_end=638
+  _globals['_SUBMITASYNCRESPONSE']._serialized_start=640
+  _globals['_SUBMITASYNCRESPONSE']._serialized_end=697
+  _globals['_UPLOADASYNCREQUEST']._serialized_start=699
+  _globals['_UPLOADASYNCREQUEST']._serialized_end=794
+  _globals['_UPLOADASYNCHEADER']._serialized_start=796
+  _globals['_UPLOADASYNCHEADER']._serialized_end=912
+  _globals['_UPLOADASYNCRESPONSE']._serialized_start=914
+  _globals['_UPLOADASYNCRESPONSE']._serialized_end=991
+  _globals['_GETASYNCRESULTREQUEST']._serialized_start=993
+  _globals['_GETASYNCRESULTREQUEST']._serialized_end=1073
+  _globals['_GETASYNCRESULTRESPONSE']._serialized_start=1076
+  _globals['_GETASYNCRESULTRESPONSE']._serialized_end=1335
+  _globals['_WATCHASYNCREQUEST']._serialized_start=1337
+  _globals['_WATCHASYNCREQUEST']._serialized_end=1372
+  _globals['_WATCHASYNCRESPONSE']._serialized_start=1375
+  _globals['_WATCHASYNCRESPONSE']._serialized_end=1508
+  _globals['_READASYNCOUTPUTREQUEST']._serialized_start=1510
+  _globals['_READASYNCOUTPUTREQUEST']._serialized_end=1550
+  _globals['_READASYNCOUTPUTRESPONSE']._serialized_start=1552
+  _globals['_READASYNCOUTPUTRESPONSE']._serialized_end=1634
 # @@protoc_insertion_point(module_scope)

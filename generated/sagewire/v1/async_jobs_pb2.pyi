@@ -8,6 +8,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from sagewire.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -309,16 +310,23 @@ class GetAsyncResultRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Handle from SubmitAsync or UploadAsync."""
+    view: _common_pb2.ResponseView.ValueType
+    """Which forms of the inline output the response carries; unspecified: `body`, and `json` when it
+    is JSON (RESPONSE_VIEW_FULL). Clients that parse `body` themselves ask for RESPONSE_VIEW_BODY:
+    the answer is then neither parsed nor sent twice. See docs/json.md.
+    """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
+        view: _common_pb2.ResponseView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18sagewire/v1/common.proto\x12\x0bsagewire.v1\"\xe3\x01\n\x11InvocationOptions\x12\x19\n\x11\x63ustom_attributes\x18\x01 \x01(\t\x12\x16\n\x0etarget_variant\x18\x02 \x01(\t\x12\x14\n\x0ctarget_model\x18\x03 \x01(\t\x12\x1b\n\x13inference_component\x18\x04 \x01(\t\x12!\n\x19target_container_hostname\x18\x05 \x01(\t\x12\x14\n\x0cinference_id\x18\x06 \x01(\t\x12\x12\n\nsession_id\x18\x07 \x01(\t\x12\x1b\n\x13\x65nable_explanations\x18\x08 \x01(\t\"b\n\x10ModelErrorDetail\x12\x1c\n\x14original_status_code\x18\x01 \x01(\x05\x12\x18\n\x10original_message\x18\x02 \x01(\t\x12\x16\n\x0elog_stream_arn\x18\x03 \x01(\t*W\n\x07\x46raming\x12\x17\n\x13\x46RAMING_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x46RAMING_RAW\x10\x01\x12\x11\n\rFRAMING_LINES\x10\x02\x12\x0f\n\x0b\x46RAMING_SSE\x10\x03*O\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x41TA_TYPE_UTF8\x10\x01\x12\x14\n\x10\x44\x41TA_TYPE_BINARY\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18sagewire/v1/common.proto\x12\x0bsagewire.v1\"\xe3\x01\n\x11InvocationOptions\x12\x19\n\x11\x63ustom_attributes\x18\x01 \x01(\t\x12\x16\n\x0etarget_variant\x18\x02 \x01(\t\x12\x14\n\x0ctarget_model\x18\x03 \x01(\t\x12\x1b\n\x13inference_component\x18\x04 \x01(\t\x12!\n\x19target_container_hostname\x18\x05 \x01(\t\x12\x14\n\x0cinference_id\x18\x06 \x01(\t\x12\x12\n\nsession_id\x18\x07 \x01(\t\x12\x1b\n\x13\x65nable_explanations\x18\x08 \x01(\t\"b\n\x10ModelErrorDetail\x12\x1c\n\x14original_status_code\x18\x01 \x01(\x05\x12\x18\n\x10original_message\x18\x02 \x01(\t\x12\x16\n\x0elog_stream_arn\x18\x03 \x01(\t*W\n\x07\x46raming\x12\x17\n\x13\x46RAMING_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x46RAMING_RAW\x10\x01\x12\x11\n\rFRAMING_LINES\x10\x02\x12\x0f\n\x0b\x46RAMING_SSE\x10\x03*u\n\x0cResponseView\x12\x1d\n\x19RESPONSE_VIEW_UNSPECIFIED\x10\x00\x12\x16\n\x12RESPONSE_VIEW_FULL\x10\x01\x12\x16\n\x12RESPONSE_VIEW_BODY\x10\x02\x12\x16\n\x12RESPONSE_VIEW_JSON\x10\x03*O\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x41TA_TYPE_UTF8\x10\x01\x12\x14\n\x10\x44\x41TA_TYPE_BINARY\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FRAMING']._serialized_start=371
   _globals['_FRAMING']._serialized_end=458
-  _globals['_DATATYPE']._serialized_start=460
-  _globals['_DATATYPE']._serialized_end=539
+  _globals['_RESPONSEVIEW']._serialized_start=460
+  _globals['_RESPONSEVIEW']._serialized_end=577
+  _globals['_DATATYPE']._serialized_start=579
+  _globals['_DATATYPE']._serialized_end=658
   _globals['_INVOCATIONOPTIONS']._serialized_start=42
   _globals['_INVOCATIONOPTIONS']._serialized_end=269
   _globals['_MODELERRORDETAIL']._serialized_start=271

@@ -63,6 +63,44 @@ fields and a `data: [DONE]` event are dropped. See docs/streaming.md.
 """
 Global___Framing: _TypeAlias = Framing  # noqa: Y015
 
+class _ResponseView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ResponseViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResponseView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESPONSE_VIEW_UNSPECIFIED: _ResponseView.ValueType  # 0
+    """The default: the same as RESPONSE_VIEW_FULL, so grpcurl users read JSON answers as JSON."""
+    RESPONSE_VIEW_FULL: _ResponseView.ValueType  # 1
+    """`body`, and `json` too when the answer is JSON and the view applies (docs/json.md)."""
+    RESPONSE_VIEW_BODY: _ResponseView.ValueType  # 2
+    """`body` only: the answer is not parsed and its bytes are sent once (for clients that parse
+    `body` themselves, as the Python client SDK does).
+    """
+    RESPONSE_VIEW_JSON: _ResponseView.ValueType  # 3
+    """`json` alone (with `body` empty) when the view applies; otherwise `body` alone, as it would
+    be without the view.
+    """
+
+class ResponseView(_ResponseView, metaclass=_ResponseViewEnumTypeWrapper):
+    """Which forms of a model's answer a response carries: its exact bytes (`body`), the parsed `json`
+    view, or both. The view costs sagewire a parse and sends a JSON answer twice; see docs/json.md.
+    """
+
+RESPONSE_VIEW_UNSPECIFIED: ResponseView.ValueType  # 0
+"""The default: the same as RESPONSE_VIEW_FULL, so grpcurl users read JSON answers as JSON."""
+RESPONSE_VIEW_FULL: ResponseView.ValueType  # 1
+"""`body`, and `json` too when the answer is JSON and the view applies (docs/json.md)."""
+RESPONSE_VIEW_BODY: ResponseView.ValueType  # 2
+"""`body` only: the answer is not parsed and its bytes are sent once (for clients that parse
+`body` themselves, as the Python client SDK does).
+"""
+RESPONSE_VIEW_JSON: ResponseView.ValueType  # 3
+"""`json` alone (with `body` empty) when the view applies; otherwise `body` alone, as it would
+be without the view.
+"""
+Global___ResponseView: _TypeAlias = ResponseView  # noqa: Y015
+
 class _DataType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015

@@ -28,7 +28,7 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from sagewire.v1 import common_pb2 as sagewire_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asagewire/v1/converse.proto\x12\x0bsagewire.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x18sagewire/v1/common.proto\"\xcb\x01\n\x0f\x43onverseRequest\x12)\n\x04open\x18\x01 \x01(\x0b\x32\x19.sagewire.v1.ConverseOpenH\x00\x12)\n\x04turn\x18\x02 \x01(\x0b\x32\x19.sagewire.v1.ConverseTurnH\x00\x12-\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1b.sagewire.v1.ConverseCancelH\x00\x12+\n\x05\x63lose\x18\x04 \x01(\x0b\x32\x1a.sagewire.v1.ConverseCloseH\x00\x42\x06\n\x04kind\"\x9b\x01\n\x0c\x43onverseOpen\x12\r\n\x05model\x18\x01 \x01(\t\x12/\n\x07options\x18\x02 \x01(\x0b\x32\x1e.sagewire.v1.InvocationOptions\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x04 \x01(\t\x12%\n\x07\x66raming\x18\x05 \x01(\x0e\x32\x14.sagewire.v1.Framing\"\x99\x01\n\x0c\x43onverseTurn\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x0e\n\x04\x62ody\x18\x02 \x01(\x0cH\x00\x12&\n\x04json\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\x0e\n\x04text\x18\x04 \x01(\tH\x00\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x0f\n\x07partial\x18\x06 \x01(\x08\x42\t\n\x07payload\"!\n\x0e\x43onverseCancel\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\"\x0f\n\rConverseClose\"\x8f\x02\n\x10\x43onverseResponse\x12-\n\x06opened\x18\x01 \x01(\x0b\x32\x1b.sagewire.v1.ConverseOpenedH\x00\x12+\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1a.sagewire.v1.ConverseChunkH\x00\x12\x30\n\x08turn_end\x18\x03 \x01(\x0b\x32\x1c.sagewire.v1.ConverseTurnEndH\x00\x12\x34\n\nturn_error\x18\x04 \x01(\x0b\x32\x1e.sagewire.v1.ConverseTurnErrorH\x00\x12/\n\x07session\x18\x05 \x01(\x0b\x32\x1c.sagewire.v1.ConverseSessionH\x00\x42\x06\n\x04kind\"k\n\x0e\x43onverseOpened\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x36\n\x12session_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x0f\x43onverseSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x36\n\x12session_expires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07turn_id\x18\x03 \x01(\t\x12\x10\n\x08reopened\x18\x04 \x01(\x08\"\x8f\x01\n\rConverseChunk\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12$\n\x04json\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12(\n\tdata_type\x18\x04 \x01(\x0e\x32\x15.sagewire.v1.DataType\x12\x0f\n\x07partial\x18\x05 \x01(\x08\"o\n\x0f\x43onverseTurnEnd\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\"\n\x1ainvoked_production_variant\x18\x02 \x01(\t\x12\x13\n\x0b\x63hunk_count\x18\x03 \x01(\r\x12\x12\n\nbyte_count\x18\x04 \x01(\x04\"H\n\x11\x43onverseTurnError\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Statusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asagewire/v1/converse.proto\x12\x0bsagewire.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x18sagewire/v1/common.proto\"\xcb\x01\n\x0f\x43onverseRequest\x12)\n\x04open\x18\x01 \x01(\x0b\x32\x19.sagewire.v1.ConverseOpenH\x00\x12)\n\x04turn\x18\x02 \x01(\x0b\x32\x19.sagewire.v1.ConverseTurnH\x00\x12-\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1b.sagewire.v1.ConverseCancelH\x00\x12+\n\x05\x63lose\x18\x04 \x01(\x0b\x32\x1a.sagewire.v1.ConverseCloseH\x00\x42\x06\n\x04kind\"\xc4\x01\n\x0c\x43onverseOpen\x12\r\n\x05model\x18\x01 \x01(\t\x12/\n\x07options\x18\x02 \x01(\x0b\x32\x1e.sagewire.v1.InvocationOptions\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x04 \x01(\t\x12%\n\x07\x66raming\x18\x05 \x01(\x0e\x32\x14.sagewire.v1.Framing\x12\'\n\x04view\x18\x06 \x01(\x0e\x32\x19.sagewire.v1.ResponseView\"\x99\x01\n\x0c\x43onverseTurn\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x0e\n\x04\x62ody\x18\x02 \x01(\x0cH\x00\x12&\n\x04json\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\x0e\n\x04text\x18\x04 \x01(\tH\x00\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x0f\n\x07partial\x18\x06 \x01(\x08\x42\t\n\x07payload\"!\n\x0e\x43onverseCancel\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\"\x0f\n\rConverseClose\"\x8f\x02\n\x10\x43onverseResponse\x12-\n\x06opened\x18\x01 \x01(\x0b\x32\x1b.sagewire.v1.ConverseOpenedH\x00\x12+\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1a.sagewire.v1.ConverseChunkH\x00\x12\x30\n\x08turn_end\x18\x03 \x01(\x0b\x32\x1c.sagewire.v1.ConverseTurnEndH\x00\x12\x34\n\nturn_error\x18\x04 \x01(\x0b\x32\x1e.sagewire.v1.ConverseTurnErrorH\x00\x12/\n\x07session\x18\x05 \x01(\x0b\x32\x1c.sagewire.v1.ConverseSessionH\x00\x42\x06\n\x04kind\"k\n\x0e\x43onverseOpened\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x36\n\x12session_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x0f\x43onverseSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x36\n\x12session_expires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07turn_id\x18\x03 \x01(\t\x12\x10\n\x08reopened\x18\x04 \x01(\x08\"\x8f\x01\n\rConverseChunk\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12$\n\x04json\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12(\n\tdata_type\x18\x04 \x01(\x0e\x32\x15.sagewire.v1.DataType\x12\x0f\n\x07partial\x18\x05 \x01(\x08\"o\n\x0f\x43onverseTurnEnd\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\"\n\x1ainvoked_production_variant\x18\x02 \x01(\t\x12\x13\n\x0b\x63hunk_count\x18\x03 \x01(\r\x12\x12\n\nbyte_count\x18\x04 \x01(\x04\"H\n\x11\x43onverseTurnError\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Statusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,23 +38,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONVERSEREQUEST']._serialized_start=158
   _globals['_CONVERSEREQUEST']._serialized_end=361
   _globals['_CONVERSEOPEN']._serialized_start=364
-  _globals['_CONVERSEOPEN']._serialized_end=519
-  _globals['_CONVERSETURN']._serialized_start=522
-  _globals['_CONVERSETURN']._serialized_end=675
-  _globals['_CONVERSECANCEL']._serialized_start=677
-  _globals['_CONVERSECANCEL']._serialized_end=710
-  _globals['_CONVERSECLOSE']._serialized_start=712
-  _globals['_CONVERSECLOSE']._serialized_end=727
-  _globals['_CONVERSERESPONSE']._serialized_start=730
-  _globals['_CONVERSERESPONSE']._serialized_end=1001
-  _globals['_CONVERSEOPENED']._serialized_start=1003
-  _globals['_CONVERSEOPENED']._serialized_end=1110
-  _globals['_CONVERSESESSION']._serialized_start=1113
-  _globals['_CONVERSESESSION']._serialized_end=1241
-  _globals['_CONVERSECHUNK']._serialized_start=1244
-  _globals['_CONVERSECHUNK']._serialized_end=1387
-  _globals['_CONVERSETURNEND']._serialized_start=1389
-  _globals['_CONVERSETURNEND']._serialized_end=1500
-  _globals['_CONVERSETURNERROR']._serialized_start=1502
-  _globals['_CONVERSETURNERROR']._serialized_end=1574
+  _globals['_CONVERSEOPEN']._serialized_end=560
+  _globals['_CONVERSETURN']._serialized_start=563
+  _globals['_CONVERSETURN']._serialized_end=716
+  _globals['_CONVERSECANCEL']._serialized_start=718
+  _globals['_CONVERSECANCEL']._serialized_end=751
+  _globals['_CONVERSECLOSE']._serialized_start=753
+  _globals['_CONVERSECLOSE']._serialized_end=768
+  _globals['_CONVERSERESPONSE']._serialized_start=771
+  _globals['_CONVERSERESPONSE']._serialized_end=1042
+  _globals['_CONVERSEOPENED']._serialized_start=1044
+  _globals['_CONVERSEOPENED']._serialized_end=1151
+  _globals['_CONVERSESESSION']._serialized_start=1154
+  _globals['_CONVERSESESSION']._serialized_end=1282
+  _globals['_CONVERSECHUNK']._serialized_start=1285
+  _globals['_CONVERSECHUNK']._serialized_end=1428
+  _globals['_CONVERSETURNEND']._serialized_start=1430
+  _globals['_CONVERSETURNEND']._serialized_end=1541
+  _globals['_CONVERSETURNERROR']._serialized_start=1543
+  _globals['_CONVERSETURNERROR']._serialized_end=1615
 # @@protoc_insertion_point(module_scope)

@@ -77,6 +77,7 @@ class ConverseOpen(_message.Message):
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     ACCEPT_FIELD_NUMBER: _builtins.int
     FRAMING_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Logical model name: a route of mode `realtime`, `stream` or `bidi`."""
     content_type: _builtins.str
@@ -85,6 +86,11 @@ class ConverseOpen(_message.Message):
     """Desired MIME type of answers; empty uses the route default."""
     framing: _common_pb2.Framing.ValueType
     """Framing of streamed answers; unspecified uses the route default."""
+    view: _common_pb2.ResponseView.ValueType
+    """Which forms of each answer every `chunk` of the session carries; unspecified: `body`, and `json`
+    when it is a JSON record (RESPONSE_VIEW_FULL). Clients that parse `body` themselves ask for
+    RESPONSE_VIEW_BODY: the answer is then neither parsed nor sent twice. See docs/json.md.
+    """
     @_builtins.property
     def options(self) -> _common_pb2.InvocationOptions:
         """Per-call SageMaker options applied to every turn, within what the route allows."""
@@ -97,10 +103,11 @@ class ConverseOpen(_message.Message):
         content_type: _builtins.str = ...,
         accept: _builtins.str = ...,
         framing: _common_pb2.Framing.ValueType = ...,
+        view: _common_pb2.ResponseView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "content_type", b"content_type", "framing", b"framing", "model", b"model", "options", b"options"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "content_type", b"content_type", "framing", b"framing", "model", b"model", "options", b"options", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

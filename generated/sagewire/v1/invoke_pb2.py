@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from sagewire.v1 import common_pb2 as sagewire_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18sagewire/v1/invoke.proto\x12\x0bsagewire.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18sagewire/v1/common.proto\"\xb8\x01\n\rInvokeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x04\x62ody\x18\x02 \x01(\x0cH\x00\x12&\n\x04json\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x05 \x01(\t\x12/\n\x07options\x18\x06 \x01(\x0b\x32\x1e.sagewire.v1.InvocationOptionsB\t\n\x07payload\"\xe3\x01\n\x0eInvokeResponse\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12$\n\x04json\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12\"\n\x1ainvoked_production_variant\x18\x04 \x01(\t\x12\x19\n\x11\x63ustom_attributes\x18\x05 \x01(\t\x12\x16\n\x0enew_session_id\x18\x06 \x01(\t\x12\x19\n\x11\x63losed_session_id\x18\x07 \x01(\t\x12\x15\n\rendpoint_name\x18\x08 \x01(\t\"\xe5\x01\n\x13InvokeStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x04\x62ody\x18\x02 \x01(\x0cH\x00\x12&\n\x04json\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x05 \x01(\t\x12/\n\x07options\x18\x06 \x01(\x0b\x32\x1e.sagewire.v1.InvocationOptions\x12%\n\x07\x66raming\x18\x07 \x01(\x0e\x32\x14.sagewire.v1.FramingB\t\n\x07payload\"Y\n\x14InvokeStreamResponse\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12$\n\x04json\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\r\n\x05index\x18\x03 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18sagewire/v1/invoke.proto\x12\x0bsagewire.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18sagewire/v1/common.proto\"\xe1\x01\n\rInvokeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x04\x62ody\x18\x02 \x01(\x0cH\x00\x12&\n\x04json\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x05 \x01(\t\x12/\n\x07options\x18\x06 \x01(\x0b\x32\x1e.sagewire.v1.InvocationOptions\x12\'\n\x04view\x18\x07 \x01(\x0e\x32\x19.sagewire.v1.ResponseViewB\t\n\x07payload\"\xe3\x01\n\x0eInvokeResponse\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12$\n\x04json\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12\"\n\x1ainvoked_production_variant\x18\x04 \x01(\t\x12\x19\n\x11\x63ustom_attributes\x18\x05 \x01(\t\x12\x16\n\x0enew_session_id\x18\x06 \x01(\t\x12\x19\n\x11\x63losed_session_id\x18\x07 \x01(\t\x12\x15\n\rendpoint_name\x18\x08 \x01(\t\"\x8e\x02\n\x13InvokeStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x04\x62ody\x18\x02 \x01(\x0cH\x00\x12&\n\x04json\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x05 \x01(\t\x12/\n\x07options\x18\x06 \x01(\x0b\x32\x1e.sagewire.v1.InvocationOptions\x12%\n\x07\x66raming\x18\x07 \x01(\x0e\x32\x14.sagewire.v1.Framing\x12\'\n\x04view\x18\x08 \x01(\x0e\x32\x19.sagewire.v1.ResponseViewB\t\n\x07payload\"Y\n\x14InvokeStreamResponse\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12$\n\x04json\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\r\n\x05index\x18\x03 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sagewire.v1.invoke_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INVOKEREQUEST']._serialized_start=98
-  _globals['_INVOKEREQUEST']._serialized_end=282
-  _globals['_INVOKERESPONSE']._serialized_start=285
-  _globals['_INVOKERESPONSE']._serialized_end=512
-  _globals['_INVOKESTREAMREQUEST']._serialized_start=515
-  _globals['_INVOKESTREAMREQUEST']._serialized_end=744
-  _globals['_INVOKESTREAMRESPONSE']._serialized_start=746
-  _globals['_INVOKESTREAMRESPONSE']._serialized_end=835
+  _globals['_INVOKEREQUEST']._serialized_end=323
+  _globals['_INVOKERESPONSE']._serialized_start=326
+  _globals['_INVOKERESPONSE']._serialized_end=553
+  _globals['_INVOKESTREAMREQUEST']._serialized_start=556
+  _globals['_INVOKESTREAMREQUEST']._serialized_end=826
+  _globals['_INVOKESTREAMRESPONSE']._serialized_start=828
+  _globals['_INVOKESTREAMRESPONSE']._serialized_end=917
 # @@protoc_insertion_point(module_scope)

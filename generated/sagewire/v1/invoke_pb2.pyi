@@ -30,6 +30,7 @@ class InvokeRequest(_message.Message):
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     ACCEPT_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Logical model name: a route from the configuration (see ModelService.ListModels)."""
     body: _builtins.bytes
@@ -38,6 +39,11 @@ class InvokeRequest(_message.Message):
     """MIME type of the payload; empty uses the route default."""
     accept: _builtins.str
     """Desired MIME type of the response; empty uses the route default."""
+    view: _common_pb2.ResponseView.ValueType
+    """Which forms of the answer the response carries; unspecified: `body`, and `json` when the answer
+    is JSON (RESPONSE_VIEW_FULL). Clients that parse `body` themselves ask for RESPONSE_VIEW_BODY:
+    the answer is then neither parsed nor sent twice. See docs/json.md.
+    """
     @_builtins.property
     def json(self) -> _struct_pb2.Value:
         """A JSON value, sent as UTF-8 JSON with content type application/json unless `content_type`
@@ -61,10 +67,11 @@ class InvokeRequest(_message.Message):
         content_type: _builtins.str = ...,
         accept: _builtins.str = ...,
         options: _common_pb2.InvocationOptions | None = ...,
+        view: _common_pb2.ResponseView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "json", b"json", "options", b"options", "payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "body", b"body", "content_type", b"content_type", "json", b"json", "model", b"model", "options", b"options", "payload", b"payload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "body", b"body", "content_type", b"content_type", "json", b"json", "model", b"model", "options", b"options", "payload", b"payload", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["body", "json"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
@@ -146,6 +153,7 @@ class InvokeStreamRequest(_message.Message):
     ACCEPT_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
     FRAMING_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Logical model name: a route of mode `stream`."""
     body: _builtins.bytes
@@ -156,6 +164,11 @@ class InvokeStreamRequest(_message.Message):
     """Desired MIME type of the response; empty uses the route default."""
     framing: _common_pb2.Framing.ValueType
     """How to cut the response into messages; unspecified uses the route default."""
+    view: _common_pb2.ResponseView.ValueType
+    """Which forms of each piece a message carries; unspecified: `body`, and `json` when it is a JSON
+    record (RESPONSE_VIEW_FULL). Clients that parse `body` themselves ask for RESPONSE_VIEW_BODY:
+    the answer is then neither parsed nor sent twice. See docs/json.md.
+    """
     @_builtins.property
     def json(self) -> _struct_pb2.Value:
         """A JSON value, sent as UTF-8 JSON. A Value holds numbers as doubles: integral numbers within
@@ -178,10 +191,11 @@ class InvokeStreamRequest(_message.Message):
         accept: _builtins.str = ...,
         options: _common_pb2.InvocationOptions | None = ...,
         framing: _common_pb2.Framing.ValueType = ...,
+        view: _common_pb2.ResponseView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "json", b"json", "options", b"options", "payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "body", b"body", "content_type", b"content_type", "framing", b"framing", "json", b"json", "model", b"model", "options", b"options", "payload", b"payload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "body", b"body", "content_type", b"content_type", "framing", b"framing", "json", b"json", "model", b"model", "options", b"options", "payload", b"payload", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["body", "json"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015

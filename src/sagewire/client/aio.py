@@ -52,6 +52,9 @@ Progress = Callable[[int, int | None], None]
 UploadSource = str | Path | bytes | Iterable[bytes] | AsyncIterable[bytes]
 
 JSON_TYPE = "application/json"
+# Results parse `body` themselves (exact integers; sagewire.client.results), so the client asks
+# sagewire for the bytes alone: no parse on the server, a JSON answer is not sent twice.
+BODY_ONLY = common_pb2.RESPONSE_VIEW_BODY
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 
 
@@ -141,6 +144,7 @@ class AsyncClient:
             content_type=ctype,
             accept=accept,
             options=common_pb2.InvocationOptions(**(options or {})),
+            view=BODY_ONLY,
         )
         try:
             answer = await self._inference.Invoke(
@@ -180,6 +184,7 @@ class AsyncClient:
             accept=accept,
             framing=_framing(framing),
             options=common_pb2.InvocationOptions(**(options or {})),
+            view=BODY_ONLY,
         )
         call = self._inference.InvokeStream(
             request, timeout=self._deadline(timeout), metadata=await self._metadata()
@@ -292,7 +297,7 @@ class AsyncClient:
 
     async def get(self, job_id: str, *, timeout: Timeout = DEFAULT) -> JobResult:
         """A job's state, with its output inlined when small enough."""
-        request = async_jobs_pb2.GetAsyncResultRequest(job_id=job_id)
+        request = async_jobs_pb2.GetAsyncResultRequest(job_id=job_id, view=BODY_ONLY)
         try:
             answer = await self._inference.GetAsyncResult(
                 request, timeout=self._deadline(timeout), metadata=await self._metadata()

@@ -88,6 +88,7 @@ class ConverseSession:
             content_type=content_type,
             accept=accept,
             framing=framing,
+            view=common_pb2.RESPONSE_VIEW_BODY,  # chunks are parsed from `body` here
         )
         self._timeout = timeout
         self._metadata = metadata

@@ -1,8 +1,9 @@
 """What the client's calls return: plain, typed values instead of protobuf messages.
 
 `.json()` always parses the exact bytes the model sent (`body`) with Python's json module, so
-64-bit integers and long decimals come back exactly; the protobuf `json` view (doubles) is
-used only when a message carries no body.
+64-bit integers and long decimals come back exactly. The client asks sagewire for
+RESPONSE_VIEW_BODY, so answers arrive without the protobuf `json` view (doubles); a view is
+used only when a message carries one and no body.
 """
 
 from __future__ import annotations

@@ -114,6 +114,7 @@ class AsyncJobsService:
     async def get_result(
         self, request: async_jobs_pb2.GetAsyncResultRequest, context: Ctx
     ) -> async_jobs_pb2.GetAsyncResultResponse:
+        view = convert.response_view(request.view)
         result = await self._results.result(request.job_id)
         status = result.status
         response = async_jobs_pb2.GetAsyncResultResponse(
@@ -127,14 +128,8 @@ class AsyncJobsService:
             if result.body is None:
                 response.output_not_inlined = True
             else:
-                response.body = result.body
-                value = (
-                    convert.json_view_value(result.body, self._json_limit)
-                    if is_json(status.output.content_type)
-                    else None
-                )
-                if value is not None:
-                    response.json.CopyFrom(value)
+                json_type = is_json(status.output.content_type)
+                convert.set_answer(response, result.body, json_type, view, self._json_limit)
         return response
 
     async def watch(

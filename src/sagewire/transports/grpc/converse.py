@@ -54,12 +54,13 @@ async def serve(
         raise invalid_argument(
             "open", "the first ConverseRequest must be `open` (the model and session options)"
         )
+    view = convert.response_view(first.open.view)
     session = ConverseSession(gateway, start(first.open, context), messages(requests))
     call = calls.current()
     report = ConverseReport()
 
     async def send(event: ConverseEvent) -> None:
-        message = response(event, json_limit)
+        message = response(event, json_limit, view)
         observe.sent(call, message)
         if isinstance(event, SessionOpened):
             report.opened()
@@ -135,16 +136,16 @@ def _timestamp(event: SessionOpened | SessionChanged) -> timestamp_pb2.Timestamp
     return stamp
 
 
-def response(event: ConverseEvent, json_limit: int) -> converse_pb2.ConverseResponse:
+def response(
+    event: ConverseEvent, json_limit: int, view: convert.View = convert.FULL
+) -> converse_pb2.ConverseResponse:
     match event:
         case TurnChunk():
-            chunk = converse_pb2.ConverseChunk(turn_id=event.turn_id, body=event.body)
+            chunk = converse_pb2.ConverseChunk(turn_id=event.turn_id)
             if event.data_type is not None:  # a part of a bidirectional stream
                 chunk.data_type = _DATA_TYPES[event.data_type]
                 chunk.partial = event.partial
-            value = convert.json_view_value(event.body, json_limit) if event.record else None
-            if value is not None:
-                chunk.json.CopyFrom(value)
+            convert.set_answer(chunk, event.body, event.record, view, json_limit)
             return converse_pb2.ConverseResponse(chunk=chunk)
         case TurnEnded():
             return converse_pb2.ConverseResponse(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf import duration_pb2, json_format, struct_pb2
 
@@ -119,11 +119,60 @@ def framing_from_proto(value: int) -> StreamFraming | None:
 DEFAULT_JSON_VIEW_BYTES = 1024 * 1024
 
 
+type View = common_pb2.ResponseView.ValueType
+FULL: View = common_pb2.RESPONSE_VIEW_FULL
+_VIEWS: dict[int, View] = {
+    common_pb2.RESPONSE_VIEW_UNSPECIFIED: FULL,
+    common_pb2.RESPONSE_VIEW_FULL: FULL,
+    common_pb2.RESPONSE_VIEW_BODY: common_pb2.RESPONSE_VIEW_BODY,
+    common_pb2.RESPONSE_VIEW_JSON: common_pb2.RESPONSE_VIEW_JSON,
+}
+
+
+def response_view(value: int) -> View:
+    """A request's `view` (unspecified means FULL); INVALID_ARGUMENT, field `view`, if unknown."""
+    view = _VIEWS.get(value)
+    if view is None:
+        raise invalid_argument(
+            "view",
+            f"unknown value {value}; use RESPONSE_VIEW_FULL, RESPONSE_VIEW_BODY or "
+            "RESPONSE_VIEW_JSON",
+        )
+    return view
+
+
+class Answer(Protocol):
+    """A response message carrying an answer as `body` and its `json` view."""
+
+    body: bytes
+
+    @property
+    def json(self) -> struct_pb2.Value: ...
+
+
+def set_answer(message: Answer, body: bytes, is_json: bool, view: View, limit: int) -> None:
+    """`body` into `message` as `view` asks. The `json` view is built only when `is_json` (a
+    JSON content type, or a record under lines/sse framing) and the view is wanted, and is set
+    only when sagewire.core.json_view allows it; RESPONSE_VIEW_JSON then leaves `body` empty."""
+    if view == common_pb2.RESPONSE_VIEW_BODY or not is_json:
+        message.body = body
+        return
+    value = json_view_value(body, limit)
+    if value is None:
+        message.body = body
+        return
+    message.json.CopyFrom(value)
+    if view != common_pb2.RESPONSE_VIEW_JSON:
+        message.body = body
+
+
 def invoke_response(
-    result: InvokeResult, want_json: bool, json_limit: int = DEFAULT_JSON_VIEW_BYTES
+    result: InvokeResult,
+    want_json: bool,
+    json_limit: int = DEFAULT_JSON_VIEW_BYTES,
+    view: View = FULL,
 ) -> invoke_pb2.InvokeResponse:
     response = invoke_pb2.InvokeResponse(
-        body=result.body,
         content_type=result.content_type,
         invoked_production_variant=result.invoked_variant,
         custom_attributes=result.custom_attributes,
@@ -131,9 +180,7 @@ def invoke_response(
         closed_session_id=result.closed_session_id,
         endpoint_name=result.endpoint,
     )
-    value = json_view_value(result.body, json_limit) if want_json else None
-    if value is not None:
-        response.json.CopyFrom(value)
+    set_answer(response, result.body, want_json, view, json_limit)
     return response
 
 

@@ -67,15 +67,15 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
     async def Invoke(
         self, request: invoke_pb2.InvokeRequest, context: Ctx
     ) -> invoke_pb2.InvokeResponse:
+        view = convert.response_view(request.view)
         result = await self._gateway.invoke(_call(request, context))
-        return convert.invoke_response(
-            result, want_json=is_json(result.content_type), json_limit=self._json_limit
-        )
+        return convert.invoke_response(result, is_json(result.content_type), self._json_limit, view)
 
     @edge.streaming
     async def InvokeStream(
         self, request: invoke_pb2.InvokeStreamRequest, context: Ctx
     ) -> AsyncIterator[invoke_pb2.InvokeStreamResponse]:
+        view = convert.response_view(request.view)
         async with self._gateway.open_stream(_call(request, context)) as stream:
             await context.send_initial_metadata(
                 (
@@ -85,12 +85,11 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
                 )
             )
             records = stream.framing.records
+            limit = self._json_limit
             index = 0
             async for piece in stream.pieces:
-                message = invoke_pb2.InvokeStreamResponse(body=piece, index=index)
-                value = convert.json_view_value(piece, self._json_limit) if records else None
-                if value is not None:
-                    message.json.CopyFrom(value)
+                message = invoke_pb2.InvokeStreamResponse(index=index)
+                convert.set_answer(message, piece, records, view, limit)
                 yield message
                 index += 1
 

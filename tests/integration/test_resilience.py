@@ -17,7 +17,7 @@ import pytest_asyncio
 from google.rpc import error_details_pb2
 from scrape import scrape, scrape_until
 
-from sagewire.client import RETRY_SERVICE_CONFIG
+from sagewire.client import RETRY_SERVICE_CONFIG, AsyncClient
 from sagewire.emulator.config import EmulatorConfig, EndpointConfig
 from sagewire.emulator.faults import Fault
 from sagewire.emulator.server import RunningEmulator, running_emulator
@@ -66,6 +66,7 @@ ROUTES: dict[str, dict[str, Any]] = {
         }
         for fault in _FALLBACK_FAULTS
     },
+    "fb-converse": {"endpoint": "primary", "fallbacks": ["backup"]},
     "fb-stream": {
         "endpoint": "stream-primary",
         "mode": "stream",
@@ -363,3 +364,20 @@ async def test_no_fallback_once_stream_bytes_were_sent(sw: Sagewire, emu: Runnin
     assert len(received) == 2
     assert dict(await call.initial_metadata())["sagewire-endpoint-name"] == "stream-primary"
     assert emu.stats("stream-backup").invocations == 0
+
+
+async def test_the_client_and_converse_turns_say_which_endpoint_answered(
+    sw: Sagewire, emu: RunningEmulator
+) -> None:
+    emu.set_fault("primary", Fault(error="throttling"))
+    emu.set_fault("stream-primary", Fault(error="throttling"))
+    async with AsyncClient(sw.target, timeout=30) as client:
+        assert (await client.invoke("fb-converse", json={"a": 1})).endpoint == "backup"
+        for model, endpoint in [("fb-converse", "backup"), ("fb-stream", "stream-backup")]:
+            async with client.converse(model) as session:
+                turn = await session.send({"text": "one two"})
+                assert await turn.text()
+                assert turn.end is not None
+                assert turn.end.endpoint == endpoint
+    assert emu.stats("backup").invocations == 2
+    assert emu.stats("stream-backup").invocations == 1

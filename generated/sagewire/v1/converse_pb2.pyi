@@ -382,6 +382,7 @@ class ConverseTurnEnd(_message.Message):
     INVOKED_PRODUCTION_VARIANT_FIELD_NUMBER: _builtins.int
     CHUNK_COUNT_FIELD_NUMBER: _builtins.int
     BYTE_COUNT_FIELD_NUMBER: _builtins.int
+    ENDPOINT_NAME_FIELD_NUMBER: _builtins.int
     turn_id: _builtins.str
     """The finished turn."""
     invoked_production_variant: _builtins.str
@@ -390,6 +391,10 @@ class ConverseTurnEnd(_message.Message):
     """Number of ConverseChunk messages sent for the turn."""
     byte_count: _builtins.int
     """Total body bytes sent for the turn."""
+    endpoint_name: _builtins.str
+    """The SageMaker endpoint that answered the turn: the route's own, or one of its fallbacks
+    (docs/resilience.md).
+    """
     def __init__(
         self,
         *,
@@ -397,10 +402,11 @@ class ConverseTurnEnd(_message.Message):
         invoked_production_variant: _builtins.str = ...,
         chunk_count: _builtins.int = ...,
         byte_count: _builtins.int = ...,
+        endpoint_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["byte_count", b"byte_count", "chunk_count", b"chunk_count", "invoked_production_variant", b"invoked_production_variant", "turn_id", b"turn_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["byte_count", b"byte_count", "chunk_count", b"chunk_count", "endpoint_name", b"endpoint_name", "invoked_production_variant", b"invoked_production_variant", "turn_id", b"turn_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

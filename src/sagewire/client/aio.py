@@ -160,6 +160,7 @@ class AsyncClient:
             answer.new_session_id,
             answer.closed_session_id,
             answer.json if answer.HasField("json") else None,
+            answer.endpoint_name,
         )
 
     async def stream(

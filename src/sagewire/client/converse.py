@@ -206,7 +206,11 @@ class ConverseSession:
             end = message.turn_end
             self._turn(end.turn_id)._put(
                 TurnEnd(
-                    end.turn_id, end.invoked_production_variant, end.chunk_count, end.byte_count
+                    end.turn_id,
+                    end.invoked_production_variant,
+                    end.chunk_count,
+                    end.byte_count,
+                    end.endpoint_name,
                 )
             )
         elif kind == "turn_error":

@@ -54,6 +54,8 @@ class InvokeResult(_Body):
         variant: the production variant that served the call.
         custom_attributes: custom attributes the model returned ("" when none).
         new_session_id / closed_session_id: SageMaker stateful session changes ("" when none).
+        endpoint: the SageMaker endpoint that answered: the route's own or one of its
+            fallbacks (docs/resilience.md).
     """
 
     body: bytes
@@ -63,6 +65,7 @@ class InvokeResult(_Body):
     new_session_id: str = ""
     closed_session_id: str = ""
     _view: struct_pb2.Value | None = None
+    endpoint: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ class TurnEnd:
     variant: str
     chunk_count: int
     byte_count: int
+    # The SageMaker endpoint that answered: the route's own or a fallback (docs/resilience.md).
+    endpoint: str = ""
 
 
 class JobState(StrEnum):

@@ -410,16 +410,16 @@ class ConverseSession:
             async for piece in stream.pieces:
                 await self._emit(TurnChunk(turn.turn_id, piece, record))
                 count, size = count + 1, size + len(piece)
-        return TurnEnded(turn.turn_id, stream.start.invoked_variant, count, size)
+        start = stream.start
+        return TurnEnded(turn.turn_id, start.invoked_variant, count, size, start.endpoint)
 
     async def _relay_result(self, turn_id: str, result: InvokeResult) -> TurnEnded:
         """A whole answer as chunks: records under lines framing, else one chunk."""
         chunks = result_chunks(result, self._framing)
         for body, record in chunks:
             await self._emit(TurnChunk(turn_id, body, record))
-        return TurnEnded(
-            turn_id, result.invoked_variant, len(chunks), sum(len(b) for b, _ in chunks)
-        )
+        size = sum(len(b) for b, _ in chunks)
+        return TurnEnded(turn_id, result.invoked_variant, len(chunks), size, result.endpoint)
 
     async def _emit(self, chunk: TurnChunk) -> None:
         await self._credits.acquire()

@@ -98,6 +98,8 @@ class TurnEnded:
     invoked_variant: str
     chunk_count: int
     byte_count: int
+    # The SageMaker endpoint that answered: the route's own or a fallback.
+    endpoint: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,6 +154,7 @@ def response(
                     invoked_production_variant=event.invoked_variant,
                     chunk_count=event.chunk_count,
                     byte_count=event.byte_count,
+                    endpoint_name=event.endpoint,
                 )
             )
         case TurnFailed():

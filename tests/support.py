@@ -46,7 +46,7 @@ TEST_EMULATOR_CONFIG = EmulatorConfig(
 
 # Circuit breaker and cold-start waits off: the fault tests share the `faulty` routes and each
 # sees its error as the emulator sent it (tests/integration/test_resilience.py turns them on).
-_AS_SENT: dict[str, Any] = {
+AS_SENT: dict[str, Any] = {
     "circuit_breaker": {"enabled": False},
     "cold_start": {"enabled": False},
 }
@@ -57,7 +57,7 @@ TEST_ROUTES: dict[str, dict[str, Any]] = {
         "allow": ["custom_attributes", "target_variant", "inference_id", "session_id"],
     },
     "echo-strict": {"endpoint": "echo"},
-    "faulty": {"endpoint": "faulty", **_AS_SENT},
+    "faulty": {"endpoint": "faulty", **AS_SENT},
     "slow-echo": {"endpoint": "slow-echo", "timeout_s": 30},
     "slow-echo-short": {"endpoint": "slow-echo", "timeout_s": 0.3},
     "single-file": {"endpoint": "slow-echo", "max_concurrency": 1},
@@ -72,7 +72,7 @@ TEST_ROUTES: dict[str, dict[str, Any]] = {
     "tokens-raw": {"endpoint": "tokens", "mode": "stream", "framing": "raw"},
     "firehose": {"endpoint": "firehose", "mode": "stream", "framing": "raw"},
     "faulty-stream": {
-        **_AS_SENT,
+        **AS_SENT,
         "endpoint": "faulty-stream",
         "mode": "stream",
         "framing": "lines",

@@ -19,15 +19,28 @@ from google.rpc import error_details_pb2
 from sagewire.emulator.faults import Fault
 from sagewire.emulator.server import RunningEmulator
 from sagewire.v1 import converse_pb2, invoke_pb2
-from support import BOTH_AWS_CLIENTS, Sagewire, failure, start_sagewire
+from support import AS_SENT, BOTH_AWS_CLIENTS, Sagewire, failure, start_sagewire
 
 pytestmark = BOTH_AWS_CLIENTS
 
 READ_TIMEOUT_S = 1.0
+# Breaker and cold-start waits off (AS_SENT): every test sees each failure as the emulator sent it.
 ROUTES: dict[str, dict[str, Any]] = {
-    "faulty": {"endpoint": "faulty", "timeout_s": 60},
-    "lines": {"endpoint": "faulty-stream", "mode": "stream", "framing": "lines", "timeout_s": 60},
-    "raw": {"endpoint": "faulty-stream", "mode": "stream", "framing": "raw", "timeout_s": 60},
+    "faulty": {"endpoint": "faulty", "timeout_s": 60, **AS_SENT},
+    "lines": {
+        "endpoint": "faulty-stream",
+        "mode": "stream",
+        "framing": "lines",
+        "timeout_s": 60,
+        **AS_SENT,
+    },
+    "raw": {
+        "endpoint": "faulty-stream",
+        "mode": "stream",
+        "framing": "raw",
+        "timeout_s": 60,
+        **AS_SENT,
+    },
 }
 # The tokens model's first PayloadPart: 7 bytes of its first JSON line (no newline yet).
 FIRST_PART = b'{"token'

@@ -16,7 +16,7 @@ from google.protobuf.descriptor import MethodDescriptor
 from sagewire.core.errors import SagewireError
 from sagewire.transports.rest.http_rule import parse_template
 from sagewire.transports.rest.routes import Binding
-from sagewire.transports.rest.transcode import request_message, response_bytes
+from sagewire.transports.rest.transcode import parse_message, request_message, response_bytes
 from sagewire.v1 import async_jobs_pb2, invoke_pb2, model_service_pb2
 
 
@@ -114,3 +114,19 @@ def test_whole_numbers_stay_integers_in_json_values() -> None:
     out = json.loads(response_bytes(binding, message))
     assert out["json"] == {"n": 20, "x": 1.5, "big": 1e300}
     assert '"n":20' in response_bytes(binding, message).decode()
+
+
+@pytest.mark.parametrize("place", ["list", "object"])
+def test_a_number_beyond_a_double_is_invalid_argument_not_internal(place: str) -> None:
+    """json_format raises OverflowError (not ParseError) turning such an integer into a double:
+    every JSON a caller sends passes the one merge that maps it (bodies, WebSocket frames)."""
+    huge = "1" + "0" * 400
+    body = f'{{"json": [{huge}]}}' if place == "list" else f'{{"json": {{"a": {huge}}}}}'
+    binding = _binding(invoke_pb2.InvokeRequest.DESCRIPTOR, body="*")
+    with pytest.raises(SagewireError) as caught:
+        request_message(binding, {}, [], body.encode())
+    assert caught.value.reason == "INVALID_JSON_FIELD"
+    assert "too large" in caught.value.message
+    with pytest.raises(SagewireError) as frame:
+        parse_message(body.encode(), invoke_pb2.InvokeRequest())
+    assert frame.value.reason == "INVALID_JSON_FIELD"

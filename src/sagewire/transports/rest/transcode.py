@@ -58,7 +58,8 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return data
 
 
-def _parse_json(body: bytes) -> Any:
+def parse_json(body: bytes) -> Any:
+    """A JSON request body or frame as Python data; MALFORMED_JSON naming the problem."""
     try:
         # Decoded first: json.loads would guess UTF-16/32 from the bytes; JSON on HTTP is UTF-8.
         # A repeated key is an error (protobuf's JSON parser says so too), not "last one wins".
@@ -80,6 +81,10 @@ def _merge(data: Any, message: Message, where: str) -> None:
         raise errors.bad_field(where, str(exc).split("\n")[0]) from None
     except RecursionError:
         raise errors.malformed_json("it is nested too deeply") from None
+    except OverflowError:  # json_format's float() of an integer beyond a double's range
+        raise errors.bad_field(
+            where, "a number is too large for a double (send exact large numbers in `body`)"
+        ) from None
 
 
 def _set_path(message: Message, field_path: str, values: list[str], source: str) -> None:
@@ -158,7 +163,7 @@ def request_message(
     """The RPC's request message from the HTTP request."""
     message = new_message(binding.method.input_type)
     if binding.body and body.strip():
-        data = _parse_json(body)
+        data = parse_json(body)
         if binding.body == "*":
             if not isinstance(data, dict):
                 raise errors.malformed_json(
@@ -184,7 +189,7 @@ def request_message(
 def parse_message(data: bytes, message: Message) -> Message:
     """`message` merged from a JSON object in `data` (a WebSocket frame, say): the same checks
     as a request body (UTF-8, no repeated keys, known fields, right types)."""
-    parsed = _parse_json(data)
+    parsed = parse_json(data)
     if not isinstance(parsed, dict):
         raise errors.malformed_json(f"expected a JSON object ({message.DESCRIPTOR.name})")
     _merge(parsed, message, "body")

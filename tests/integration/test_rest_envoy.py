@@ -91,14 +91,14 @@ def _agree(envoy: Answer, bridge: Answer) -> None:
 
 
 # (method, path, body): both answer the same status and the same JSON.
-SAME = [
+SAME: list[tuple[str, str, Any]] = [
     ("GET", "/v1/models", None),
     ("GET", "/v1/models/", None),  # a trailing slash is ignored
     ("GET", "/v1/models/echo", None),
     ("GET", "/v1/models/nope", None),  # NOT_FOUND with ErrorInfo
     ("GET", "/v1/models/echo:nothing", None),  # an unregistered verb stays in the name
     ("GET", "/v1/models/a%2Fb", None),  # a single-segment variable is decoded in full
-    ("POST", "/v1/models/echo:invoke", {"json": {"a": 1, "b": [1.5, "x", None, True]}}),
+    ("POST", "/v1/models/echo:invoke", {"json": {"a": [1, 1.5, "x", None, True, {"b": 2}]}}),
     ("POST", "/v1/models/echo:invoke", {"body": "eA==", "contentType": "text/plain"}),
     ("POST", "/v1/models/echo:invoke", {"body": "eA==", "content_type": "text/plain"}),
     ("POST", "/v1/models/echo:invoke", {"model": "echo", "json": 1}),  # same value as the path
@@ -120,6 +120,21 @@ SAME = [
 @pytest.mark.parametrize(("method", "path", "body"), SAME)
 async def test_same_answer(pair: Pair, method: str, path: str, body: Any) -> None:
     _agree(*await pair.both(method, path, body))
+
+
+async def test_difference_json_keys_reach_the_model_in_the_caller_s_order(pair: Pair) -> None:
+    """Deliberate (docs/rest.md): through Envoy, `json` crosses gRPC as a google.protobuf.Value,
+    whose objects are protobuf maps, so the model gets the keys in the map's order; the bridge
+    sends the caller's JSON in the caller's order. The same JSON value either way."""
+    sent = {"z": 1, "a": {"y": [1.5, None], "b": True}, "m": "x"}
+    envoy, bridge = await pair.both("POST", "/v1/models/echo:invoke", {"json": sent})
+    assert (envoy.status, bridge.status) == (200, 200)
+    assert base64.b64decode(bridge.json["body"]) == b'{"z":1,"a":{"y":[1.5,null],"b":true},"m":"x"}'
+    assert json.loads(base64.b64decode(envoy.json["body"])) == sent
+    assert bridge.json["json"] == envoy.json["json"] == sent
+    assert {k: v for k, v in bridge.json.items() if k != "body"} == {
+        k: v for k, v in envoy.json.items() if k != "body"
+    }
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from contextlib import aclosing
 from sagewire.core.content import is_json
 from sagewire.core.errors import ErrorKind, SagewireError
 from sagewire.core.gateway import Gateway
-from sagewire.core.types import InvokeCall
+from sagewire.core.types import InvokeCall, InvokeResult
 from sagewire.security.guard import Security
 from sagewire.transports.grpc import converse, convert, edge, observe
 from sagewire.transports.grpc.async_jobs import AsyncJobsService
@@ -63,13 +63,27 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
         self._json_limit = json_view_limit
         self._async_jobs = async_jobs
 
+    @property
+    def json_limit(self) -> int:
+        """server.max_json_view_bytes: answers above it get no `json` view."""
+        return self._json_limit
+
+    async def invoke(self, request: invoke_pb2.InvokeRequest, context: Ctx) -> InvokeResult:
+        """Invoke's call to the core, its answer not yet converted (the REST bridge converts it
+        to JSON itself: transports.rest.invoke_json)."""
+        return await self._gateway.invoke(_call(request, context))
+
+    def invoke_response(
+        self, result: InvokeResult, view: convert.View = convert.FULL
+    ) -> invoke_pb2.InvokeResponse:
+        return convert.invoke_response(result, is_json(result.content_type), self._json_limit, view)
+
     @edge.unary
     async def Invoke(
         self, request: invoke_pb2.InvokeRequest, context: Ctx
     ) -> invoke_pb2.InvokeResponse:
         view = convert.response_view(request.view)
-        result = await self._gateway.invoke(_call(request, context))
-        return convert.invoke_response(result, is_json(result.content_type), self._json_limit, view)
+        return self.invoke_response(await self.invoke(request, context), view)
 
     @edge.streaming
     async def InvokeStream(

@@ -34,6 +34,7 @@ from sagewire.transports.grpc.models import ModelServicer
 from sagewire.transports.grpc.observe import OFF
 from sagewire.transports.rest import errors
 from sagewire.transports.rest.cors import add_cors
+from sagewire.transports.rest.invoke_json import FastInvoke
 from sagewire.transports.rest.openapi import add_openapi_routes
 from sagewire.transports.rest.passthrough import add_passthrough_routes
 from sagewire.transports.rest.routes import Router, bindings
@@ -124,10 +125,9 @@ def build_app(
     app[ROUTER] = router
     app[ASYNC_JOBS] = async_jobs
     app[OBSERVER] = observer
+    inference = InferenceServicer(gateway, settings.server.max_json_view_bytes, async_jobs)
     servicers: dict[str, object] = {
-        "sagewire.v1.InferenceService": InferenceServicer(
-            gateway, settings.server.max_json_view_bytes, async_jobs
-        ),
+        "sagewire.v1.InferenceService": inference,
         "sagewire.v1.ModelService": ModelServicer(gateway, statuses),
     }
     add_health_routes(app, health)
@@ -147,7 +147,11 @@ def build_app(
     # too, so `PUT /v1/models/m:uploadAsync` is a wrong method, not GetModel("m:uploadAsync").
     router.add_verbs(_custom_verbs(app))
     handler = RpcHandler(
-        router, servicer_bodies(servicers, router), settings.rest.max_request_bytes, observer
+        router,
+        servicer_bodies(servicers, router),
+        settings.rest.max_request_bytes,
+        observer,
+        FastInvoke(inference),
     )
     app.router.add_route("*", "/{tail:.*}", handler.handle)
     return app

@@ -28,6 +28,7 @@ from sagewire.transports.grpc.edge import error_code_name
 from sagewire.transports.grpc.observe import OFF
 from sagewire.transports.rest import errors, observe, streaming, transcode
 from sagewire.transports.rest.context import TIMEOUT_HEADER, RestContext, parse_timeout
+from sagewire.transports.rest.invoke_json import FastInvoke
 from sagewire.transports.rest.routes import Binding, Router
 
 log = logging.getLogger("sagewire.access")
@@ -64,11 +65,14 @@ class RpcHandler:
         bodies: Mapping[Binding, Body],
         max_bytes: int,
         observer: Observer = OFF,
+        invoke: FastInvoke | None = None,
     ) -> None:
         self._router = router
         self._bodies = bodies
         self._max_bytes = max_bytes
         self._observer = observer
+        # Invoke's own transcoding (transports.rest.invoke_json), for its hot `:invoke` binding.
+        self._invoke = invoke
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Routing errors (404, 405) are raised for the app's error middleware."""
@@ -93,11 +97,21 @@ class RpcHandler:
                 timeout = request.headers.get(TIMEOUT_HEADER)
                 context = RestContext(headers, parse_timeout(timeout) if timeout else None)
                 body = await _read(request, self._max_bytes) if binding.body else b""
-                message = transcode.request_message(binding, variables, request.query.items(), body)
+                # The fast path answers only what it also read: a request it handed to the
+                # generic path may set fields (options, ...) its answer does not know.
+                fast = None
+                message: Message | None = None
+                if self._invoke is not None and self._invoke.serves(binding):
+                    message = self._invoke.request(variables, request.query, body)
+                    fast = self._invoke if message is not None else None
+                if message is None:
+                    message = transcode.request_message(
+                        binding, variables, request.query.items(), body
+                    )
                 if binding.streaming:
                     response = await self._stream(request, binding, message, context)
                 else:
-                    response = await self._unary(binding, message, context)
+                    response = await self._unary(binding, message, context, fast)
             except SagewireError as error:
                 _log_failure(name, error, started, span)
                 return errors.error_response(error)
@@ -109,15 +123,23 @@ class RpcHandler:
         return response
 
     async def _unary(
-        self, binding: Binding, message: Message, context: RestContext
+        self,
+        binding: Binding,
+        message: Message,
+        context: RestContext,
+        fast: FastInvoke | None = None,
     ) -> web.StreamResponse:
+        result: Any
         try:
             async with asyncio.timeout(context.timeout_s):
-                result = await self._bodies[binding](message, context)
+                if fast is not None:
+                    result = await fast.call(message, context)  # type: ignore[arg-type]
+                else:
+                    result = await self._bodies[binding](message, context)
         except TimeoutError:
             raise _deadline(binding, context) from None
         return web.Response(
-            body=transcode.response_bytes(binding, result),
+            body=fast.answer(result) if fast else transcode.response_bytes(binding, result),
             content_type=errors.JSON_TYPE,
             headers=dict(context.initial_metadata),
         )

@@ -13,9 +13,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import propagate, trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 _tracer = trace.get_tracer("sagewire")
@@ -28,6 +25,11 @@ class _State:
 def configure(console_spans: bool, service_name: str = "sagewire") -> None:
     """Install a console exporter if asked; then trace only when some provider is installed."""
     if console_spans:
+        # Only then: without a provider of its own sagewire never loads the SDK (memory).
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
         provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
         trace.set_tracer_provider(provider)

@@ -18,16 +18,16 @@ import os
 from typing import TYPE_CHECKING
 
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from sagewire.observability.metrics import LATENCY_BUCKETS
 
+# The SDK is imported only when the environment asks for OTLP: a process without it never
+# loads it (memory; docs/benchmarks.md, idle RSS).
 if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
     from sagewire.observability.calls import Call
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ def _wanted(signal: str) -> bool:
 
 
 def _resource(service_name: str) -> Resource:
+    from opentelemetry.sdk.resources import Resource
+
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; they win.
     if os.environ.get("OTEL_SERVICE_NAME"):
         return Resource.create()
@@ -107,14 +109,15 @@ class Otlp:
     def __init__(self, service_name: str) -> None:
         self.tracer_provider: TracerProvider | None = None
         self.meter_provider: MeterProvider | None = None
-        resource = _resource(service_name)
         if _wanted("TRACES"):
             if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
                 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
                     OTLPSpanExporter,
                 )
+                from opentelemetry.sdk.trace import TracerProvider
+                from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-                self.tracer_provider = TracerProvider(resource=resource)
+                self.tracer_provider = TracerProvider(resource=_resource(service_name))
                 self.tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
                 trace.set_tracer_provider(self.tracer_provider)
             else:
@@ -123,6 +126,9 @@ class Otlp:
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
                 OTLPMetricExporter,
             )
+            from opentelemetry.sdk.metrics import MeterProvider
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+            from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
             # Seconds-scale buckets: the SDK's default boundaries are for milliseconds.
             views = [
@@ -133,7 +139,7 @@ class Otlp:
                 for name in (CALL_DURATION, HTTP_DURATION)
             ]
             self.meter_provider = MeterProvider(
-                resource=resource,
+                resource=_resource(service_name),
                 metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())],
                 views=views,
             )

@@ -9,11 +9,14 @@ refused rather than resolved by picking one.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from sagewire.config.security import AuthSettings
 from sagewire.security.api_keys import ApiKeys
-from sagewire.security.jwt_auth import JwtVerifier
 from sagewire.security.principal import Credentials, PeerIdentity, Principal, unauthenticated
+
+if TYPE_CHECKING:
+    from sagewire.security.jwt_auth import JwtVerifier
 
 
 def principal_of_certificate(peer: PeerIdentity) -> str | None:
@@ -34,7 +37,12 @@ class Authenticator:
     def __init__(self, settings: AuthSettings) -> None:
         self._settings = settings
         self._memberships = _memberships(settings.groups)
-        self.jwt = JwtVerifier(settings.jwt, self.groups) if settings.jwt else None
+        self.jwt: JwtVerifier | None = None
+        if settings.jwt:
+            # Only then: PyJWT loads `cryptography` (OpenSSL bindings, ~8 MB of RSS).
+            from sagewire.security.jwt_auth import JwtVerifier
+
+            self.jwt = JwtVerifier(settings.jwt, self.groups)
         self.api_keys = ApiKeys(settings.api_keys, self.groups) if settings.api_keys else None
 
     def groups(self, principal_id: str, claimed: frozenset[str]) -> frozenset[str]:

@@ -34,7 +34,6 @@ from sagewire.observability.calls import Observer
 from sagewire.observability.metrics import Metrics
 from sagewire.observability.otel import Otlp
 from sagewire.security.guard import Security
-from sagewire.security.tls import RotatingTls, TlsFilesError
 from sagewire.transports.grpc.async_jobs import AsyncJobsService
 from sagewire.transports.grpc.credentials import reflection_check
 from sagewire.transports.grpc.decoding import guarded
@@ -46,6 +45,7 @@ from sagewire.transports.grpc.reflection import enable_reflection
 from sagewire.transports.listen import ListenError, check_listen
 
 if TYPE_CHECKING:
+    from sagewire.security.tls import RotatingTls
     from sagewire.transports.rest.server import RestListener
 from sagewire.v1 import (
     inference_service_pb2,
@@ -225,6 +225,9 @@ class SagewireServer:
         tls = self.settings.server.tls
         if tls is None:
             return None
+        # Only with TLS: it loads `cryptography` (OpenSSL bindings, ~8 MB of RSS).
+        from sagewire.security.tls import RotatingTls, TlsFilesError
+
         try:
             return RotatingTls(tls)
         except TlsFilesError as exc:

@@ -39,7 +39,9 @@ class RestContext:
     """Deadline, headers in and headers out of one REST call."""
 
     def __init__(self, headers: Iterable[tuple[str, str]], timeout_s: float | None) -> None:
-        self._headers = tuple((key.lower(), value) for key, value in headers)
+        # Lower-cased when first asked for (few calls do: trace context, gRPC-style security).
+        self._raw = headers
+        self._headers: tuple[tuple[str, str], ...] | None = None
         self.timeout_s = timeout_s
         self._deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self.initial_metadata: list[tuple[str, str]] = []
@@ -53,6 +55,8 @@ class RestContext:
         self.initial_metadata = [(key, str(value)) for key, value in metadata]
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        if self._headers is None:
+            self._headers = tuple((key.lower(), value) for key, value in self._raw)
         return self._headers
 
 

@@ -55,7 +55,7 @@ def wrap(observer: Observer, method: str, route: str, handler: Handler) -> Handl
         call = observe.open_call(observer, INFERENCE, method, request, route)
         response: web.StreamResponse | None = None
         try:
-            with telemetry.rpc_span(INFERENCE, method, list(request.headers.items())) as span:
+            with telemetry.rpc_span(INFERENCE, method, request.headers.items()) as span:
                 try:
                     response = await handler(request)
                 except (asyncio.CancelledError, ConnectionError):

@@ -16,7 +16,7 @@ CLIENT_CLOSED = 499
 
 # Where the security middleware (transports.rest.security) leaves the authenticated caller's
 # principal for the call record, which opens after it (in the handler, once the route is known).
-PRINCIPAL = "sagewire.principal"
+PRINCIPAL = web.RequestKey("sagewire.principal", str)
 
 
 def open_call(

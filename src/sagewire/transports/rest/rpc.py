@@ -91,7 +91,8 @@ class RpcHandler:
     ) -> web.StreamResponse:
         started = time.perf_counter()
         name = binding.method.name
-        headers = list(request.headers.items())
+        # A view, not a copy: read only when tracing is on or a body asks for the metadata.
+        headers = request.headers.items()
         with telemetry.rpc_span(binding.service, name, headers) as span:
             try:
                 timeout = request.headers.get(TIMEOUT_HEADER)

@@ -97,9 +97,13 @@ def _print(load: str, tallies: dict[str, Tally]) -> None:
             f"  first item p50 {med(t.first_ms):6.2f} ms  errors {t.errors}"
         )
     a, b = tallies["A"], tallies["B"]
+    # Each round ran A and B back to back: the ratio within a round cancels what the machine
+    # did over the whole run, so its median is steadier than the ratio of medians.
+    paired = sorted(y / x for x, y in zip(a.cpu_us, b.cpu_us, strict=True))
     print(
         f"  B/A: CPU per item {med(b.cpu_us) / med(a.cpu_us):.2f}×, "
-        f"items/s {med(b.rate) / med(a.rate):.2f}×",
+        f"items/s {med(b.rate) / med(a.rate):.2f}×; "
+        f"paired CPU per item {med(paired):.3f}× ({paired[0]:.2f}–{paired[-1]:.2f})",
         flush=True,
     )
 

@@ -1,7 +1,7 @@
 """What observing one unary call costs, alone: the per-call work of metrics and the JSON access
 record, in µs of CPU, measured in one process without the rest of the call around it.
 
-    .venv/bin/python -m bench.observability_cost [--calls 20000] [--rounds 5]
+    .venv/bin/python -m bench.observability_cost [--calls 20000] [--rounds 5] [--sink pipe]
 
 It runs exactly what the edge and the AWS wrapper do for one successful Invoke (open the call's
 record, name its route, hold and release the route slot, report one InvokeEndpoint, finish:
@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
+import subprocess
 import time
+from typing import Any
 
 from sagewire.observability import calls, logs, signals
 from sagewire.observability.metrics import Metrics
@@ -58,12 +60,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.observability_cost")
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--sink",
+        choices=["discard", "pipe"],
+        default="discard",
+        help="where log lines go: nowhere, or a pipe a separate process drains (as a log "
+        "shipper or container runtime reads stderr: the write per line is then counted)",
+    )
+    parser.add_argument("--format", choices=["json", "text"], default="json")
     args = parser.parse_args()
-    logs.configure("INFO", "json", _Discard())
+    drain = None
+    stream: Any = _Discard()
+    if args.sink == "pipe":
+        drain = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        assert drain.stdin is not None
+        # Line-buffered like sys.stderr: one write per record.
+        stream = io.TextIOWrapper(drain.stdin, line_buffering=True)
+    logs.configure("INFO", args.format, stream)
+    record = f"{args.format.upper() if args.format == 'json' else 'text'} access record"
     variants = {
         "metrics": calls.Observer(Metrics(), access=False),
-        "JSON access record": calls.Observer(None, access=True),
-        "metrics + JSON access record": calls.Observer(Metrics(), access=True),
+        record: calls.Observer(None, access=True),
+        f"metrics + {record}": calls.Observer(Metrics(), access=True),
     }
     results: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
@@ -71,7 +89,10 @@ def main() -> None:
             results[name].append(cpu_us(observer, args.calls))
     for name, values in results.items():
         spread = f"{min(values):.1f}–{max(values):.1f}"
-        print(f"{name:30} {statistics.median(values):6.1f} µs/call ({spread})")
+        print(f"{name:34} {statistics.median(values):6.1f} µs/call ({spread})")
+    if drain is not None:
+        stream.close()
+        drain.wait()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from sagewire.transports.grpc import convert
 from sagewire.transports.rest import invoke_json, transcode
 from sagewire.transports.rest.app import SERVICES
 from sagewire.transports.rest.routes import Router, bindings
-from sagewire.v1 import invoke_pb2
+from sagewire.v1 import common_pb2, invoke_pb2
 
 ROUTER = Router(bindings(SERVICES))
 BINDING, VARIABLES = ROUTER.match("POST", "/v1/models/echo:invoke")
@@ -73,14 +73,23 @@ def _check_request(body: bytes) -> None:
     assert content_type == generic[1]
     assert canonical(payload) == canonical(generic[0])
     assert (fast.model, fast.accept) == ("echo", json.loads(body).get("accept", ""))
+    generic_message = transcode.request_message(BINDING, dict(VARIABLES), [], body)
+    assert isinstance(generic_message, invoke_pb2.InvokeRequest)
+    assert fast.view == generic_message.view
 
 
 @settings(max_examples=400, deadline=None)
-@given(documents, st.sampled_from(["", "application/json", "text/csv"]))
-def test_a_request_payload_is_the_generic_one(document: Any, content_type: str) -> None:
+@given(
+    documents,
+    st.sampled_from(["", "application/json", "text/csv"]),
+    st.sampled_from(["", "RESPONSE_VIEW_BODY", "RESPONSE_VIEW_JSON", "RESPONSE_VIEW_FULL"]),
+)
+def test_a_request_payload_is_the_generic_one(document: Any, content_type: str, view: str) -> None:
     request: dict[str, Any] = {"json": document}
     if content_type:
         request["contentType"] = content_type
+    if view:
+        request["view"] = view
     _check_request(json.dumps(request).encode())
 
 
@@ -97,6 +106,10 @@ def test_requests_at_the_edges_agree_or_go_generic() -> None:
         b'{"json": 1, "model": "other"}',
         b'{"json": 1, "contentType": "a", "content_type": "b"}',
         b'{"json": 1, "options": {"customAttributes": "x"}}',
+        b'{"json": 1, "view": "RESPONSE_VIEW_NOPE"}',
+        b'{"json": 1, "view": 2}',
+        b'{"json": 1, "view": {}}',
+        b'{"json": 1, "view": "RESPONSE_VIEW_JSON"}',
         b'{"json": -0.0, "accept": "text/plain"}',
         b"[1]",
         b"{",
@@ -109,12 +122,20 @@ def test_requests_at_the_edges_agree_or_go_generic() -> None:
     assert invoke_json.request_message(VARIABLES, {"accept": "a"}, b'{"json": 1}') is None
 
 
+VIEWS = [
+    common_pb2.RESPONSE_VIEW_FULL,
+    common_pb2.RESPONSE_VIEW_BODY,
+    common_pb2.RESPONSE_VIEW_JSON,
+]
+
+
 def _check_response(result: InvokeResult) -> None:
-    message = convert.invoke_response(result, is_json(result.content_type), LIMIT)
-    generic = transcode.response_bytes(BINDING, message)
-    fast = invoke_json.answer_bytes(result, LIMIT)
-    if fast is not None:
-        assert canonical(fast) == canonical(generic)
+    for view in VIEWS:
+        message = convert.invoke_response(result, is_json(result.content_type), LIMIT, view)
+        generic = transcode.response_bytes(BINDING, message)
+        fast = invoke_json.answer_bytes(result, LIMIT, view)
+        if fast is not None:
+            assert canonical(fast) == canonical(generic), view
 
 
 @settings(max_examples=400, deadline=None)

@@ -29,17 +29,20 @@ from typing import Any
 from sagewire.core.content import is_json
 from sagewire.core.json_view import MAX_EXACT_INT, parse_view
 from sagewire.core.types import InvokeResult
+from sagewire.transports.grpc import convert
 from sagewire.transports.grpc.convert import JSON_CONTENT_TYPE
 from sagewire.transports.grpc.inference import InferenceServicer
 from sagewire.transports.rest import transcode
 from sagewire.transports.rest.context import RestContext
 from sagewire.transports.rest.routes import Binding
-from sagewire.v1 import invoke_pb2
+from sagewire.v1 import common_pb2, invoke_pb2
 
 # json_format refuses Values nested 50 deep (its recursion limit of 100 counts a Value and its
 # Struct or ListValue each); far below that the generic path never fails for depth.
 MAX_DEPTH = 32
-_FIELDS = {"json", "contentType", "content_type", "accept"}
+_FIELDS = {"json", "contentType", "content_type", "accept", "view"}
+# `view` by name (json_format also takes numbers; those go the generic way).
+_VIEWS = dict(common_pb2.ResponseView.items())
 
 
 class _Unplain(Exception):
@@ -82,6 +85,10 @@ def request_message(
         return None
     if "contentType" in data and "content_type" in data:
         return None
+    named = data.get("view", "RESPONSE_VIEW_UNSPECIFIED")
+    view = _VIEWS.get(named) if isinstance(named, str) else None
+    if view is None:
+        return None
     try:
         payload = json.dumps(
             _request_value(data["json"], 0), separators=(",", ":"), ensure_ascii=False
@@ -93,6 +100,7 @@ def request_message(
         body=payload,
         content_type=content_type or JSON_CONTENT_TYPE,
         accept=accept,
+        view=view,
     )
 
 
@@ -123,21 +131,30 @@ RESULT_FIELDS = (
 )
 
 
-def answer_bytes(result: InvokeResult, json_limit: int) -> bytes | None:
-    """The HTTP body the generic path gives for Invoke's answer to `result`, or None when it
-    must make it (a view nested near json_format's limit, or text protobuf would refuse)."""
+def answer_bytes(
+    result: InvokeResult, json_limit: int, view: convert.View = convert.FULL
+) -> bytes | None:
+    """The HTTP body the generic path gives for Invoke's answer to `result` in `view`
+    (convert.set_answer's rules), or None when it must make it (a json view nested near
+    json_format's limit, or text protobuf would refuse)."""
+    has_view = False
+    parsed: Any = None
+    wanted = view != common_pb2.RESPONSE_VIEW_BODY and is_json(result.content_type)
+    if wanted and len(result.body) <= json_limit:
+        found = parse_view(result.body)
+        if found is not None:
+            try:
+                parsed = _view_value(found.document, 0)
+            except _Unplain:
+                return None
+            has_view = True
     data: dict[str, Any] = {}
-    if result.body:
+    if result.body and not (has_view and view == common_pb2.RESPONSE_VIEW_JSON):
         data["body"] = base64.b64encode(result.body).decode()
     if result.content_type:
         data["contentType"] = result.content_type
-    if is_json(result.content_type) and len(result.body) <= json_limit:
-        view = parse_view(result.body)
-        if view is not None:
-            try:
-                data["json"] = _view_value(view.document, 0)
-            except (_Unplain, RecursionError):
-                return None
+    if has_view:
+        data["json"] = parsed
     for name, attribute in RESULT_FIELDS:
         value = getattr(result, attribute)
         if value:
@@ -173,10 +190,11 @@ class FastInvoke:
     async def call(self, message: invoke_pb2.InvokeRequest, context: RestContext) -> InvokeResult:
         return await self._servicer.invoke(message, context)  # type: ignore[arg-type]
 
-    def answer(self, result: InvokeResult) -> bytes:
+    def answer(self, result: InvokeResult, message: invoke_pb2.InvokeRequest) -> bytes:
         """The HTTP body: this module's conversion, else the generic one of the servicer's
-        InvokeResponse."""
-        fast = answer_bytes(result, self._servicer.json_limit)
+        InvokeResponse, in the view `message` (from `request`) asks for."""
+        view = convert.response_view(message.view)
+        fast = answer_bytes(result, self._servicer.json_limit, view)
         if fast is not None:
             return fast
-        return transcode.dumps(transcode.to_json(self._servicer.invoke_response(result)))
+        return transcode.dumps(transcode.to_json(self._servicer.invoke_response(result, view)))

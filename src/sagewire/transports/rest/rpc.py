@@ -139,8 +139,12 @@ class RpcHandler:
                     result = await self._bodies[binding](message, context)
         except TimeoutError:
             raise _deadline(binding, context) from None
+        if fast is not None:
+            body = fast.answer(result, message)  # type: ignore[arg-type]  # fast.request's
+        else:
+            body = transcode.response_bytes(binding, result)
         return web.Response(
-            body=fast.answer(result) if fast else transcode.response_bytes(binding, result),
+            body=body,
             content_type=errors.JSON_TYPE,
             headers=dict(context.initial_metadata),
         )

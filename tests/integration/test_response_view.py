@@ -224,3 +224,16 @@ async def test_the_python_client_asks_for_the_body_alone(
     ]
     assert sent, sent
     assert sent[-1] < len(result.body) + 1024, sent
+
+
+async def test_websocket_converse_takes_the_view_in_its_open_frame(sagewire: Sagewire) -> None:
+    url = f"{sagewire.rest_url}/v1/models/tokens:converse"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        await ws.send_json({"open": {"view": "RESPONSE_VIEW_JSON"}})
+        assert "opened" in await ws.receive_json(timeout=20)
+        await ws.send_json({"turn": {"turnId": "t", "json": {"text": "a b"}}})
+        chunks = []
+        while "turnEnd" not in (frame := await ws.receive_json(timeout=20)):
+            chunks.append(frame["chunk"])
+    assert [chunk["json"].get("token") for chunk in chunks] == ["a", "b", None]
+    assert not any("body" in chunk for chunk in chunks)  # JSON records: the view alone

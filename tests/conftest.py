@@ -105,3 +105,20 @@ async def sagewire(_shared_servers: _Servers, aws_client: str) -> Sagewire:
     """A sagewire server with the standard test routes, shared by the session (one per
     aws.client)."""
     return await _shared_servers.get(aws_client)
+
+
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """In modules run over both clients, every sagewire a test receives must be one of its
+    aws_client: a module-scoped server fixture that does not depend on `aws_client` would be
+    shared by both runs and test one client twice."""
+    callspec = getattr(item, "callspec", None)
+    client = callspec.params.get("aws_client") if callspec is not None else None
+    if client is None:
+        return
+    for name, value in getattr(item, "funcargs", {}).items():
+        if isinstance(value, Sagewire) and value.server.settings.aws.client != client:
+            pytest.fail(
+                f"fixture {name!r} serves aws.client={value.server.settings.aws.client!r} in the "
+                f"{client!r} run: make it depend on aws_client",
+                pytrace=False,
+            )

@@ -34,8 +34,8 @@ ROUTES: dict[str, dict[str, Any]] = {
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def server(emulator: RunningEmulator) -> AsyncIterator[Sagewire]:
-    async with start_sagewire(emulator.url, routes=ROUTES) as sw:
+async def server(emulator: RunningEmulator, aws_client: str) -> AsyncIterator[Sagewire]:
+    async with start_sagewire(emulator.url, routes=ROUTES, aws={"client": aws_client}) as sw:
         yield sw
 
 

@@ -23,8 +23,10 @@ pytestmark = BOTH_AWS_CLIENTS
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def passthrough(emulator: RunningEmulator) -> AsyncIterator[Sagewire]:
-    async with start_sagewire(emulator.url, server={"allow_endpoint_passthrough": True}) as sw:
+async def passthrough(emulator: RunningEmulator, aws_client: str) -> AsyncIterator[Sagewire]:
+    async with start_sagewire(
+        emulator.url, server={"allow_endpoint_passthrough": True}, aws={"client": aws_client}
+    ) as sw:
         yield sw
 
 

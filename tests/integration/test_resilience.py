@@ -22,7 +22,9 @@ from sagewire.emulator.config import EmulatorConfig, EndpointConfig
 from sagewire.emulator.faults import Fault
 from sagewire.emulator.server import RunningEmulator, running_emulator
 from sagewire.v1 import common_pb2, inference_service_pb2_grpc, invoke_pb2, model_service_pb2
-from support import Sagewire, failure, start_sagewire
+from support import BOTH_AWS_CLIENTS, Sagewire, failure, start_sagewire
+
+pytestmark = BOTH_AWS_CLIENTS
 
 EMULATOR = EmulatorConfig(
     endpoints={
@@ -83,9 +85,10 @@ async def emu() -> AsyncIterator[RunningEmulator]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def sw(emu: RunningEmulator) -> AsyncIterator[Sagewire]:
+async def sw(emu: RunningEmulator, aws_client: str) -> AsyncIterator[Sagewire]:
     telemetry = {"metrics_listen": "127.0.0.1:0"}
-    async with start_sagewire(emu, routes=ROUTES, telemetry=telemetry) as server:
+    aws = {"client": aws_client}
+    async with start_sagewire(emu, routes=ROUTES, telemetry=telemetry, aws=aws) as server:
         yield server
 
 

@@ -4,7 +4,8 @@ per call, so attempts are never multiplied. Errors a retry cannot fix carry
 `grpc-retry-pushback-ms: -1`, which stops a gRPC retry policy even for a code it retries.
 
 Real grpc.aio clients (with sagewire's RETRY_SERVICE_CONFIG, or a variant of it) → sagewire with
-`aws.max_attempts = 3` → aioboto3 → the emulator, whose invocation counter is the upstream truth.
+`aws.max_attempts = 3` → the lean client and aioboto3 (the module runs over both) → the
+emulator, whose invocation counter is the upstream truth.
 """
 
 from __future__ import annotations
@@ -22,15 +23,19 @@ from sagewire.client import RETRY_SERVICE_CONFIG
 from sagewire.emulator.faults import Fault
 from sagewire.emulator.server import RunningEmulator
 from sagewire.v1 import inference_service_pb2_grpc, invoke_pb2
-from support import Sagewire, failure, start_sagewire
+from support import BOTH_AWS_CLIENTS, Sagewire, failure, start_sagewire
+
+pytestmark = BOTH_AWS_CLIENTS
 
 UPSTREAM_ATTEMPTS = 3
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def retrying(emulator: RunningEmulator) -> AsyncIterator[Sagewire]:
+async def retrying(emulator: RunningEmulator, aws_client: str) -> AsyncIterator[Sagewire]:
     """sagewire whose AWS client resends up to 3 attempts (the tests' default is 1)."""
-    async with start_sagewire(emulator, aws={"max_attempts": UPSTREAM_ATTEMPTS}) as sw:
+    async with start_sagewire(
+        emulator, aws={"max_attempts": UPSTREAM_ATTEMPTS, "client": aws_client}
+    ) as sw:
         yield sw
 
 

@@ -47,11 +47,11 @@ FIRST_PART = b'{"token'
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def gateway(emulator: RunningEmulator) -> AsyncIterator[Sagewire]:
+async def gateway(emulator: RunningEmulator, aws_client: str) -> AsyncIterator[Sagewire]:
     async with start_sagewire(
         emulator.url,
         routes=ROUTES,
-        aws={"read_timeout_s": READ_TIMEOUT_S, "max_attempts": 3},
+        aws={"read_timeout_s": READ_TIMEOUT_S, "max_attempts": 3, "client": aws_client},
     ) as server:
         yield server
 

@@ -86,9 +86,10 @@ def test_the_limit_grows_back_when_the_endpoint_gains_capacity() -> None:
 def test_an_idle_route_does_not_raise_its_limit() -> None:
     limiter = GradientLimiter(SETTINGS, rng=random.Random(1))
     _run(limiter, capacity=8, service_s=0.1, seconds=10)
-    held = limiter.limit
     # Two callers at a time from now on: fast answers, but they prove nothing about more load.
-    _run(limiter, capacity=8, service_s=0.1, seconds=5, start=10, offered=2)
+    _run(limiter, capacity=8, service_s=0.1, seconds=2, start=10, offered=2)  # a window ends
+    held = limiter.limit
+    _run(limiter, capacity=8, service_s=0.1, seconds=10, start=12, offered=2)
     assert limiter.limit <= held
 
 
@@ -110,7 +111,8 @@ def test_calls_admitted_before_a_probe_do_not_count_in_it() -> None:
         limiter.sample(0.1, 4, 0.1)
     assert not _probing(limiter)
     limiter._next_probe = 0.0  # probe at the next window's end
-    limiter.sample(0.5, 40, 1.0)  # ends the window: a probe begins at t = 1.0
+    for _ in range(10):
+        limiter.sample(0.5, 40, 1.0)  # ends the window: a probe begins at t = 1.0
     assert _probing(limiter)
     limiter.sample(2.0, 40, 1.5)  # admitted at t = -0.5, queued behind the old limit
     for _ in range(16):

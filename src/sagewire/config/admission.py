@@ -24,7 +24,7 @@ class AdmissionSettings(Strict):
     # Adaptive only: the lowest limit, also the limit while the no-queue latency is measured.
     min_limit: int = Field(default=4, ge=1, le=100_000)
     # Adaptive only: latency up to minRTT × (1 + tolerance) counts as "not queueing".
-    tolerance: float = Field(default=0.25, gt=0, le=10)
+    tolerance: float = Field(default=0.5, gt=0, le=10)
     # Adaptive only: how often the limit moves (from the median latency since the last move).
     update_interval_ms: int = Field(default=100, ge=10, le=60_000)
     # Adaptive only: how often the no-queue latency (minRTT) is measured again (±15 %).

@@ -8,16 +8,16 @@ envoyproxy.io/docs: http_filters/adaptive_concurrency_filter), reduced to what o
   their median. This happens when the limiter starts and again every `probe_interval_s`
   (jittered ±15 %), so the baseline follows a model that got slower or faster and never drifts
   up with the very queue it should detect.
-- Otherwise, every `update_interval_s` the median latency of the calls finished in that window
-  (sampleRTT) moves the limit. Over the target minRTT × (1 + tolerance) the endpoint is
-  queueing: limit × max(0.5, target / sampleRTT), which lands near the concurrency the
-  endpoint serves within the target. Within it, and when the route used at least half its
-  limit: limit + 1, probing for more capacity one call at a time (an idle route's latency says
-  nothing about what more load would do). Envoy adds √limit instead; with the few-worker model
-  containers sagewire fronts that overshoots (limit 9 → 12 → 15 against 8 workers before the
-  latency of the first step is seen), and +1 per window still reaches 64 from 4 in 6 s under
-  load. The limit stays within [min_limit, max_limit], max_limit being the route's static
-  `max_concurrency`.
+- Otherwise, every `update_interval_s` (and at least 10 calls) the median latency of the calls
+  finished in that window (sampleRTT) moves the limit. Over the target minRTT × (1 + tolerance)
+  the endpoint is queueing: limit × max(0.5, target / sampleRTT), which lands near the
+  concurrency the endpoint serves within the target. Within it, and when the route used at
+  least half its limit: limit + 1, probing for more capacity one call at a time (an idle
+  route's latency says nothing about what more load would do). Envoy adds √limit instead; with
+  the few-worker model containers sagewire fronts that overshoots (limit 9 → 12 → 15 against 8
+  workers before the latency of the first step is seen), and +1 per window still reaches 64
+  from 4 in a few seconds under load. The limit stays within [min_limit, max_limit], max_limit
+  being the route's static `max_concurrency`.
 
 Why own code: there is no maintained Python implementation of adaptive concurrency to adopt
 (Netflix's concurrency-limits is Java, Envoy's filter C++), and the logic is a page of
@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 
 # At most halve the limit per window (Envoy's lower bound on the gradient).
 _MIN_GRADIENT = 0.5
+# A window's median needs a few calls to mean anything: on a busy host single latencies jump.
+_WINDOW_SAMPLES = 10
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class LimiterSettings:
 
     min_limit: int = 4
     max_limit: int = 64
-    tolerance: float = 0.25  # latency up to minRTT × 1.25 counts as "not queueing"
+    tolerance: float = 0.5  # latency up to minRTT × 1.5 counts as "not queueing"
     update_interval_s: float = 0.1
     probe_interval_s: float = 30.0
     probe_samples: int = 16
@@ -95,7 +97,7 @@ class GradientLimiter:
             return
         self._window.append(latency_s)
         self._window_peak = max(self._window_peak, in_flight)
-        if now < self._window_ends:
+        if now < self._window_ends or len(self._window) < _WINDOW_SAMPLES:
             return
         self._update()
         if now >= self._next_probe:

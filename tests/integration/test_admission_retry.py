@@ -20,16 +20,18 @@ from google.rpc import error_details_pb2
 from sagewire.client import RETRY_SERVICE_CONFIG
 from sagewire.emulator.faults import Fault
 from sagewire.emulator.server import RunningEmulator
-from sagewire.v1 import inference_service_pb2_grpc, invoke_pb2
+from sagewire.v1 import inference_service_pb2_grpc, invoke_pb2, model_service_pb2
 from support import Sagewire, failure, start_sagewire
 
-HOLD_MS = 300  # how long the emulator holds each call
+# How long the emulator holds each call: long enough that the second call of a test reaches
+# sagewire while the first still holds the slot, even on a busy machine.
+HOLD_MS = 1000
 ROUTES = {
-    # One call at a time, shed at once, asked to come back after 0.5-1.5 s.
+    # One call at a time, shed at once, asked to come back after 1-3 s (after HOLD_MS).
     "one-slot": {
         "endpoint": "faulty",
         "max_concurrency": 1,
-        "admission": {"max_wait_ms": 0, "retry_after_ms": 1000},
+        "admission": {"max_wait_ms": 0, "retry_after_ms": 2000},
     },
     # The adaptive limit while it measures the unloaded latency: min_limit (1) call at a time.
     "adaptive": {
@@ -80,7 +82,7 @@ async def test_a_shed_call_is_unavailable_with_retry_info_and_pushback(
     f = failure(caught.value)
     assert (f.code, f.reason) == (grpc.StatusCode.UNAVAILABLE, "ROUTE_CONCURRENCY_LIMIT")
     delay_ms = f.detail(error_details_pb2.RetryInfo).retry_delay.ToMilliseconds()
-    assert 500 <= delay_ms <= 1500  # retry_after_ms 1000, jittered ±50 %
+    assert 1000 <= delay_ms <= 3000  # retry_after_ms 2000, jittered ±50 %
     assert int(_pushback(caught.value)) == delay_ms
     assert emulator.stats("faulty").invocations == 1  # the shed call never went upstream
 
@@ -99,8 +101,8 @@ async def test_the_documented_retry_policy_retries_a_shed_call_after_the_pushbac
         await first
     assert json.loads(answer.body) == {"n": 1}
     # Shed first (the slot was held), then retried: gRPC's own backoff would be at most
-    # initialBackoff (0.2 s); sagewire's pushback of at least 0.5 s is what it waited.
-    assert waited >= 0.5
+    # initialBackoff (0.2 s); sagewire's pushback of at least 1 s is what it waited.
+    assert waited >= 1.0
     assert emulator.stats("faulty").invocations == 2
 
 
@@ -130,7 +132,24 @@ async def test_rest_callers_get_503_and_retry_after(
     ):
         status = await response.json()
         assert response.status == 503
-        assert response.headers["Retry-After"] in ("1", "2")  # 0.5-1.5 s, rounded up
+        assert response.headers["Retry-After"] in ("1", "2", "3")  # 1-3 s, rounded up
     await first
     assert status["code"] == grpc.StatusCode.UNAVAILABLE.value[0]
     assert status["details"][0]["reason"] == "ROUTE_CONCURRENCY_LIMIT"
+
+
+async def test_model_service_shows_the_routes_admission(
+    shedding: Sagewire, emulator: RunningEmulator
+) -> None:
+    emulator.set_fault("faulty", Fault(latency_ms=HOLD_MS))
+    first = await _hold_the_slot(shedding, emulator, "adaptive")
+    answer = await shedding.models.GetModel(model_service_pb2.GetModelRequest(name="adaptive"))
+    await first
+    admission = answer.model.admission
+    # Adaptive, still measuring the unloaded latency: its limit is min_limit (1).
+    assert (admission.max_concurrency, admission.concurrency_limit) == (8, 1)
+    assert admission.adaptive
+    assert admission.in_flight == 1
+    static = await shedding.models.GetModel(model_service_pb2.GetModelRequest(name="one-slot"))
+    assert (static.model.admission.concurrency_limit, static.model.admission.adaptive) == (1, False)
+    assert static.model.admission.in_flight == 0

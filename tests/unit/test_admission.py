@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from sagewire.config.settings import RouteSettings
-from sagewire.core.admission import Admission
+from sagewire.core.admission import Admission, not_a_latency_sample
 from sagewire.core.errors import ErrorKind, SagewireError
 from sagewire.core.routes import RouteTable
 
@@ -159,3 +159,14 @@ async def test_routes_hold_their_admission_and_pass_through_routes_their_own() -
         async with other.slot():
             assert other.in_flight == 1
     assert route.in_flight == other.in_flight == 0
+
+
+async def test_calls_that_waited_out_a_cold_start_are_not_latency_samples() -> None:
+    gate = admission(max_concurrency=64, adaptive=True, min_limit=2, probe_samples=1)
+    assert gate.limiter is not None
+    async with gate.slot():
+        not_a_latency_sample()  # what the cold-start wait and a fallback answer call
+    assert gate.limiter.probing
+    async with gate.slot():
+        pass
+    assert not gate.limiter.probing

@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from sagewire.v1 import common_pb2 as sagewire_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsagewire/v1/model_service.proto\x12\x0bsagewire.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x18sagewire/v1/common.proto\"\x96\x03\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04mode\x18\x02 \x01(\x0e\x32\x16.sagewire.v1.RouteMode\x12\x15\n\rendpoint_name\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x05 \x01(\t\x12\x30\n\x08\x64\x65\x66\x61ults\x18\x06 \x01(\x0b\x32\x1e.sagewire.v1.InvocationOptions\x12\x17\n\x0f\x61llowed_options\x18\x07 \x03(\t\x12*\n\x07timeout\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12%\n\x07\x66raming\x18\t \x01(\x0e\x32\x14.sagewire.v1.Framing\x12\x17\n\x0f\x65ndpoint_status\x18\n \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\x12!\n\x19\x64\x65\x66\x61ult_custom_attributes\x18\x0c \x01(\t\x12-\n\tendpoints\x18\r \x03(\x0b\x32\x1a.sagewire.v1.RouteEndpoint\"\xd1\x01\n\rRouteEndpoint\x12\x15\n\rendpoint_name\x18\x01 \x01(\t\x12\x16\n\x0etarget_variant\x18\x02 \x01(\t\x12\x10\n\x08\x66\x61llback\x18\x03 \x01(\x08\x12\x30\n\rcircuit_state\x18\x04 \x01(\x0e\x32\x19.sagewire.v1.CircuitState\x12\x1c\n\x14\x63onsecutive_failures\x18\x05 \x01(\r\x12/\n\x0chalf_open_in\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x13\n\x11ListModelsRequest\"8\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.sagewire.v1.Model\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"5\n\x10GetModelResponse\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.sagewire.v1.Model*\x82\x01\n\tRouteMode\x12\x1a\n\x16ROUTE_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13ROUTE_MODE_REALTIME\x10\x01\x12\x15\n\x11ROUTE_MODE_STREAM\x10\x02\x12\x14\n\x10ROUTE_MODE_ASYNC\x10\x03\x12\x13\n\x0fROUTE_MODE_BIDI\x10\x04*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03\x32\xd5\x01\n\x0cModelService\x12\x61\n\nListModels\x12\x1e.sagewire.v1.ListModelsRequest\x1a\x1f.sagewire.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12\x62\n\x08GetModel\x12\x1c.sagewire.v1.GetModelRequest\x1a\x1d.sagewire.v1.GetModelResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/models/{name}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsagewire/v1/model_service.proto\x12\x0bsagewire.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x18sagewire/v1/common.proto\"\xc6\x03\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04mode\x18\x02 \x01(\x0e\x32\x16.sagewire.v1.RouteMode\x12\x15\n\rendpoint_name\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x05 \x01(\t\x12\x30\n\x08\x64\x65\x66\x61ults\x18\x06 \x01(\x0b\x32\x1e.sagewire.v1.InvocationOptions\x12\x17\n\x0f\x61llowed_options\x18\x07 \x03(\t\x12*\n\x07timeout\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12%\n\x07\x66raming\x18\t \x01(\x0e\x32\x14.sagewire.v1.Framing\x12\x17\n\x0f\x65ndpoint_status\x18\n \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\x12!\n\x19\x64\x65\x66\x61ult_custom_attributes\x18\x0c \x01(\t\x12-\n\tendpoints\x18\r \x03(\x0b\x32\x1a.sagewire.v1.RouteEndpoint\x12.\n\tadmission\x18\x0e \x01(\x0b\x32\x1b.sagewire.v1.RouteAdmission\"i\n\x0eRouteAdmission\x12\x17\n\x0fmax_concurrency\x18\x01 \x01(\r\x12\x19\n\x11\x63oncurrency_limit\x18\x02 \x01(\r\x12\x11\n\tin_flight\x18\x03 \x01(\r\x12\x10\n\x08\x61\x64\x61ptive\x18\x04 \x01(\x08\"\xd1\x01\n\rRouteEndpoint\x12\x15\n\rendpoint_name\x18\x01 \x01(\t\x12\x16\n\x0etarget_variant\x18\x02 \x01(\t\x12\x10\n\x08\x66\x61llback\x18\x03 \x01(\x08\x12\x30\n\rcircuit_state\x18\x04 \x01(\x0e\x32\x19.sagewire.v1.CircuitState\x12\x1c\n\x14\x63onsecutive_failures\x18\x05 \x01(\r\x12/\n\x0chalf_open_in\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x13\n\x11ListModelsRequest\"8\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.sagewire.v1.Model\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"5\n\x10GetModelResponse\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.sagewire.v1.Model*\x82\x01\n\tRouteMode\x12\x1a\n\x16ROUTE_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13ROUTE_MODE_REALTIME\x10\x01\x12\x15\n\x11ROUTE_MODE_STREAM\x10\x02\x12\x14\n\x10ROUTE_MODE_ASYNC\x10\x03\x12\x13\n\x0fROUTE_MODE_BIDI\x10\x04*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03\x32\xd5\x01\n\x0cModelService\x12\x61\n\nListModels\x12\x1e.sagewire.v1.ListModelsRequest\x1a\x1f.sagewire.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12\x62\n\x08GetModel\x12\x1c.sagewire.v1.GetModelRequest\x1a\x1d.sagewire.v1.GetModelResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/models/{name}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,22 +38,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELSERVICE'].methods_by_name['ListModels']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/models'
   _globals['_MODELSERVICE'].methods_by_name['GetModel']._loaded_options = None
   _globals['_MODELSERVICE'].methods_by_name['GetModel']._serialized_options = b'\202\323\344\223\002\023\022\021/v1/models/{name}'
-  _globals['_ROUTEMODE']._serialized_start=925
-  _globals['_ROUTEMODE']._serialized_end=1055
-  _globals['_CIRCUITSTATE']._serialized_start=1057
-  _globals['_CIRCUITSTATE']._serialized_end=1181
+  _globals['_ROUTEMODE']._serialized_start=1080
+  _globals['_ROUTEMODE']._serialized_end=1210
+  _globals['_CIRCUITSTATE']._serialized_start=1212
+  _globals['_CIRCUITSTATE']._serialized_end=1336
   _globals['_MODEL']._serialized_start=137
-  _globals['_MODEL']._serialized_end=543
-  _globals['_ROUTEENDPOINT']._serialized_start=546
-  _globals['_ROUTEENDPOINT']._serialized_end=755
-  _globals['_LISTMODELSREQUEST']._serialized_start=757
-  _globals['_LISTMODELSREQUEST']._serialized_end=776
-  _globals['_LISTMODELSRESPONSE']._serialized_start=778
-  _globals['_LISTMODELSRESPONSE']._serialized_end=834
-  _globals['_GETMODELREQUEST']._serialized_start=836
-  _globals['_GETMODELREQUEST']._serialized_end=867
-  _globals['_GETMODELRESPONSE']._serialized_start=869
-  _globals['_GETMODELRESPONSE']._serialized_end=922
-  _globals['_MODELSERVICE']._serialized_start=1184
-  _globals['_MODELSERVICE']._serialized_end=1397
+  _globals['_MODEL']._serialized_end=591
+  _globals['_ROUTEADMISSION']._serialized_start=593
+  _globals['_ROUTEADMISSION']._serialized_end=698
+  _globals['_ROUTEENDPOINT']._serialized_start=701
+  _globals['_ROUTEENDPOINT']._serialized_end=910
+  _globals['_LISTMODELSREQUEST']._serialized_start=912
+  _globals['_LISTMODELSREQUEST']._serialized_end=931
+  _globals['_LISTMODELSRESPONSE']._serialized_start=933
+  _globals['_LISTMODELSRESPONSE']._serialized_end=989
+  _globals['_GETMODELREQUEST']._serialized_start=991
+  _globals['_GETMODELREQUEST']._serialized_end=1022
+  _globals['_GETMODELRESPONSE']._serialized_start=1024
+  _globals['_GETMODELRESPONSE']._serialized_end=1077
+  _globals['_MODELSERVICE']._serialized_start=1339
+  _globals['_MODELSERVICE']._serialized_end=1552
 # @@protoc_insertion_point(module_scope)

@@ -100,6 +100,7 @@ class Model(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     DEFAULT_CUSTOM_ATTRIBUTES_FIELD_NUMBER: _builtins.int
     ENDPOINTS_FIELD_NUMBER: _builtins.int
+    ADMISSION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Logical model name callers use."""
     mode: Global___RouteMode.ValueType
@@ -147,6 +148,10 @@ class Model(_message.Message):
         (docs/resilience.md). Empty for other modes.
         """
 
+    @_builtins.property
+    def admission(self) -> Global___RouteAdmission:
+        """The route's admission in this sagewire process (docs/resilience.md)."""
+
     def __init__(
         self,
         *,
@@ -163,14 +168,51 @@ class Model(_message.Message):
         description: _builtins.str = ...,
         default_custom_attributes: _builtins.str = ...,
         endpoints: _abc.Iterable[Global___RouteEndpoint] | None = ...,
+        admission: Global___RouteAdmission | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["defaults", b"defaults", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["admission", b"admission", "defaults", b"defaults", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "allowed_options", b"allowed_options", "content_type", b"content_type", "default_custom_attributes", b"default_custom_attributes", "defaults", b"defaults", "description", b"description", "endpoint_name", b"endpoint_name", "endpoint_status", b"endpoint_status", "endpoints", b"endpoints", "framing", b"framing", "mode", b"mode", "name", b"name", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "admission", b"admission", "allowed_options", b"allowed_options", "content_type", b"content_type", "default_custom_attributes", b"default_custom_attributes", "defaults", b"defaults", "description", b"description", "endpoint_name", b"endpoint_name", "endpoint_status", b"endpoint_status", "endpoints", b"endpoints", "framing", b"framing", "mode", b"mode", "name", b"name", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Model: _TypeAlias = Model  # noqa: Y015
+
+@_typing.final
+class RouteAdmission(_message.Message):
+    """How many calls a route admits at once in this sagewire process; calls past the limit wait
+    briefly, then are shed with UNAVAILABLE (docs/resilience.md).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    ADAPTIVE_FIELD_NUMBER: _builtins.int
+    max_concurrency: _builtins.int
+    """The route's static cap (max_concurrency)."""
+    concurrency_limit: _builtins.int
+    """The calls it admits in flight now: max_concurrency, or the adaptive limit when adaptive."""
+    in_flight: _builtins.int
+    """Calls holding one of its slots now."""
+    adaptive: _builtins.bool
+    """Whether the adaptive limit is on (admission.adaptive)."""
+    def __init__(
+        self,
+        *,
+        max_concurrency: _builtins.int = ...,
+        concurrency_limit: _builtins.int = ...,
+        in_flight: _builtins.int = ...,
+        adaptive: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adaptive", b"adaptive", "concurrency_limit", b"concurrency_limit", "in_flight", b"in_flight", "max_concurrency", b"max_concurrency"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteAdmission: _TypeAlias = RouteAdmission  # noqa: Y015
 
 @_typing.final
 class RouteEndpoint(_message.Message):

@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from contextvars import ContextVar
 
 from sagewire.config.settings import RouteSettings
 from sagewire.core.errors import ErrorKind, SagewireError
@@ -36,15 +37,28 @@ class Admitted:
     """One admitted call. `answered()` when the endpoint's answer starts (a stream opened): the
     latency sample ends there, not when a long stream does. Unary calls need not call it."""
 
-    __slots__ = ("_answered", "admitted_at")
+    __slots__ = ("_answered", "admitted_at", "sampled")
 
     def __init__(self, admitted_at: float) -> None:
         self.admitted_at = admitted_at
         self._answered: float | None = None
+        self.sampled = True
 
     def answered(self) -> None:
         if self._answered is None:
             self._answered = time.monotonic()
+
+
+# The slot the current call holds (set on admission; a later call in the task sets its own).
+_current: ContextVar[Admitted | None] = ContextVar("sagewire_admitted", default=None)
+
+
+def not_a_latency_sample() -> None:
+    """Keep the current call out of its route's adaptive limit: its latency is not the
+    endpoint's queueing (it waited out a cold start, or a fallback endpoint answered)."""
+    admitted = _current.get()
+    if admitted is not None:
+        admitted.sampled = False
 
 
 class Admission:
@@ -84,6 +98,7 @@ class Admission:
         raises UNAVAILABLE (ROUTE_CONCURRENCY_LIMIT / ROUTE_OVERLOADED) when none came."""
         await self._acquire()
         admitted = Admitted(time.monotonic())
+        _current.set(admitted)
         gauge = signals.in_flight()
         if gauge is not None:
             gauge.inc()
@@ -94,7 +109,7 @@ class Admission:
         finally:
             if gauge is not None:
                 gauge.dec()
-            if ok and self.limiter is not None:
+            if ok and admitted.sampled and self.limiter is not None:
                 self._sample(admitted)
             self._release()
 

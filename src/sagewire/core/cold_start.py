@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from sagewire.config.resilience import ColdStartSettings
+from sagewire.core.admission import not_a_latency_sample
 from sagewire.core.errors import SagewireError
 from sagewire.observability import signals
 
@@ -70,6 +71,7 @@ async def wait_out_cold_start[T](
             delay = min(delay, cap_left, deadline_left)
             if delay >= settings.min_backoff_s:
                 signals.cold_start("retried")
+                not_a_latency_sample()  # a wait for the model, not queueing at it
                 await asyncio.sleep(delay)
                 continue
             if cap_left <= deadline_left:

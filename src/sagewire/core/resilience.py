@@ -26,6 +26,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 
 from sagewire.config.settings import RouteSettings
+from sagewire.core.admission import not_a_latency_sample
 from sagewire.core.circuit_breaker import (
     CIRCUIT_OPEN,
     COUNTED,
@@ -160,6 +161,7 @@ class RouteResilience:
                 continue
             if target.fallback:
                 signals.fallback_answered(target.label)
+                not_a_latency_sample()  # another endpoint's latency, after a failed attempt
             return result, target
         raise AssertionError("unreachable: the last target returns or raises")
 

@@ -57,6 +57,10 @@ class Route:
             # Every caller may read this: defaults that may hold credentials are redacted.
             defaults=replace(self.defaults, custom_attributes=""),
             default_custom_attributes=redact_custom_attributes(self.defaults.custom_attributes),
+            max_concurrency=s.max_concurrency,
+            concurrency_limit=self.admission.limit,
+            in_flight=self.admission.in_flight,
+            adaptive=self.admission.limiter is not None,
         )
 
     def check_allowed(self, options: InvocationOptions, operation: Operation) -> None:

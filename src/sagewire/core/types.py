@@ -102,6 +102,11 @@ class RouteInfo:
     default_custom_attributes: str = ""
     # The endpoints the route tries in order (its own, then fallbacks) with their circuits.
     endpoints: tuple[EndpointView, ...] = ()
+    # Admission in this process (sagewire.core.admission): static cap, limit now, in flight.
+    max_concurrency: int = 0
+    concurrency_limit: int = 0
+    in_flight: int = 0
+    adaptive: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -201,6 +201,12 @@ def model_to_proto(info: RouteInfo, endpoint_status: str = "Unknown") -> model_s
         description=info.description,
         default_custom_attributes=info.default_custom_attributes,
         endpoints=[_route_endpoint(e) for e in info.endpoints],
+        admission=model_service_pb2.RouteAdmission(
+            max_concurrency=info.max_concurrency,
+            concurrency_limit=info.concurrency_limit,
+            in_flight=info.in_flight,
+            adaptive=info.adaptive,
+        ),
     )
 
 

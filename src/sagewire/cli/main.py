@@ -21,6 +21,7 @@ from collections.abc import Coroutine, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
+from sagewire.cli.startup import Ports, listening_lines, warn_if_unusable
 from sagewire.client.cli import main as client_cli
 from sagewire.config import ConfigError, Settings, load_settings
 from sagewire.observability import logs
@@ -57,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway against AWS", description=_SERVE)
     serve.add_argument("--config", help="TOML configuration file")
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        help="worker processes sharing the ports (SO_REUSEPORT); about one per core "
+        "(docs/deploy.md, Workers). Default 1: one process, no supervisor",
+    )
     local = sub.add_parser(
         "local", help="run the gateway with the local SageMaker emulator", description=_LOCAL
     )
@@ -85,6 +93,16 @@ def _parser() -> argparse.ArgumentParser:
         command = sub.choices[action.dest]
         command.description = command.description or action.help
     return parser
+
+
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 256:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a worker count (1-256)")
+    return count
 
 
 def _probe(target: str, service: str, timeout: float) -> int:
@@ -129,59 +147,16 @@ async def _serve(settings: Settings, stack: AsyncExitStack) -> None:
     async with stack:
         server = SagewireServer(settings)
         async with server:
-            for line in _listening(settings, server):
+            ports = Ports(
+                server.port, server.rest_port, server.metrics_port, server.maintenance_port
+            )
+            for line in listening_lines(settings, ports):
                 print(line, file=sys.stderr, flush=True)
             # In the background: the credential chain may ask the instance metadata service.
-            warnings = asyncio.create_task(_warn_if_unusable(settings))
+            warnings = asyncio.create_task(warn_if_unusable(settings))
             await stop.wait()
             warnings.cancel()
             log.info("signal received")
-
-
-async def _warn_if_unusable(settings: Settings) -> None:
-    """Warn about a configuration that starts (health still says SERVING) but cannot serve a
-    call: no routes, or no AWS credentials in the standard chain."""
-    if not settings.routes:
-        log.warning(
-            "no routes are configured: every call answers NOT_FOUND; add [routes.<name>] "
-            "(docs/configuration.md)"
-        )
-    from aiobotocore.session import get_session
-
-    try:
-        async with asyncio.timeout(15):
-            credentials = await get_session().get_credentials()
-    except Exception as error:  # only a warning is at stake
-        log.debug("could not look up AWS credentials: %s", error)
-        return
-    if credentials is None:
-        log.warning(
-            "no AWS credentials found (environment, shared config and credentials files, SSO, "
-            "container or instance role): every call to SageMaker will fail until some are "
-            "available"
-        )
-
-
-def _listening(settings: Settings, server: SagewireServer) -> list[str]:
-    """The start-up lines naming each listener's address (tests and operators read them)."""
-
-    def host(listen: str | None) -> str:
-        return (listen or "").rsplit(":", 1)[0]
-
-    lines = []
-    if server.rest_port:
-        scheme = "https" if settings.server.tls is not None else "http"
-        lines.append(
-            f"sagewire REST bridge on {scheme}://{host(settings.rest.listen)}:{server.rest_port}"
-        )
-    if server.metrics_port:
-        metrics = host(settings.telemetry.metrics_listen)
-        lines.append(f"metrics on http://{metrics}:{server.metrics_port}/metrics")
-    if server.maintenance_port:
-        health = host(settings.server.maintenance_listen)
-        lines.append(f"health (plaintext) on {health}:{server.maintenance_port}")
-    lines.append(f"sagewire ready on {host(settings.server.listen)}:{server.port}")
-    return lines
 
 
 async def _local(args: argparse.Namespace) -> None:
@@ -284,6 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = load_settings(args.config)
             _refuse_published_keys(settings, args.config or "(defaults)")
             logs.configure(settings.server.log_level, settings.server.log_format)
+            if args.workers > 1:
+                from sagewire.cli import workers
+
+                return workers.serve(settings, args.workers)
             _run(_serve(settings, AsyncExitStack()))
             return 0
         settings = load_settings(args.config)  # fail fast, before starting anything

@@ -4,8 +4,9 @@ call it belongs to.
 
 JSON lines carry `time`, `level`, `logger`, `message`, `trace_id`, `span_id` (empty outside a
 traced call), an `access` object on access records (sagewire.observability.calls) and
-`exc_info` on errors. Loggers that print request bodies or signing details at DEBUG (botocore,
-the HTTP/2 SDK's smithy layers) are held at INFO or above whatever the level.
+`exc_info` on errors. The workers of `serve --workers N` add their process id: `pid` in JSON,
+`[pid]` after the level in text. Loggers that print request bodies or signing details at DEBUG
+(botocore, the HTTP/2 SDK's smithy layers) are held at INFO or above whatever the level.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sagewire import telemetry
 
 _NOISY = ("botocore", "smithy_core", "smithy_http", "smithy_aws_core", "smithy_aws_event_stream")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+WORKER_TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s %(message)s"
 
 
 class TraceContext(logging.Filter):
@@ -77,40 +79,44 @@ class _JsonFormatter(JsonFormatter):
         if access is None or record.exc_info or record.stack_info or isinstance(record.msg, dict):
             return super().format(record)
         # Every JSON line's fields (module doc), and the access record.
-        return json.dumps(
-            {
-                "level": record.levelname,
-                "logger": record.name,
-                "message": record.getMessage(),
-                "trace_id": getattr(record, "trace_id", ""),
-                "span_id": getattr(record, "span_id", ""),
-                "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(),
-                "access": access,
-            }
-        )
+        line = {
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "trace_id": getattr(record, "trace_id", ""),
+            "span_id": getattr(record, "span_id", ""),
+            "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(),
+            "access": access,
+        }
+        if logging.logProcesses:  # a worker of `serve --workers N`
+            line["pid"] = record.process
+        return json.dumps(line)
 
 
-def json_formatter() -> logging.Formatter:
+def json_formatter(pid: bool = False) -> logging.Formatter:
     # `timestamp="time"`: ISO 8601 in UTC with microseconds, under the key "time".
     return _JsonFormatter(
-        "%(levelname)s %(name)s %(message)s %(trace_id)s %(span_id)s",
-        rename_fields={"levelname": "level", "name": "logger"},
+        "%(levelname)s %(name)s %(message)s %(trace_id)s %(span_id)s"
+        + (" %(process)s" if pid else ""),
+        rename_fields={"levelname": "level", "name": "logger", "process": "pid"},
         timestamp="time",
     )
 
 
-def configure(level: str, log_format: str = "text", stream: Any = None) -> None:
-    """Send sagewire's logs to stderr (or `stream`) in `log_format` ("text" or "json")."""
+def configure(level: str, log_format: str = "text", stream: Any = None, pid: bool = False) -> None:
+    """Send sagewire's logs to stderr (or `stream`) in `log_format` ("text" or "json");
+    `pid`: each record names its process (the workers of `serve --workers N`)."""
     # Record attributes no format here shows, skipped per record: the logging HOWTO's
     # "Optimization" list (caller lookup walks the stack; thread, process and task names).
     logging._srcfile = None
     logging.logThreads = False
-    logging.logProcesses = False
+    logging.logProcesses = pid
     logging.logMultiprocessing = False
     logging.logAsyncioTasks = False  # type: ignore[attr-defined]  # Python 3.12+
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(TraceContext())
-    handler.setFormatter(json_formatter() if log_format == "json" else TextFormatter(TEXT_FORMAT))
+    text = WORKER_TEXT_FORMAT if pid else TEXT_FORMAT
+    handler.setFormatter(json_formatter(pid) if log_format == "json" else TextFormatter(text))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -63,13 +63,15 @@ SERVICE_NAMES = [
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
-def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+def grpc_options(settings: Settings, reuse_port: bool = False) -> list[tuple[str, int]]:
+    """The gRPC server's channel arguments. `reuse_port`: the workers of `serve --workers N`
+    share the port (SO_REUSEPORT, the kernel spreading connections over them)."""
     limit = settings.server.max_message_bytes
     options = [
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
-        # One process owns its port: a second server on the same port must fail loudly.
-        ("grpc.so_reuseport", 0),
+        # Otherwise one process owns its port: a second server on it must fail loudly.
+        ("grpc.so_reuseport", int(reuse_port)),
         # Let clients keep idle channels alive with pings without being disconnected.
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
@@ -125,10 +127,16 @@ def check_listeners(settings: Settings) -> None:
 
 
 class SagewireServer:
-    """sagewire's gRPC server. Use `async with SagewireServer(settings) as server:`."""
+    """sagewire's gRPC server. Use `async with SagewireServer(settings) as server:`.
 
-    def __init__(self, settings: Settings) -> None:
+    `worker=True` (a process of `serve --workers N`, sagewire.cli.workers): the parent has
+    checked and reserved every listener address, so this process binds them with SO_REUSEPORT
+    beside its siblings, and opens no metrics listener (the parent serves /metrics for all).
+    """
+
+    def __init__(self, settings: Settings, worker: bool = False) -> None:
         self.settings = settings
+        self.worker = worker
         self.port = 0
         # The plaintext health-only listener's port (server.maintenance_listen), else 0.
         self.maintenance_port = 0
@@ -144,7 +152,8 @@ class SagewireServer:
         self._observer = OFF  # where calls are reported, once start() opened it
 
     async def start(self) -> int:
-        check_listeners(self.settings)
+        if not self.worker:
+            check_listeners(self.settings)
         observer = await self._open_observability()
         runtime = await self._stack.enter_async_context(SageMakerRuntime(self.settings.aws))
         security = self._open_security()
@@ -153,7 +162,7 @@ class SagewireServer:
         )
         async_jobs = await self._open_async_jobs(gateway, runtime)
         statuses = self._endpoint_statuses()
-        server = grpc.aio.server(options=grpc_options(self.settings))
+        server = grpc.aio.server(options=grpc_options(self.settings, reuse_port=self.worker))
         # Every service registers through the guard: undecodable requests are INVALID_ARGUMENT,
         # and the calls of services without sagewire's edge (health, reflection) are recorded.
         self._observer = observer
@@ -187,6 +196,7 @@ class SagewireServer:
                 self.tls.ssl_context() if self.tls is not None else None,
                 # 0 ("never") is aiohttp's "no keep-alive": close after each answer instead.
                 self.settings.server.max_connection_idle_s or 3600.0,
+                reuse_port=self.worker,
             )
             self.rest_port = await self._rest.start(self.settings.server.shutdown_grace_s)
         await self._start_maintenance()
@@ -211,8 +221,9 @@ class SagewireServer:
                     if route.admission.adaptive
                     else route.max_concurrency
                 )
-            admin = AdminListener(metrics.registry, settings.metrics_listen)
-            self.metrics_port = (await self._stack.enter_async_context(admin)).port
+            if not self.worker:
+                admin = AdminListener(metrics.registry, settings.metrics_listen)
+                self.metrics_port = (await self._stack.enter_async_context(admin)).port
         return Observer(metrics, self.settings.server.access_log, self._otlp.meter())
 
     def _open_security(self) -> Security:
@@ -238,7 +249,8 @@ class SagewireServer:
         listen = self.settings.server.maintenance_listen
         if listen is None:
             return
-        server = grpc.aio.server(options=_connection_bounds(self.settings))
+        reuse = [("grpc.so_reuseport", int(self.worker))]
+        server = grpc.aio.server(options=reuse + _connection_bounds(self.settings))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, guarded(server, self._observer))
         self.maintenance_port = _bind(server, listen, None, "health, server.maintenance_listen")
         await server.start()

@@ -26,6 +26,7 @@ class RestListener:
         listen: str,
         ssl_context: ssl.SSLContext | None = None,
         idle_timeout_s: float = 75.0,
+        reuse_port: bool = False,
     ) -> None:
         self._app = app
         self._listen = listen
@@ -34,6 +35,8 @@ class RestListener:
         # longer than its keep-alive timeout.
         self._ssl = ssl_context
         self._idle_timeout_s = idle_timeout_s
+        # SO_REUSEPORT for the workers of `serve --workers N`, who share the port.
+        self._reuse_port = reuse_port
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -48,7 +51,10 @@ class RestListener:
         await runner.setup()
         host, port = split_listen(self._listen)
         try:
-            await web.TCPSite(runner, host, port, reuse_port=False, ssl_context=self._ssl).start()
+            site = web.TCPSite(
+                runner, host, port, reuse_port=self._reuse_port, ssl_context=self._ssl
+            )
+            await site.start()
         except BaseException:
             await runner.cleanup()
             raise

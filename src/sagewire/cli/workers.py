@@ -1,0 +1,378 @@
+"""`sagewire serve --workers N`: N worker processes sharing the listeners' ports, and the parent
+that supervises them (docs/deploy.md, "Workers").
+
+Why processes: one Python process runs its calls on one event loop, on one core. The workers
+are spawned (multiprocessing's "spawn": a fresh interpreter, no inherited event loop or gRPC
+state) and bind the same ports with SO_REUSEPORT, so the kernel spreads new connections over
+them, as grpc's multiprocessing example does: the parent binds each port first (port 0 becomes
+one concrete port) and holds it, never listening, so every worker joins the same port.
+
+The parent serves no calls. It
+- checks every listener address before anything starts (a taken port: one line, exit 1);
+- serves the one /metrics listener: the workers keep their values in PROMETHEUS_MULTIPROC_DIR
+  (a private directory unless the operator set one) and the parent sums them; each worker's
+  live gauges are dropped (`mark_process_dead`) when it exits;
+- forwards SIGTERM and SIGINT to every worker at once, so they drain together: health and
+  /readyz flip to NOT_SERVING on all, `server.drain_delay_s` later all refuse new calls, and
+  in-flight calls finish within `server.shutdown_grace_s`; the parent exits 0 when every worker
+  did;
+- restarts a worker that dies unexpectedly (an OOM kill takes one process, not the container),
+  after a backoff of 1 s doubling to 30 s, so the other workers' calls and connections carry
+  on. A fault that persists is not hidden: a worker that fails before it is ready the first
+  time, or more than MAX_DEATHS unexpected deaths within DEATH_WINDOW_S, drain the others and
+  exit 1, for Kubernetes (or systemd) to restart the whole process and count it.
+A worker whose parent dies (SIGKILL) sees its pipe close and drains itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from sagewire.cli.startup import Ports, listening_lines, warn_if_unusable
+from sagewire.config import ConfigError, Settings
+from sagewire.observability import logs
+from sagewire.observability.admin import AdminListener
+from sagewire.transports.grpc.server import SagewireServer, check_listeners
+from sagewire.transports.listen import ListenError, split_listen
+
+log = logging.getLogger("sagewire.workers")
+
+MAX_DEATHS = 5
+DEATH_WINDOW_S = 60.0
+BACKOFF_S = (1.0, 30.0)  # first restart delay, cap (doubling per recent death)
+# How long past a worker's own drain (drain_delay_s + shutdown_grace_s) the parent waits for it
+# before SIGKILL: closing clients and exporting telemetry take a moment.
+EXIT_MARGIN_S = 15.0
+
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+def reserve(listen: str) -> tuple[str, list[socket.socket]]:
+    """Bind `listen` (host:port) with SO_REUSEPORT without listening; return the address with
+    its concrete port (port 0 picks one) and the sockets, to hold while workers join the port.
+    A bound socket that does not listen takes no connections."""
+    host, port = split_listen(listen)
+    held: list[socket.socket] = []
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            held.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((address[0], port, *address[2:]))
+            port = sock.getsockname()[1]
+    except OSError as exc:
+        for sock in held:
+            sock.close()
+        reason = (exc.strerror or str(exc)).lower()
+        raise ListenError(f"cannot listen on {listen}: {reason}") from None
+    return f"{listen.rpartition(':')[0]}:{port}", held
+
+
+def _with_ports(settings: Settings, held: list[socket.socket]) -> Settings:
+    """`settings` with every shared listener's port reserved and made concrete."""
+    server, rest = settings.server, settings.rest
+    grpc_listen, sockets = reserve(server.listen)
+    held += sockets
+    maintenance = server.maintenance_listen
+    if maintenance is not None:
+        maintenance, sockets = reserve(maintenance)
+        held += sockets
+    rest_listen = rest.listen
+    if rest_listen:
+        rest_listen, sockets = reserve(rest_listen)
+        held += sockets
+    return settings.model_copy(
+        update={
+            "server": server.model_copy(
+                update={"listen": grpc_listen, "maintenance_listen": maintenance}
+            ),
+            "rest": rest.model_copy(update={"listen": rest_listen}),
+        }
+    )
+
+
+# -- the worker process -------------------------------------------------------------------
+
+
+def worker_main(settings: Settings, pipe: Connection) -> None:
+    """A worker's entry point (spawned): serve until SIGTERM/SIGINT or the parent's end of
+    `pipe` closes; send ("ready", pid) on `pipe` once listening."""
+    logs.configure(settings.server.log_level, settings.server.log_format, pid=True)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        asyncio.run(_worker(settings, pipe))
+    else:
+        uvloop.run(_worker(settings, pipe))
+
+
+async def _worker(settings: Settings, pipe: Connection) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def orphaned() -> None:  # the parent never writes: readable means it is gone
+        loop.remove_reader(pipe.fileno())
+        stop.set()
+
+    loop.add_reader(pipe.fileno(), orphaned)
+    try:
+        async with SagewireServer(settings, worker=True):
+            pipe.send(("ready", os.getpid()))
+            await stop.wait()
+            log.info("worker stopping")
+    except (ConfigError, OSError) as exc:
+        print(f"sagewire worker {os.getpid()}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    finally:
+        loop.remove_reader(pipe.fileno())
+
+
+# -- the parent ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: BaseProcess
+    pipe: Connection
+    pid: int = 0
+    ready: bool = False
+    reaped: bool = False
+
+
+async def _readable(fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+
+
+class Supervisor:
+    """The parent of `serve --workers N`. `await Supervisor(settings, n).run()` → exit status."""
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        self.settings = settings
+        self.count = count
+        self.workers: list[_Worker | None] = [None] * count
+        self._stop = asyncio.Event()
+        self._failed = False
+        self._deaths: deque[float] = deque()
+        self._metrics_dir = ""
+
+    async def run(self) -> int:
+        check_listeners(self.settings)  # ListenError: nothing started yet
+        held: list[socket.socket] = []
+        try:
+            self.settings = _with_ports(self.settings, held)
+            return await self._run()
+        finally:
+            for sock in held:
+                sock.close()
+            if self._metrics_dir:
+                shutil.rmtree(self._metrics_dir, ignore_errors=True)
+
+    async def _run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        admin, metrics_port = await self._open_metrics()
+        try:
+            started = await self._start_all()
+            if started:
+                self._announce(metrics_port)
+                warnings = asyncio.create_task(warn_if_unusable(self.settings))
+                keepers = [asyncio.create_task(self._keep(i)) for i in range(self.count)]
+                await self._stop.wait()
+                log.info("signal received: draining %d workers", self.count)
+                for task in (warnings, *keepers):
+                    task.cancel()
+            clean = await self._stop_all()
+        finally:
+            if admin is not None:
+                await admin.__aexit__(None, None, None)
+        return 0 if started and clean and not self._failed else 1
+
+    async def _open_metrics(self) -> tuple[AdminListener | None, int]:
+        """The one /metrics listener, summing every worker's values."""
+        listen = self.settings.telemetry.metrics_listen
+        if listen is None:
+            return None, 0
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # Workers read the variable at import time: set before they are spawned.
+            self._metrics_dir = tempfile.mkdtemp(prefix="sagewire-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_dir
+        from prometheus_client import CollectorRegistry, multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        admin = await AdminListener(registry, listen).__aenter__()
+        return admin, admin.port
+
+    def _announce(self, metrics_port: int) -> None:
+        settings = self.settings
+        ports = Ports(
+            split_listen(settings.server.listen)[1],
+            split_listen(settings.rest.listen)[1] if settings.rest.listen else 0,
+            metrics_port,
+            split_listen(settings.server.maintenance_listen)[1]
+            if settings.server.maintenance_listen
+            else 0,
+        )
+        pids = ", ".join(str(w.pid) for w in self.workers if w is not None)
+        print(f"sagewire workers: {self.count} (pids {pids})", file=sys.stderr, flush=True)
+        for line in listening_lines(settings, ports):
+            print(line, file=sys.stderr, flush=True)
+
+    def _spawn(self, index: int) -> _Worker:
+        ours, theirs = _SPAWN.Pipe()
+        process = _SPAWN.Process(
+            target=worker_main, args=(self.settings, theirs), name=f"sagewire-worker-{index}"
+        )
+        process.start()
+        theirs.close()
+        worker = self.workers[index] = _Worker(index, process, ours, process.pid or 0)
+        return worker
+
+    async def _until_ready(self, worker: _Worker) -> bool:
+        """Wait for the worker's ready message; False when it exited first."""
+        ready = asyncio.create_task(_readable(worker.pipe.fileno()))
+        exited = asyncio.create_task(_readable(worker.process.sentinel))
+        await asyncio.wait([ready, exited], return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        exited.cancel()
+        try:
+            message = worker.pipe.recv() if worker.pipe.poll() else None
+        except EOFError:
+            message = None
+        worker.ready = isinstance(message, tuple) and message[0] == "ready"
+        return worker.ready
+
+    async def _start_all(self) -> bool:
+        workers = [self._spawn(i) for i in range(self.count)]
+        starting = asyncio.ensure_future(asyncio.gather(*(self._until_ready(w) for w in workers)))
+        stop = asyncio.ensure_future(self._stop.wait())
+        either: list[asyncio.Future[Any]] = [starting, stop]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not starting.done():  # a signal during start-up
+            await starting
+            return False
+        if not all(starting.result()):
+            failed = [w.pid for w in workers if not w.ready]
+            print(
+                f"sagewire: worker {', '.join(map(str, failed))} exited during start-up",
+                file=sys.stderr,
+                flush=True,
+            )
+            return False
+        return True
+
+    async def _keep(self, index: int) -> None:
+        """Restart worker `index` whenever it dies while no stop is under way."""
+        while True:
+            worker = self.workers[index]
+            assert worker is not None
+            await _readable(worker.process.sentinel)
+            worker.process.join()
+            self._dead(worker)
+            log.error(
+                "worker %d (pid %d) exited unexpectedly (exit code %s)",
+                index,
+                worker.pid,
+                worker.process.exitcode,
+            )
+            now = time.monotonic()
+            self._deaths.append(now)
+            while self._deaths and self._deaths[0] < now - DEATH_WINDOW_S:
+                self._deaths.popleft()
+            if len(self._deaths) > MAX_DEATHS:
+                log.error(
+                    "more than %d worker deaths within %.0fs: draining the rest and exiting",
+                    MAX_DEATHS,
+                    DEATH_WINDOW_S,
+                )
+                self._failed = True
+                self._stop.set()
+                return
+            delay = min(BACKOFF_S[0] * 2 ** (len(self._deaths) - 1), BACKOFF_S[1])
+            log.warning("restarting worker %d in %.1fs", index, delay)
+            await asyncio.sleep(delay)
+            restarted = self._spawn(index)
+            if await self._until_ready(restarted):
+                log.info("worker %d restarted (pid %d)", index, restarted.pid)
+
+    def _dead(self, worker: _Worker) -> None:
+        if worker.reaped:
+            return
+        worker.reaped = True
+        worker.pipe.close()
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+    async def _stop_all(self) -> bool:
+        """SIGTERM to every live worker at once; wait for their drains; True when each exited 0
+        (a worker still starting may be ended by the signal itself)."""
+        for worker in self.workers:
+            if worker is not None and worker.process.exitcode is not None:
+                self._dead(worker)  # died as the stop began
+        live = [w for w in self.workers if w is not None and w.process.exitcode is None]
+        for worker in live:
+            if worker.process.pid is not None:
+                os.kill(worker.process.pid, signal.SIGTERM)
+        server = self.settings.server
+        limit = server.drain_delay_s + server.shutdown_grace_s + EXIT_MARGIN_S
+        waits = [asyncio.create_task(_readable(w.process.sentinel)) for w in live]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=limit)
+            for task in late:
+                task.cancel()
+        clean = True
+        for worker in live:
+            if worker.process.exitcode is None:
+                log.error("worker pid %d did not exit within %.0fs: killed", worker.pid, limit)
+                worker.process.kill()
+            worker.process.join()
+            self._dead(worker)
+            if worker.process.exitcode != 0 and worker.ready:
+                log.error("worker pid %d exited with %s", worker.pid, worker.process.exitcode)
+                clean = False
+        return clean
+
+
+def serve(settings: Settings, count: int) -> int:
+    """Run `count` workers until SIGTERM/SIGINT; the process's exit status."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        return asyncio.run(Supervisor(settings, count).run())
+    return uvloop.run(Supervisor(settings, count).run())

@@ -139,14 +139,16 @@ def test_every_command_says_what_it_does(capsys: pytest.CaptureFixture[str]) -> 
 
 
 @pytest.mark.parametrize("which", ["SAGEWIRE_SERVER__LISTEN", "SAGEWIRE_REST__LISTEN"])
-@pytest.mark.parametrize("command", ["serve", "local"])
+@pytest.mark.parametrize("command", ["serve", "local", "serve --workers 2"])
 def test_a_taken_port_is_one_line_naming_the_address(command: str, which: str) -> None:
+    # With workers the parent checks before it reserves the ports with SO_REUSEPORT (which
+    # would otherwise join a port another process holds with it) and before any worker starts.
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
-        config = "tests/e2e/minimal.toml" if command == "serve" else "config/local.toml"
-        result = _run(command, "--config", config, env={which: address})
+        config = "config/local.toml" if command == "local" else "tests/e2e/minimal.toml"
+        result = _run(*command.split(), "--config", config, env={which: address})
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"sagewire: cannot listen on {address} "
@@ -184,3 +186,13 @@ def test_serve_warns_without_routes_or_credentials(tmp_path: Path) -> None:
         probe = _run("health", "--target", process.target)
         assert "SERVING" in probe.stdout
         assert probe.returncode == 0
+
+
+@pytest.mark.parametrize("count", ["0", "-1", "two", "257"])
+def test_a_worker_count_out_of_range_is_a_usage_error(
+    count: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--workers", count])
+    assert exited.value.code == 2
+    assert f"argument --workers: {count!r} is not a worker count (1-256)" in capsys.readouterr().err

@@ -30,6 +30,8 @@ CONFIG = """
 listen = "127.0.0.1:0"
 drain_delay_s = {drain}
 shutdown_grace_s = 30
+# Long-lived connections are asked to reconnect, landing on a worker the kernel picks anew.
+max_connection_age_s = 1
 
 [aws]
 runtime_endpoint_url = "{url}"
@@ -41,6 +43,9 @@ metrics_listen = "127.0.0.1:0"
 [routes.echo]
 endpoint = "echo"
 max_concurrency = 8
+
+[routes.aged]
+endpoint = "echo"
 
 [routes.slow]
 endpoint = "faulty"
@@ -130,6 +135,16 @@ async def test_two_workers_serve_one_port_and_one_set_of_metrics(
         upstream = {"model": "echo", "operation": "InvokeEndpoint", "outcome": "OK"}
         assert found.value("sagewire_upstream_requests_total", **upstream) == calls
         assert found.value("sagewire_route_max_concurrency", model="echo") == 16  # 2 × 8
+        # One channel, kept open: server.max_connection_age_s applies in every worker, so its
+        # connection is renewed and lands on both in turn.
+        async with grpc.aio.insecure_channel(process.target, options=OWN_CONNECTION) as channel:
+            stub = inference_service_pb2_grpc.InferenceServiceStub(channel)
+            for _ in range(300):
+                await stub.Invoke(invoke_pb2.InvokeRequest(model="aged", body=b"{}"), timeout=60)
+                if served_by(process, "aged") == set(pids):
+                    break
+                await asyncio.sleep(0.1)
+        assert served_by(process, "aged") == set(pids)
         # A second gateway on the same port (SO_REUSEPORT would let it join silently) is
         # refused at its start-up check, before any worker starts.
         with socket.socket() as probe:

@@ -89,9 +89,10 @@ demo-certs: $(STAMP) ## Throwaway CA, server and SPIFFE client certificates in d
 	$(PY) tools/demo_certs.py demo-certs
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmarks against the alternatives, then overload (~9 min; QUICK=1: a 1-min smoke run)
+bench: $(STAMP) ## Benchmarks against the alternatives, then overload and workers (~11 min; QUICK=1: a 1-min smoke run)
 	$(VENV)/bin/python -m bench.run $(if $(QUICK),--quick,)
 	$(if $(QUICK),,$(VENV)/bin/python -m bench.overload)
+	$(VENV)/bin/python -m bench.workers $(if $(QUICK),--quick,--out docs/benchmarks.md)
 
 .PHONY: fmt
 fmt: $(STAMP) ## Format and auto-fix

@@ -10,8 +10,9 @@ contender that answers fast but wrong cannot win.
 from __future__ import annotations
 
 import base64
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -61,6 +62,9 @@ class Spec:
     item_bytes: int = 0
     # gRPC metadata sent with every call (e.g. an authorization header for bench.auth_ab).
     metadata: tuple[tuple[str, str], ...] = ()
+    # gRPC unary: calls rotate over this many channels, each its own TCP connection (the
+    # workers of `serve --workers N` each take whole connections: bench.workers).
+    channels: int = 1
 
 
 class WrongAnswer(Exception):
@@ -79,11 +83,14 @@ def _now() -> float:
 
 
 class GrpcInvoke:
-    """sagewire's Invoke (or the bare echo server with the same messages)."""
+    """sagewire's Invoke (or the bare echo server with the same messages), rotating over
+    `stubs` (one per channel)."""
 
-    def __init__(self, spec: Spec, stub: inference_service_pb2_grpc.InferenceServiceAsyncStub):
+    def __init__(
+        self, spec: Spec, stubs: Sequence[inference_service_pb2_grpc.InferenceServiceAsyncStub]
+    ):
         self._spec = spec
-        self._stub = stub
+        self._stubs = itertools.cycle(stubs)
         # A caller that reads `body` asks for it alone (docs/json.md): no `json` view built
         # and sent beside it, as the Python client SDK does.
         self._request = invoke_pb2.InvokeRequest(
@@ -91,7 +98,8 @@ class GrpcInvoke:
         )
 
     async def call(self, on_first: OnFirst = None) -> Outcome:
-        response = await self._stub.Invoke(self._request, metadata=self._spec.metadata or None)
+        stub = next(self._stubs)
+        response = await stub.Invoke(self._request, metadata=self._spec.metadata or None)
         _check(self._spec, got_bytes=len(response.body))
         return Outcome(1, _now())
 
@@ -251,17 +259,19 @@ async def open_driver(spec: Spec, stack: AsyncExitStack, connections: int) -> Dr
     """The driver for `spec`, its client registered on `stack` for closing."""
     transport, streaming = KINDS[spec.kind]
     if transport == "grpc":
-        channel = await stack.enter_async_context(
-            grpc.aio.insecure_channel(
-                spec.target,
-                options=[
-                    ("grpc.max_send_message_length", MAX_MESSAGE),
-                    ("grpc.max_receive_message_length", MAX_MESSAGE),
-                ],
+        options = [
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+        ]
+        if spec.channels > 1:  # otherwise equal channels share one connection
+            options.append(("grpc.use_local_subchannel_pool", 1))
+        stubs = [
+            inference_service_pb2_grpc.InferenceServiceStub(
+                await stack.enter_async_context(grpc.aio.insecure_channel(spec.target, options))
             )
-        )
-        stub = inference_service_pb2_grpc.InferenceServiceStub(channel)
-        return GrpcStream(spec, stub) if streaming else GrpcInvoke(spec, stub)
+            for _ in range(spec.channels)
+        ]
+        return GrpcStream(spec, stubs[0]) if streaming else GrpcInvoke(spec, stubs)
     if transport == "boto":
         client = await stack.enter_async_context(
             aioboto3.Session().client(

@@ -205,6 +205,7 @@ async def main(job: Mapping[str, Any]) -> None:
         expect_items=int(job.get("expect_items", -1)),
         item_bytes=int(job.get("item_bytes", 0)),
         metadata=tuple((str(k), str(v)) for k, v in job.get("metadata", [])),
+        channels=int(job.get("channels", 1)),
     )
     runs: list[dict[str, Any]] = job["runs"]
     connections = max(int(r.get("concurrency", r.get("count", 1))) for r in runs)

@@ -254,9 +254,11 @@ class Services:
         launcher: Sequence[str] = (),
         extra_env: Mapping[str, str] | None = None,
         name: str = "sagewire",
+        serve_args: Sequence[str] = (),
     ) -> Service:
         """`sagewire serve`; `launcher` runs it under another program (e.g. a profiler that
-        takes `-m module`), `extra_env` adds variables (e.g. PYTHONPATH for another tree)."""
+        takes `-m module`), `extra_env` adds variables (e.g. PYTHONPATH for another tree),
+        `serve_args` options of `serve` (e.g. `--workers 2`)."""
         env = {
             **base_env(emulator_url),
             "SAGEWIRE_SERVER__LISTEN": "127.0.0.1:0",
@@ -268,7 +270,7 @@ class Services:
         command = [*launcher, "-m", "sagewire.cli.main"] if launcher else [str(BIN / "sagewire")]
         service = await self._start(
             name,
-            [*command, "serve", "--config", str(config)],
+            [*command, "serve", "--config", str(config), *serve_args],
             env,
             re.compile(r"sagewire ready on (\S+)"),
         )

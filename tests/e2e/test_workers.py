@@ -10,7 +10,7 @@ import re
 import signal
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 
 import grpc
@@ -30,8 +30,8 @@ CONFIG = """
 listen = "127.0.0.1:0"
 drain_delay_s = {drain}
 shutdown_grace_s = 30
-# Long-lived connections are asked to reconnect, landing on a worker the kernel picks anew.
-max_connection_age_s = 1
+# Long-lived connections are asked to reconnect (0: never), landing on a worker picked anew.
+max_connection_age_s = {age}
 
 [aws]
 runtime_endpoint_url = "{url}"
@@ -53,6 +53,7 @@ max_concurrency = 32
 timeout_s = 60
 """
 ACCESS = re.compile(r"\[(\d+)\] sagewire\.access \S+InferenceService/Invoke model=(\S+) -> OK")
+HEALTH_CHECK = re.compile(r"\[(\d+)\] sagewire\.access \S*grpc\.health\.v1\.Health/Check ")
 WORKERS = re.compile(r"sagewire workers: (\d+) \(pids ([\d, ]+)\)")
 HANDLED_OK = {
     "grpc_type": "unary",
@@ -65,9 +66,11 @@ OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 
 
 @contextmanager
-def workers(emulator: RunningEmulator, tmp_path: Path, drain: float = 0) -> Iterator[Process]:
+def workers(
+    emulator: RunningEmulator, tmp_path: Path, drain: float = 0, age: float = 1
+) -> Iterator[Process]:
     config = tmp_path / "sagewire.toml"
-    config.write_text(CONFIG.format(url=emulator.url, drain=drain))
+    config.write_text(CONFIG.format(url=emulator.url, drain=drain, age=age))
     args = ("serve", "--config", str(config), "--workers", "2")
     with sagewire_process(*args, unset=["PROMETHEUS_MULTIPROC_DIR"]) as process:
         yield process
@@ -87,24 +90,6 @@ async def invoke(target: str, model: str) -> None:
     async with grpc.aio.insecure_channel(target, options=OWN_CONNECTION) as channel:
         stub = inference_service_pb2_grpc.InferenceServiceStub(channel)
         await stub.Invoke(invoke_pb2.InvokeRequest(model=model, body=b"{}"), timeout=60)
-
-
-async def health(target: str) -> int:
-    async with grpc.aio.insecure_channel(target, options=OWN_CONNECTION) as channel:
-        answer = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(), timeout=10
-        )
-        return int(answer.status)
-
-
-async def status_once_flipped(target: str) -> int:
-    """The health status on a fresh connection once it is no longer SERVING (at most ~10 s)."""
-    for _ in range(200):
-        status = await health(target)
-        if status != health_pb2.HealthCheckResponse.SERVING:
-            break
-        await asyncio.sleep(0.05)
-    return status
 
 
 async def until_served_by_both(process: Process, model: str, pids: list[int]) -> int:
@@ -175,24 +160,77 @@ def _env() -> dict[str, str]:
     }
 
 
+async def invoke_on(channel: grpc.aio.Channel, model: str) -> bytes:
+    stub = inference_service_pb2_grpc.InferenceServiceStub(channel)
+    answer = await stub.Invoke(invoke_pb2.InvokeRequest(model=model, body=b"{}"), timeout=60)
+    return answer.body
+
+
+async def one_channel_per_worker(
+    process: Process, stack: AsyncExitStack, pids: list[int]
+) -> dict[int, grpc.aio.Channel]:
+    """A channel (one connection) on each worker: each new connection's first health Check
+    names its worker in the access record it leaves."""
+    found: dict[int, grpc.aio.Channel] = {}
+    for _ in range(32):
+        channel = await stack.enter_async_context(
+            grpc.aio.insecure_channel(process.target, options=OWN_CONNECTION)
+        )
+        before = len(health_checks(process))
+        await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        for _ in range(200):  # the record is written as the call ends
+            if len(checks := health_checks(process)) > before:
+                found.setdefault(checks[-1], channel)
+                break
+            await asyncio.sleep(0.05)
+        if set(found) == set(pids):
+            return found
+    raise AssertionError(f"32 connections did not reach both workers {pids}: {set(found)}")
+
+
+def health_checks(process: Process) -> list[int]:
+    """The pids of the access records of health Checks, in order."""
+    return [int(m.group(1)) for line in process.log if (m := HEALTH_CHECK.search(line))]
+
+
+async def watch_until_not_serving(channel: grpc.aio.Channel) -> list[int]:
+    """The statuses a health Watch reports on `channel` until one is not SERVING."""
+    seen: list[int] = []
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=90)
+    async for answer in watch:
+        seen.append(int(answer.status))
+        if answer.status != health_pb2.HealthCheckResponse.SERVING:
+            break
+    watch.cancel()
+    return seen
+
+
 async def test_sigterm_drains_every_worker_together(
     emulator: RunningEmulator, tmp_path: Path
 ) -> None:
     emulator.set_fault("faulty", Fault(latency_ms=6000))
-    with workers(emulator, tmp_path, drain=3) as process:
+    with workers(emulator, tmp_path, drain=3, age=0) as process:
         pids = worker_pids(process)
-        # 16 slow calls on 16 connections: both workers hold some (checked below from the
-        # access records; all 16 on one worker has odds of 2 in 65,536).
-        slow = [asyncio.create_task(invoke(process.target, "slow")) for _ in range(16)]
-        await scrape_until(
-            process.metrics_url, lambda s: s.value("sagewire_route_in_flight", model="slow") == 16
-        )
-        process.popen.send_signal(signal.SIGTERM)
-        # Readiness flips on every worker: fresh connections (spread over both) say NOT_SERVING
-        # while the drain delay keeps the listeners open.
-        statuses = [await status_once_flipped(process.target) for _ in range(8)]
-        assert set(statuses) == {health_pb2.HealthCheckResponse.NOT_SERVING}
-        await asyncio.gather(*slow)  # every call in flight finished, none failed
+        async with AsyncExitStack() as stack:
+            channels = await one_channel_per_worker(process, stack, pids)
+            # On each worker: two slow calls in flight and a health Watch.
+            slow = [
+                asyncio.create_task(invoke_on(channel, "slow"))
+                for channel in channels.values()
+                for _ in range(2)
+            ]
+            watches = [asyncio.create_task(watch_until_not_serving(c)) for c in channels.values()]
+            await scrape_until(
+                process.metrics_url,
+                lambda s: s.value("sagewire_route_in_flight", model="slow") == 4,
+            )
+            process.popen.send_signal(signal.SIGTERM)
+            # Readiness flips on both workers: each Watch sees NOT_SERVING.
+            for seen in await asyncio.gather(*watches):
+                assert seen[0] == health_pb2.HealthCheckResponse.SERVING
+                assert seen[-1] == health_pb2.HealthCheckResponse.NOT_SERVING
+            for answer in await asyncio.gather(*slow):  # all finished, none failed
+                assert answer == b"{}"
         assert await asyncio.to_thread(process.popen.wait, 60) == 0
     assert served_by(process, "slow") == set(pids)
     assert sum(1 for line in process.log if "shutting down: refusing new calls" in line) == 2
@@ -219,3 +257,25 @@ async def test_a_killed_worker_is_restarted(emulator: RunningEmulator, tmp_path:
         seen = await scrape(process.metrics_url)
         assert seen.value("sagewire_route_max_concurrency", model="echo") == 16
         assert await asyncio.to_thread(process.stop) == 0
+
+
+async def test_a_worker_that_cannot_start_stops_them_all(tmp_path: Path) -> None:
+    # aws.ca_bundle is read when the bidi client opens, in each worker: the parent exits with
+    # the workers' status (2, a configuration error, as one process would) and serves nothing.
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        '[server]\nlisten = "127.0.0.1:0"\n[aws]\nca_bundle = "/nonexistent/ca.pem"\n'
+        '[routes.speech]\nendpoint = "speech"\nmode = "bidi"\n'
+    )
+    run = await asyncio.create_subprocess_exec(
+        str(BIN / "sagewire"),
+        *("serve", "--config", str(config), "--workers", "2"),
+        env=_env(),
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    _, err = await asyncio.wait_for(run.communicate(), 90)
+    assert run.returncode == 2
+    assert "aws.ca_bundle '/nonexistent/ca.pem' is not a readable file" in err.decode()
+    assert "sagewire ready" not in err.decode()
+    assert "Traceback" not in err.decode()

@@ -140,8 +140,11 @@ async def _worker(settings: Settings, pipe: Connection) -> None:
             pipe.send(("ready", os.getpid()))
             await stop.wait()
             log.info("worker stopping")
-    except (ConfigError, OSError) as exc:
-        print(f"sagewire worker {os.getpid()}: {exc}", file=sys.stderr, flush=True)
+    except ConfigError as exc:  # found only at start-up (e.g. aws.ca_bundle): as `serve` does
+        print(f"sagewire: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except OSError as exc:
+        print(f"sagewire: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
     finally:
         loop.remove_reader(pipe.fileno())
@@ -184,6 +187,7 @@ class Supervisor:
         self.workers: list[_Worker | None] = [None] * count
         self._stop = asyncio.Event()
         self._failed = False
+        self._start_status = 1  # when a worker fails to start (or a signal came first)
         self._deaths: deque[float] = deque()
         self._metrics_dir = ""
 
@@ -218,7 +222,9 @@ class Supervisor:
         finally:
             if admin is not None:
                 await admin.__aexit__(None, None, None)
-        return 0 if started and clean and not self._failed else 1
+        if not started:
+            return self._start_status
+        return 0 if clean and not self._failed else 1
 
     async def _open_metrics(self) -> tuple[AdminListener | None, int]:
         """The one /metrics listener, summing every worker's values."""
@@ -286,12 +292,11 @@ class Supervisor:
             await starting
             return False
         if not all(starting.result()):
-            failed = [w.pid for w in workers if not w.ready]
-            print(
-                f"sagewire: worker {', '.join(map(str, failed))} exited during start-up",
-                file=sys.stderr,
-                flush=True,
-            )
+            failed = [w for w in workers if not w.ready]
+            for worker in failed:
+                worker.process.join()
+            # The workers' own exit status: 2 for a configuration error, as `serve` exits.
+            self._start_status = 2 if any(w.process.exitcode == 2 for w in failed) else 1
             return False
         return True
 

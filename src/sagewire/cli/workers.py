@@ -19,8 +19,9 @@ The parent serves no calls. It
 - restarts a worker that dies unexpectedly (an OOM kill takes one process, not the container),
   after a backoff of 1 s doubling to 30 s, so the other workers' calls and connections carry
   on. A fault that persists is not hidden: a worker that fails before it is ready the first
-  time, or more than MAX_DEATHS unexpected deaths within DEATH_WINDOW_S, drain the others and
-  exit 1, for Kubernetes (or systemd) to restart the whole process and count it.
+  time (exit 2 for a configuration error, as one process would, else 1), or more than
+  MAX_DEATHS unexpected deaths within DEATH_WINDOW_S, drain the others and exit non-zero, for
+  Kubernetes (or systemd) to restart the whole process and count it.
 A worker whose parent dies (SIGKILL) sees its pipe close and drains itself.
 """
 

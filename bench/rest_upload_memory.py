@@ -56,6 +56,10 @@ upload_part_bytes = {PART_BYTES}
 endpoint = "echo"
 mode = "async"
 content_type = "application/octet-stream"
+
+[routes.upload.async]
+output_prefix = "s3://sagewire-emulator/async-output/"
+failure_prefix = "s3://sagewire-emulator/async-failures/"
 """,
         encoding="utf-8",
     )
@@ -118,8 +122,12 @@ async def main(mib: int) -> None:
             try:
                 assert process.stdout is not None
                 async with asyncio.timeout(60):
-                    while not (found := REST.search((await process.stdout.readline()).decode())):
-                        pass
+                    while True:
+                        line = (await process.stdout.readline()).decode()
+                        if not line:  # sagewire exited (e.g. a configuration error): say so
+                            raise RuntimeError(f"sagewire serve exited: {process.returncode}")
+                        if found := REST.search(line):
+                            break
                 url = f"{found.group(1)}/v1/models/upload:uploadAsync"
                 timeout = aiohttp.ClientTimeout(total=1800)
                 async with aiohttp.ClientSession(timeout=timeout) as http:

@@ -65,6 +65,8 @@ class Outcomes:
     by_kind: dict[str, Counter[str]] = field(default_factory=dict)
     hung: list[str] = field(default_factory=list)  # calls still running past deadline + grace
     examples: dict[str, str] = field(default_factory=dict)  # first message per failure
+    # grpc.aio's local INTERNAL on a send racing the end of a client stream, by kind
+    client_local: Counter[str] = field(default_factory=Counter)
 
     def ok(self, kind: str) -> None:
         self.by_kind.setdefault(kind, Counter())["OK"] += 1
@@ -97,6 +99,10 @@ class Outcomes:
         for kind, counts in sorted(self.by_kind.items()):
             parts = ", ".join(f"{key} {n}" for key, n in counts.most_common())
             lines.append(f"  {kind}: {parts}")
+        if self.client_local:
+            lines.append(
+                f"  grpc.aio local send race (not from sagewire): {dict(self.client_local)}"
+            )
         return "\n".join(lines)
 
 

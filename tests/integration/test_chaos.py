@@ -369,7 +369,7 @@ def _client_local(error: grpc.aio.AioRpcError, reason: str) -> bool:
         error.code() == grpc.StatusCode.INTERNAL
         and not reason
         and (error.details() or "").startswith("Internal error from Core")
-        and "SendMessageOperation" in (error.details() or "")
+        and "SendMessageOperation" in error.debug_error_string()
     )
 
 

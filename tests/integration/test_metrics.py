@@ -134,6 +134,9 @@ async def test_retries_and_the_retry_quota(emulator: RunningEmulator) -> None:
 
 
 async def test_concurrency_rejections_and_in_flight(emulator: RunningEmulator) -> None:
+    # The first call holds the route's one slot for 5 s (1 s by default): long enough that the
+    # scrape and the second call land inside it on a loaded machine too.
+    emulator.set_fault("slow-echo", Fault(latency_ms=5000))
     async with metered(emulator) as (sw, url):
         first = asyncio.ensure_future(
             sw.inference.Invoke(invoke_pb2.InvokeRequest(model="single-file", body=b"{}"))

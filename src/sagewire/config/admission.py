@@ -21,7 +21,7 @@ class AdmissionSettings(Strict):
     max_wait_ms: int = Field(default=50, ge=0, le=60_000)
     # RetryInfo / grpc-retry-pushback-ms of a shed call, jittered ±50 %.
     retry_after_ms: int = Field(default=200, ge=1, le=60_000)
-    # Adaptive only: the lowest limit, also the limit while the no-queue latency is measured.
+    # Adaptive only: the lowest limit, also the limit while the no-queue latency is first measured.
     min_limit: int = Field(default=4, ge=1, le=100_000)
     # Adaptive only: latency up to minRTT × (1 + tolerance) counts as "not queueing".
     tolerance: float = Field(default=0.5, gt=0, le=10)

@@ -221,17 +221,21 @@ async def test_a_cold_endpoint_answers_within_the_deadline(
 
 
 @pytest.mark.parametrize(
-    ("model", "deadline_s", "why"),
-    [("cold", 1.5, "deadline is"), ("cold-capped", 30, "max_wait_s")],
+    ("model", "deadline_s", "within_s", "why"),
+    # UNAVAILABLE rather than DEADLINE_EXCEEDED already shows sagewire answered inside the
+    # caller's deadline (the client's gRPC core enforces it); the wall-clock bound only checks
+    # that the route's cap (0.5 s), not the 30 s deadline, ended the wait, with room for a
+    # loaded machine's late event loop.
+    [("cold", 1.5, 10, "deadline is"), ("cold-capped", 30, 10, "max_wait_s")],
     ids=["deadline", "route-cap"],
 )
 async def test_a_cold_start_longer_than_allowed_is_unavailable_with_retry_info(
-    sw: Sagewire, emu: RunningEmulator, model: str, deadline_s: float, why: str
+    sw: Sagewire, emu: RunningEmulator, model: str, deadline_s: float, within_s: float, why: str
 ) -> None:
     emu.set_fault("cold", Fault(error="model_not_ready"))
     started = time.monotonic()
     f = await _fails(sw, model, deadline_s)
-    assert time.monotonic() - started < deadline_s
+    assert time.monotonic() - started < within_s
     assert (f.code, f.reason) == (grpc.StatusCode.UNAVAILABLE, "MODEL_NOT_READY")
     assert f.detail(error_details_pb2.RetryInfo) is not None
     assert "sagewire waited" in f.message

@@ -6,12 +6,12 @@ per call (parameter validation, some thirty event emissions, endpoint-ruleset re
 user-agent rebuilding, shape-driven parsing of a response that is two headers and a body); the
 prototype measured ~390 µs of client CPU per InvokeEndpoint against ~860 µs (issue 15). What
 decides what goes on the wire, and what an answer means, stays botocore's own:
-- the request: botocore's `prepare_request_dict`, the header names of the service model's input
-  shapes in botocore's order, the same fixed User-Agent, `amz-sdk-*` headers as botocore's
-  `add_retry_headers` writes them, signed as `botocore.auth.SigV4Auth` signs
-  (sagewire.aws.sigv4: the same canonical request, computed at a fifth of the cost) with
-  credentials from the provider chain (aiobotocore's async port of botocore's, with its
-  refresh), frozen per attempt;
+- the request: botocore's `prepare_request_dict` (its URL kept per endpoint), the header
+  names of the service model's input shapes in botocore's order, the same fixed User-Agent,
+  `amz-sdk-*` headers as botocore's `add_retry_headers` writes them, signed as
+  `botocore.auth.SigV4Auth` signs (sagewire.aws.sigv4: the same canonical request at a fifth
+  of the cost) with credentials from the provider chain (aiobotocore's async port of
+  botocore's, with its refresh), frozen per attempt;
 - the endpoint: resolved once at start-up by the aiobotocore client kept for the other
   operations (aws.runtime_endpoint_url, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, else the region's);
 - HTTP: one pooled aiohttp session set up as aiobotocore sets up its own, raising the same
@@ -52,6 +52,8 @@ from sagewire.config.settings import AwsSettings
 
 INVOKE = "InvokeEndpoint"
 INVOKE_STREAM = "InvokeEndpointWithResponseStream"
+# Request URLs kept per (operation, endpoint): routes name a handful of endpoints.
+_URLS_KEPT = 1024
 
 
 class _Ttl:
@@ -154,6 +156,7 @@ class LeanSender:
         self._quota = quota
         self._read_timeout_s = read_timeout_s
         self._parser = RestJSONParser()
+        self._urls: dict[tuple[str, str], str] = {}
 
     def outputs(self, operation: str, headers: Mapping[str, str]) -> dict[str, str]:
         """The output members carried in response headers, by botocore's member names
@@ -175,19 +178,35 @@ class LeanSender:
             header = spec.headers.get(name)
             if header is not None:
                 headers[header] = value
-        request_dict: dict[str, Any] = {
-            "url_path": f"/endpoints/{percent_encode(params['EndpointName'])}{spec.path}",
-            "query_string": "",
+        # What prepare_request_dict adds: the User-Agent, then the URL (kept per endpoint).
+        headers["User-Agent"] = self._user_agent
+        headers["host"] = self._host
+        body = params.get("Body", b"")
+        return {
+            "url": self._url(spec, params["EndpointName"]),
             "method": "POST",
             "headers": headers,
-            "body": params.get("Body", b""),
+            "body": body if isinstance(body, bytes) else bytes(body),
             "context": context,
         }
-        prepare_request_dict(request_dict, self._endpoint_url, context, self._user_agent)
-        headers["host"] = self._host
-        if not isinstance(request_dict["body"], bytes):
-            request_dict["body"] = bytes(request_dict["body"])
-        return request_dict
+
+    def _url(self, spec: _Operation, endpoint_name: str) -> str:
+        """The operation's URL for an endpoint, as botocore's `prepare_request_dict` joins it,
+        computed once per (operation, endpoint) (at most _URLS_KEPT kept)."""
+        key = (spec.model.name, endpoint_name)
+        url = self._urls.get(key)
+        if url is None:
+            request_dict: dict[str, Any] = {
+                "url_path": f"/endpoints/{percent_encode(endpoint_name)}{spec.path}",
+                "query_string": "",
+                "headers": {},
+            }
+            prepare_request_dict(request_dict, self._endpoint_url)
+            url = str(request_dict["url"])
+            if len(self._urls) >= _URLS_KEPT:
+                self._urls.clear()
+            self._urls[key] = url
+        return url
 
     async def _signed(self, request_dict: dict[str, Any]) -> dict[str, str]:
         """The headers of one attempt: signed as botocore's SigV4Auth signs (sagewire.aws.sigv4,

@@ -9,7 +9,7 @@ debugging. With no provider configured, tracing costs one flag check per call.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -41,15 +41,25 @@ def tracing() -> bool:
     return _State.active
 
 
-@contextmanager
-def rpc_span(service: str, method: str, metadata: Iterable[Any] | None) -> Iterator[Span | None]:
+# What rpc_span gives when tracing is off: one shared, stateless context manager, so the call
+# path pays no generator-based context manager per RPC.
+_NO_SPAN: AbstractContextManager[None] = nullcontext(None)
+
+
+def rpc_span(
+    service: str, method: str, metadata: Iterable[Any] | None
+) -> AbstractContextManager[Span | None]:
     """A SERVER span for one RPC (None when tracing is off). Never records payloads.
 
     `metadata` is the call's invocation metadata: (key, value) pairs.
     """
     if not _State.active:
-        yield None
-        return
+        return _NO_SPAN
+    return _span(service, method, metadata)
+
+
+@contextmanager
+def _span(service: str, method: str, metadata: Iterable[Any] | None) -> Iterator[Span]:
     carrier = {item[0]: item[1] for item in (metadata or ()) if isinstance(item[1], str)}
     with _tracer.start_as_current_span(
         f"{service}/{method}",

@@ -118,15 +118,21 @@ class Gateway:
     def _prepare(
         self, route: Route, call: InvokeCall, operation: Operation, session_id: str = ""
     ) -> EndpointRequest:
-        route.check_allowed(call.options, operation)
-        options = call.options.over(route.defaults)
-        if session_id:  # set by sagewire itself (Converse), so not subject to `allow`
-            options = replace(options, session_id=session_id)
-        validate_options(options)
+        if call.options.set_fields() or session_id:
+            route.check_allowed(call.options, operation)
+            options = call.options.over(route.defaults)
+            if session_id:  # set by sagewire itself (Converse), so not subject to `allow`
+                options = replace(options, session_id=session_id)
+            validate_options(options)
+        else:  # the route's defaults alone, checked by SageMaker's rules when it was loaded
+            options = route.defaults
+        # The route's own content type and accept were checked when it was loaded.
         content_type = call.content_type or route.settings.content_type
         accept = call.accept or route.settings.accept
-        validate_media_type("content_type", content_type)
-        validate_media_type("accept", accept)
+        if call.content_type:
+            validate_media_type("content_type", content_type)
+        if call.accept:
+            validate_media_type("accept", accept)
         validate_body_size(len(call.body), self._settings.server.max_body_bytes)
         return EndpointRequest(
             endpoint=route.settings.endpoint,

@@ -169,6 +169,8 @@ class RouteResilience:
         self, runtime: SageMakerRuntimePort, request: EndpointRequest, deadline: float
     ) -> InvokeResult:
         result, target = await self._through(request, deadline, runtime.invoke_endpoint)
+        if result.endpoint == target.endpoint:
+            return result
         return replace(result, endpoint=target.endpoint)
 
     @asynccontextmanager

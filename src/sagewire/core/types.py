@@ -27,7 +27,10 @@ class InvocationOptions:
 
     def over(self, base: InvocationOptions) -> InvocationOptions:
         """These options, falling back to `base` for each one left empty."""
-        return replace(base, **{name: getattr(self, name) for name in self.set_fields()})
+        names = self.set_fields()
+        if not names:  # most calls set none: `base` itself, no copy
+            return base
+        return replace(base, **{name: getattr(self, name) for name in names})
 
 
 # dataclasses.fields() builds its tuple on every call; on the hot path of every invocation.

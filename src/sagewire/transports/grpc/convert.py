@@ -29,11 +29,16 @@ _FRAMINGS = {
 }
 
 
+# Most calls set no option: they share one empty InvocationOptions (it is frozen).
+NO_OPTIONS = InvocationOptions()
+_OPTION_NAMES = tuple(f.name for f in fields(InvocationOptions))
+
+
 def options_from_proto(options: common_pb2.InvocationOptions) -> InvocationOptions:
+    if not options.ListFields():  # proto3 strings: only non-empty ones are listed
+        return NO_OPTIONS
     # The proto message and the domain type share field names (unit-tested both ways).
-    return InvocationOptions(
-        **{f.name: getattr(options, f.name) for f in fields(InvocationOptions)}
-    )
+    return InvocationOptions(**{name: getattr(options, name) for name in _OPTION_NAMES})
 
 
 def options_to_proto(options: InvocationOptions) -> common_pb2.InvocationOptions:

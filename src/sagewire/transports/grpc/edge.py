@@ -73,13 +73,20 @@ async def _handle(
 PREVIOUS_ATTEMPTS = "grpc-previous-rpc-attempts"
 
 
-def _note_caller_retry(context: Ctx) -> None:
-    """A caller's retry gets one upstream attempt per AWS call (sagewire.aws.retries)."""
-    for key, value in context.invocation_metadata() or ():
+def _note_caller_retry(metadata: Any) -> None:
+    """A caller's retry gets one upstream attempt per AWS call (sagewire.aws.retries).
+    `metadata`: the call's invocation metadata."""
+    for key, value in metadata or ():
         if key == PREVIOUS_ATTEMPTS:
             if str(value).strip() not in ("", "0"):
                 mark_caller_retrying()
             return
+
+
+def _secured(servicer: Any) -> bool:
+    """Whether the servicer's server authenticates calls (else the edge skips the hook)."""
+    security = getattr(servicer, "security", None)
+    return security is not None and bool(security.enabled)
 
 
 def error_code_name(error: SagewireError) -> str:
@@ -95,12 +102,14 @@ def unary[Req, Resp](
     @functools.wraps(method)
     async def wrapper(self: Any, request: Req, context: Ctx) -> Resp:
         started = time.perf_counter()
-        with telemetry.rpc_span(self.SERVICE, name, context.invocation_metadata()) as span:
+        metadata = context.invocation_metadata()
+        with telemetry.rpc_span(self.SERVICE, name, metadata) as span:
             call, request = observe.start(self, name, request)
-            _note_caller_retry(context)
+            _note_caller_retry(metadata)
             scope = None  # the security layer's hold on the call (sagewire.security.guard)
             try:
-                scope = await enter_call(self, name, request, context)
+                if _secured(self):
+                    scope = await enter_call(self, name, request, context)
                 response = await method(self, request, context)
                 if response is not None:  # Converse writes its messages itself
                     observe.sent(call, response)
@@ -130,12 +139,14 @@ def streaming[Req, Resp](
     @functools.wraps(method)
     async def wrapper(self: Any, request: Req, context: Ctx) -> AsyncIterator[Resp]:
         started = time.perf_counter()
-        with telemetry.rpc_span(self.SERVICE, name, context.invocation_metadata()) as span:
+        metadata = context.invocation_metadata()
+        with telemetry.rpc_span(self.SERVICE, name, metadata) as span:
             call, request = observe.start(self, name, request)
-            _note_caller_retry(context)
+            _note_caller_retry(metadata)
             scope = None
             try:
-                scope = await enter_call(self, name, request, context)
+                if _secured(self):
+                    scope = await enter_call(self, name, request, context)
                 async for item in method(self, request, context):
                     observe.sent(call, item)
                     yield item

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
@@ -45,6 +46,34 @@ def _call(
         time_remaining_s=context.time_remaining(),
         framing=framing,
     )
+
+
+async def _send_headers(context: Ctx, metadata: tuple[tuple[str, str], ...]) -> None:
+    await context.send_initial_metadata(metadata)
+
+
+async def _headers_and_first(
+    context: Ctx, metadata: tuple[tuple[str, str], ...], pieces: AsyncIterator[bytes]
+) -> bytes | None:
+    """Send the stream's initial metadata and read its first piece (None: there is none).
+
+    The send starts at once (the caller sees the headers even if no part ever comes) but is
+    awaited only once the first piece is read: the completion of gRPC's send (a trip through
+    its completion queue, ~60 µs) overlaps the upstream read instead of delaying the first
+    part. It is always settled before this returns or raises, so nothing else is sent before
+    it and gRPC never sees a second initial-metadata operation.
+    """
+    loop = asyncio.get_running_loop()
+    sent = asyncio.Task(_send_headers(context, metadata), loop=loop, eager_start=True)
+    try:
+        first = await anext(pieces, None)
+    except BaseException:
+        await asyncio.wait([sent])  # settled; the read's failure is the one to report
+        if not sent.cancelled():
+            sent.exception()  # retrieved: asyncio would log it as never retrieved
+        raise
+    await sent
+    return first
 
 
 class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
@@ -91,21 +120,23 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
     ) -> AsyncIterator[invoke_pb2.InvokeStreamResponse]:
         view = convert.response_view(request.view)
         async with self._gateway.open_stream(_call(request, context)) as stream:
-            await context.send_initial_metadata(
-                (
-                    (META_CONTENT_TYPE, stream.start.content_type),
-                    (META_VARIANT, stream.start.invoked_variant),
-                    (META_ENDPOINT, stream.start.endpoint),
-                )
+            start = stream.start
+            metadata = (
+                (META_CONTENT_TYPE, start.content_type),
+                (META_VARIANT, start.invoked_variant),
+                (META_ENDPOINT, start.endpoint),
             )
             records = stream.framing.records
             limit = self._json_limit
+            pieces = aiter(stream.pieces)
+            piece = await _headers_and_first(context, metadata, pieces)
             index = 0
-            async for piece in stream.pieces:
+            while piece is not None:
                 message = invoke_pb2.InvokeStreamResponse(index=index)
                 convert.set_answer(message, piece, records, view, limit)
                 yield message
                 index += 1
+                piece = await anext(pieces, None)
 
     # A coroutine writing with context.write rather than a generator, so the core bounds the
     # whole session (maximum duration) even while a write waits on a slow reader.

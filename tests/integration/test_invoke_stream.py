@@ -139,6 +139,39 @@ async def test_error_before_first_part_maps_like_invoke(
     assert (f.code, f.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "THROTTLED")
 
 
+async def test_headers_arrive_before_any_part(
+    sagewire: Sagewire, emulator: RunningEmulator
+) -> None:
+    # The stream opens upstream, then the model sends nothing: the initial metadata must not
+    # wait for the first part (sagewire sends it while reading that part).
+    emulator.set_fault("faulty-stream", Fault(stall_after_parts=0))
+    call = sagewire.inference.InvokeStream(_request("faulty-stream", "x y"))
+    try:
+        metadata = dict(await asyncio.wait_for(call.initial_metadata(), 30))
+        assert metadata["sagewire-endpoint-name"] == "faulty-stream"
+        assert metadata["sagewire-content-type"]
+    finally:
+        call.cancel()
+
+
+async def test_failure_before_the_first_part_follows_the_headers(
+    sagewire: Sagewire, emulator: RunningEmulator
+) -> None:
+    # The stream opened (headers sent), then failed before any part: the status is the
+    # mapped one, not gRPC's complaint about a second initial-metadata operation.
+    emulator.set_fault(
+        "faulty-stream",
+        Fault(stream_error_after_parts=0, stream_error_code="ModelInvocationTimeExceeded"),
+    )
+    call = sagewire.inference.InvokeStream(_request("faulty-stream", "x y"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in call:
+            pass
+    assert dict(await call.initial_metadata())["sagewire-endpoint-name"] == "faulty-stream"
+    f = failure(caught.value)
+    assert (f.code, f.reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "MODEL_STREAM_TIMEOUT")
+
+
 @pytest.mark.parametrize(
     ("fault", "code", "reason"),
     [

@@ -67,6 +67,11 @@ def main() -> None:
         help="where log lines go: nowhere, or a pipe a separate process drains (as a log "
         "shipper or container runtime reads stderr: the write per line is then counted)",
     )
+    parser.add_argument(
+        "--unbatched",
+        action="store_true",
+        help="with --sink pipe: one write per line (what sagewire did before batching)",
+    )
     parser.add_argument("--format", choices=["json", "text"], default="json")
     args = parser.parse_args()
     drain = None
@@ -74,9 +79,10 @@ def main() -> None:
     if args.sink == "pipe":
         drain = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         assert drain.stdin is not None
-        # Line-buffered like sys.stderr: one write per record.
+        # Line-buffered like sys.stderr; lines go out in batches as `sagewire serve` writes
+        # them off a terminal (logs.BatchedStreamHandler), unless --unbatched.
         stream = io.TextIOWrapper(drain.stdin, line_buffering=True)
-    logs.configure("INFO", args.format, stream)
+    logs.configure("INFO", args.format, stream, batched=args.sink == "pipe" and not args.unbatched)
     record = f"{args.format.upper() if args.format == 'json' else 'text'} access record"
     variants = {
         "metrics": calls.Observer(Metrics(), access=False),
@@ -91,6 +97,7 @@ def main() -> None:
         spread = f"{min(values):.1f}–{max(values):.1f}"
         print(f"{name:34} {statistics.median(values):6.1f} µs/call ({spread})")
     if drain is not None:
+        logs.flush()
         stream.close()
         drain.wait()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import select
+import threading
 
 import pytest
 
@@ -59,3 +61,76 @@ def test_a_json_access_record_is_one_object_with_every_field() -> None:
         "sagewire.other",
         "plain 1",
     )
+
+
+class _Writes(io.StringIO):
+    """A stream that keeps each write apart (what reaches the pipe in one write(2))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+        self.written = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        self.written.set()
+        return len(text)
+
+
+def _batched(
+    interval_s: float = 3600.0,
+) -> tuple[logging.Logger, _Writes, logs.BatchedStreamHandler]:
+    stream = _Writes()
+    handler = logs.BatchedStreamHandler(stream, interval_s)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger(f"sagewire.test.batched.{id(handler)}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    return logger, stream, handler
+
+
+def test_batched_lines_wait_then_go_out_in_one_write() -> None:
+    logger, stream, _ = _batched(interval_s=0.05)
+    for n in range(5):
+        logger.info("line %d", n)
+    assert stream.written.wait(30)  # the writer thread, once the interval passed
+    assert stream.writes == ["".join(f"INFO line {n}\n" for n in range(5))]
+
+
+def test_a_warning_writes_what_waits_first_and_itself_at_once() -> None:
+    logger, stream, handler = _batched()
+    logger.info("one")
+    logger.info("two")
+    assert stream.writes == []
+    logger.warning("three")
+    assert stream.writes == ["INFO one\nINFO two\nWARNING three\n"]
+    logger.info("four")
+    handler.flush()  # logging.shutdown at exit, logs.flush in a worker
+    assert stream.writes[1:] == ["INFO four\n"]
+
+
+def test_each_write_holds_whole_lines_and_at_most_pipe_buf_bytes() -> None:
+    logger, stream, handler = _batched()
+    line = "x" * 300
+    for _ in range(100):
+        logger.info(line)
+    handler.flush()
+    assert "".join(stream.writes) == f"INFO {line}\n" * 100
+    assert len(stream.writes) > 1
+    for write in stream.writes:
+        assert len(write.encode()) <= select.PIPE_BUF
+        assert write.endswith("\n")
+
+
+def test_stderr_off_a_terminal_is_batched_and_a_given_stream_is_not() -> None:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        logs.configure("INFO", "json")  # pytest's stderr is no terminal
+        assert isinstance(root.handlers[0], logs.BatchedStreamHandler)
+        logs.configure("INFO", "json", io.StringIO())
+        assert not isinstance(root.handlers[0], logs.BatchedStreamHandler)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)

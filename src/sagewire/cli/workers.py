@@ -119,11 +119,14 @@ def worker_main(settings: Settings, pipe: Connection) -> None:
     `pipe` closes; send ("ready", pid) on `pipe` once listening."""
     logs.configure(settings.server.log_level, settings.server.log_format, pid=True)
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
-        asyncio.run(_worker(settings, pipe))
-    else:
-        uvloop.run(_worker(settings, pipe))
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+            asyncio.run(_worker(settings, pipe))
+        else:
+            uvloop.run(_worker(settings, pipe))
+    finally:
+        logs.flush()  # multiprocessing ends a child with os._exit: no logging.shutdown
 
 
 async def _worker(settings: Settings, pipe: Connection) -> None:

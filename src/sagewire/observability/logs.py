@@ -1,25 +1,32 @@
 """Log records: text for a terminal (the default) or one JSON object per line
-(`server.log_format = "json"`, python-json-logger), each with the trace and span ids of the
-call it belongs to.
+(`server.log_format = "json"`, python-json-logger with orjson), each with the trace and span
+ids of the call it belongs to.
 
 JSON lines carry `time`, `level`, `logger`, `message`, `trace_id`, `span_id` (empty outside a
 traced call), an `access` object on access records (sagewire.observability.calls) and
 `exc_info` on errors. The workers of `serve --workers N` add their process id: `pid` in JSON,
 `[pid]` after the level in text. Loggers that print request bodies or signing details at DEBUG
 (botocore, the HTTP/2 SDK's smithy layers) are held at INFO or above whatever the level.
+
+Off a terminal (a pipe to a log shipper or container runtime, a file), lines are written in
+batches (`BatchedStreamHandler`): an access record per call made one write(2) per call, which
+cost more CPU than the rest of observing the call (docs/benchmarks.md, observability).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import os
+import select
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from opentelemetry import trace
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 from sagewire import telemetry
 
@@ -69,28 +76,115 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-class _JsonFormatter(JsonFormatter):
-    """python-json-logger, with a direct path for access records (one per call, so their
-    cost counts: the general path renames and merges fields one by one, then serialises with
-    its own encoder class)."""
+class _JsonFormatter(OrjsonFormatter):
+    """python-json-logger's orjson formatter, with a direct path for access records (one per
+    call, so their cost counts: the general path renames and merges fields one by one)."""
 
     def format(self, record: logging.LogRecord) -> str:
         access = getattr(record, "access", None)
         if access is None or record.exc_info or record.stack_info or isinstance(record.msg, dict):
             return super().format(record)
-        # Every JSON line's fields (module doc), and the access record.
+        # Every JSON line's fields (module doc), and the access record. orjson writes the
+        # datetime as isoformat() does (RFC 3339, microseconds unless 0).
         line = {
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
             "trace_id": getattr(record, "trace_id", ""),
             "span_id": getattr(record, "span_id", ""),
-            "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(),
+            "time": datetime.fromtimestamp(record.created, tz=UTC),
             "access": access,
         }
         if logging.logProcesses:  # a worker of `serve --workers N`
             line["pid"] = record.process
-        return json.dumps(line)
+        return orjson.dumps(line, default=self.json_default).decode()
+
+
+class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that writes lines in batches rather than one write per record.
+
+    Lines wait in memory at most `interval_s` (a daemon thread writes them out) and are written
+    at once when a record of WARNING or above arrives (after those waiting, so the order
+    holds), when `PIPE_BUF` bytes wait, on `flush()` and at exit (logging.shutdown). Each write
+    holds whole lines and at most PIPE_BUF bytes, so the workers of `serve --workers N`, which
+    share one stderr pipe, never interleave within a line (POSIX: pipe writes up to PIPE_BUF
+    are atomic). nginx's `access_log ... buffer= flush=` makes the same trade.
+
+    Own code because the standard library's MemoryHandler hands each record on to its target
+    one by one (one write each again), and QueueHandler moves the formatting to a thread that
+    then contends for the GIL with the event loop.
+    """
+
+    def __init__(self, stream: Any = None, interval_s: float = 0.05) -> None:
+        super().__init__(stream)
+        self.interval_s = interval_s
+        self._lines: list[str] = []
+        self._size = 0
+        self._waiting = threading.Event()  # set while lines wait for the writer thread
+        self._writer: threading.Thread | None = None
+        self._writer_pid = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+            size = len(line)
+            if self._size + size > _PIPE_BUF:
+                self._write()
+            self._lines.append(line)
+            self._size += size
+            if record.levelno >= logging.WARNING:
+                self._write()
+            elif not self._waiting.is_set():
+                self._start_writer()
+                self._waiting.set()
+        except RecursionError:  # logging's own StreamHandler lets it through too
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            if self._lines:
+                self._write()
+            super().flush()
+        finally:
+            self.release()
+
+    def _write(self) -> None:
+        """Write what waits (the caller holds the handler's lock, or emits under it)."""
+        text = "".join(self._lines)
+        self._lines.clear()
+        self._size = 0
+        self.stream.write(text)
+        self.stream.flush()
+
+    def _start_writer(self) -> None:
+        # Per process: a thread does not survive fork.
+        if self._writer_pid != os.getpid():
+            self._writer_pid = os.getpid()
+            self._writer = threading.Thread(
+                target=self._write_waiting, name="sagewire-log-writer", daemon=True
+            )
+            self._writer.start()
+
+    def _write_waiting(self) -> None:
+        while True:
+            self._waiting.wait()
+            time.sleep(self.interval_s)  # let a batch gather
+            self.acquire()
+            try:
+                self._waiting.clear()
+                if self._lines:
+                    self._write()
+            except Exception:  # a stream closed at exit: nothing more can be written
+                self._lines.clear()
+            finally:
+                self.release()
+
+
+# Linux's 4096; select has it wherever POSIX does.
+_PIPE_BUF = getattr(select, "PIPE_BUF", 512)
 
 
 def json_formatter(pid: bool = False) -> logging.Formatter:
@@ -103,9 +197,16 @@ def json_formatter(pid: bool = False) -> logging.Formatter:
     )
 
 
-def configure(level: str, log_format: str = "text", stream: Any = None, pid: bool = False) -> None:
+def configure(
+    level: str,
+    log_format: str = "text",
+    stream: Any = None,
+    pid: bool = False,
+    batched: bool | None = None,
+) -> None:
     """Send sagewire's logs to stderr (or `stream`) in `log_format` ("text" or "json");
-    `pid`: each record names its process (the workers of `serve --workers N`)."""
+    `pid`: each record names its process (the workers of `serve --workers N`); `batched`:
+    write lines in batches (BatchedStreamHandler; default: on for stderr off a terminal)."""
     # Record attributes no format here shows, skipped per record: the logging HOWTO's
     # "Optimization" list (caller lookup walks the stack; thread, process and task names).
     logging._srcfile = None
@@ -113,15 +214,36 @@ def configure(level: str, log_format: str = "text", stream: Any = None, pid: boo
     logging.logProcesses = pid
     logging.logMultiprocessing = False
     logging.logAsyncioTasks = False  # type: ignore[attr-defined]  # Python 3.12+
-    handler = logging.StreamHandler(stream or sys.stderr)
+    if batched is None:
+        batched = stream is None and not _is_terminal(sys.stderr)
+    handler: logging.StreamHandler[Any] = (
+        BatchedStreamHandler(stream or sys.stderr)
+        if batched
+        else logging.StreamHandler(stream or sys.stderr)
+    )
     handler.addFilter(TraceContext())
     text = WORKER_TEXT_FORMAT if pid else TEXT_FORMAT
     handler.setFormatter(json_formatter(pid) if log_format == "json" else TextFormatter(text))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        old.flush()
     root.addHandler(handler)
     root.setLevel(level)
     floor = max(logging.getLevelName(level), logging.INFO)
     for name in _NOISY:
         logging.getLogger(name).setLevel(floor)
+
+
+def flush() -> None:
+    """Write every line still waiting (a process about to end without logging.shutdown, e.g.
+    a multiprocessing child, which leaves by os._exit)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False

@@ -5,13 +5,15 @@ access record naming the RPC, status and reason. Scraped over HTTP from a runnin
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import aiohttp
 import pytest
+from auth_support import API_KEY_LINES, AUTH_ROUTES, BATCH_KEY
 from scrape import scrape
 
 from sagewire.emulator.server import RunningEmulator
-from support import start_sagewire
+from support import settings_for, start_sagewire
 
 DURATION = "http_server_request_duration_seconds_count"
 
@@ -55,3 +57,65 @@ async def test_passthrough_upload_and_websocket_routes_are_recorded(
         for x in lines
     )
     assert any("InferenceService/Converse" in x and "(UNKNOWN_MODEL)" in x for x in lines)
+
+
+async def test_requests_the_security_layer_refuses_are_recorded(
+    emulator: RunningEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """401 and 403 answered before any route handler runs get their access record and HTTP
+    series like every other request (gRPC records its UNAUTHENTICATED calls the same way)."""
+    caplog.set_level(logging.INFO, logger="sagewire.access")
+    keys = tmp_path / "api-keys"
+    keys.write_text(API_KEY_LINES)
+    settings = settings_for(
+        emulator,
+        routes=AUTH_ROUTES,
+        auth={"api_keys": {"file": str(keys)}},
+        telemetry={"metrics_listen": "127.0.0.1:0"},
+    )
+    async with start_sagewire(emulator, settings) as sw:
+        base = sw.rest_url
+        batch, wrong = {"x-api-key": BATCH_KEY}, {"x-api-key": "swk_wrong-0123456789abcdef"}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            for method, path, headers, status in [
+                ("POST", "/v1/models/echo:invoke", {}, 401),
+                ("POST", "/v1/models/echo:invoke", wrong, 401),
+                ("POST", "/v1/models/echo/invocations", {}, 401),
+                ("GET", "/v1/models/echo:converse", {}, 401),
+                ("POST", "/v1/no/such/path", {}, 401),
+                ("GET", "/v1/openapi.json", batch, 403),  # not a reflection caller
+                ("POST", "/v1/models/echo-strict:invoke", batch, 403),  # not a route caller
+                ("POST", "/v1/models/echo:invoke", batch, 200),
+            ]:
+                body = b'{"json": {}}'
+                async with http.request(method, base + path, headers=headers, data=body) as r:
+                    assert r.status == status, (method, path, await r.text())
+        found = await scrape(f"http://127.0.0.1:{sw.server.metrics_port}/metrics")
+
+    def count(route: str, status: str, method: str = "POST") -> float | None:
+        labels = {"http_request_method": method, "http_route": route}
+        return found.value(DURATION, **labels, http_response_status_code=status)
+
+    assert count("/v1/models/{model}:invoke", "401") == 2
+    assert count("/v1/models/{model}/invocations", "401") == 1
+    assert count("/v1/models/{model}:converse", "401", "GET") == 1
+    assert count("", "401") == 1  # no route: never the requested path
+    assert count("/v1/openapi.json", "403", "GET") == 1
+    assert count("/v1/models/{model}:invoke", "403") == 1
+    assert count("/v1/models/{model}:invoke", "200") == 1
+    routes = {v for _, labels in found.samples for k, v in labels if k == "http_route"}
+    assert not any("echo" in route or "no/such" in route for route in routes)
+
+    access = [r.access for r in caplog.records if r.name == "sagewire.access"]  # type: ignore[attr-defined]
+    refused = [(a["method"], a["status"], a["reason"], a["http_status"]) for a in access]
+    invoke = "sagewire.v1.InferenceService/Invoke"
+    assert refused.count((invoke, "UNAUTHENTICATED", "CREDENTIALS_MISSING", 401)) == 2
+    assert (invoke, "UNAUTHENTICATED", "API_KEY_INVALID", 401) in refused
+    converse = "sagewire.v1.InferenceService/Converse"
+    assert (converse, "UNAUTHENTICATED", "CREDENTIALS_MISSING", 401) in refused
+    assert ("", "UNAUTHENTICATED", "CREDENTIALS_MISSING", 401) in refused
+    assert ("", "PERMISSION_DENIED", "REFLECTION_DENIED", 403) in refused
+    denied = [a for a in access if a["http_status"] == 403 and a["method"] == invoke]
+    assert denied
+    assert denied[0]["principal"] == "key:batch"
+    assert all(BATCH_KEY not in str(a) and "swk_wrong" not in str(a) for a in access)

@@ -122,7 +122,8 @@ class Observer:
     def start_http(self, service: str, method: str, http_method: str, route: str) -> Call:
         """Open the record of an HTTP request transcoded to `service`'s `method`; `route` is
         the path template (e.g. /v1/models/{model}:invoke), never the requested path."""
-        call = Call(self, service, f"{service}/{method}", HTTP, time.perf_counter())
+        name = f"{service}/{method}" if service else ""  # "": no route matched
+        call = Call(self, service, name, HTTP, time.perf_counter())
         call.http_method = http_method
         call.http_route = route
         _current.set(call)
@@ -167,7 +168,7 @@ def _access_record(call: Call, duration: float) -> None:
         record["principal"] = call.principal
     access_log.info(
         "%s model=%s -> %s%s in %.1f ms (%d B in, %d B out)",
-        call.method,
+        call.method or "-",  # "-": a request no route matched
         call.model or "-",
         call.code,
         f" ({call.reason})" if call.reason else "",

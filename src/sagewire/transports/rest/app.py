@@ -117,7 +117,7 @@ def build_app(
     behind the same security layer when authentication is on."""
     middlewares: list[Middleware] = [json_errors]
     if security is not None and security.enabled:
-        middlewares.append(security_middleware(security))
+        middlewares.append(security_middleware(security, observer))
     app = web.Application(middlewares=middlewares, client_max_size=settings.rest.max_request_bytes)
     router = Router(bindings(SERVICES))
     app[GATEWAY] = gateway

@@ -72,4 +72,5 @@ def wrap(observer: Observer, method: str, route: str, handler: Handler) -> Handl
         finally:
             observe.finish(call, response)
 
+    observe.name_rpc(edge, INFERENCE, method, route)
     return edge

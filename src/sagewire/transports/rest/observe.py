@@ -1,8 +1,13 @@
 """The REST bridge's side of call observation (sagewire.observability.calls): one record per
 transcoded request, labelled by the route template (never the requested path), with the HTTP
-status sent, the status code name and reason of a failure, and the body sizes."""
+status sent, the status code name and reason of a failure, and the body sizes. Requests the
+security layer refuses before any handler runs (401, 403, quota) are recorded too (`refused`),
+as the RPC their route amounts to, like gRPC's UNAUTHENTICATED and PERMISSION_DENIED calls."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -17,6 +22,46 @@ CLIENT_CLOSED = 499
 # Where the security middleware (transports.rest.security) leaves the authenticated caller's
 # principal for the call record, which opens after it (in the handler, once the route is known).
 PRINCIPAL = web.RequestKey("sagewire.principal", str)
+
+
+# Set on a route's handler by its edge (transports.rest.edge): (service, method, route template).
+RPC_ATTRIBUTE = "__sagewire_rpc__"
+
+
+def name_rpc(handler: Callable[..., Any], service: str, method: str, route: str) -> None:
+    """Say which RPC `handler`'s route amounts to, for requests refused before it runs."""
+    setattr(handler, RPC_ATTRIBUTE, (service, method, route))
+
+
+def rpc_of(request: web.Request) -> tuple[str, str, str]:
+    """(service, method, route template) of the RPC `request` amounts to: named by its route's
+    edge, or by the transcoding router (its handler's `rpc_of`); a route of no RPC (the OpenAPI
+    document) gives its own template, and a path no route matches ("", "", "") (never the
+    requested path: label values stay bounded)."""
+    handler = request.match_info.handler
+    named = getattr(handler, RPC_ATTRIBUTE, None)
+    if named is not None:
+        return named  # type: ignore[no-any-return]
+    describe = getattr(getattr(handler, "__self__", None), "rpc_of", None)
+    if describe is not None:  # the transcoding catch-all
+        found = describe(request)
+        return found if found is not None else ("", "", "")
+    resource = request.match_info.route.resource  # e.g. /v1/openapi.json
+    return "", "", resource.canonical if resource is not None else ""
+
+
+def refused(
+    observer: Observer, request: web.Request, response: web.StreamResponse, code: str, reason: str
+) -> None:
+    """Record `request`, refused with `response` (status `code`, ErrorInfo `reason`) before a
+    handler opened its record."""
+    if not observer.enabled:
+        return
+    service, method, route = rpc_of(request)
+    call = open_call(observer, service, method, request, route)
+    if call is not None:
+        call.code, call.reason = code, reason
+        finish(call, response)
 
 
 def open_call(

@@ -74,6 +74,15 @@ class RpcHandler:
         # Invoke's own transcoding (transports.rest.invoke_json), for its hot `:invoke` binding.
         self._invoke = invoke
 
+    def rpc_of(self, request: web.Request) -> tuple[str, str, str] | None:
+        """(service, method, route template) of the binding `request` matches, if any
+        (transports.rest.observe.rpc_of)."""
+        try:
+            binding, _ = self._router.match(request.method, request.rel_url.raw_path)
+        except SagewireError:
+            return None
+        return binding.service, binding.method.name, binding.template.source
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Routing errors (404, 405) are raised for the app's error middleware."""
         # The raw path: a %2F inside a segment is not a separator (http_rule decodes values).

@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from sagewire.core.errors import ErrorKind, SagewireError
+from sagewire.observability.calls import Observer
 from sagewire.security.guard import Security
 from sagewire.security.principal import (
     API_KEY_HEADER,
@@ -25,7 +26,9 @@ from sagewire.security.principal import (
     Credentials,
     PeerIdentity,
 )
-from sagewire.transports.rest import errors
+from sagewire.transports.grpc.edge import error_code_name
+from sagewire.transports.grpc.observe import OFF
+from sagewire.transports.rest import errors, observe
 from sagewire.transports.rest.observe import PRINCIPAL
 from sagewire.transports.rest.openapi import PATH as OPENAPI_PATH
 
@@ -69,7 +72,10 @@ def _refusal(error: SagewireError) -> web.StreamResponse:
     return response
 
 
-def security_middleware(security: Security) -> Middleware:
+def security_middleware(security: Security, observer: Observer = OFF) -> Middleware:
+    """Every request but the probes passes `security`; a refusal is answered here and recorded
+    on `observer` (access record, HTTP metrics) like any other request."""
+
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
@@ -81,7 +87,9 @@ def security_middleware(security: Security) -> Middleware:
                 return await handler(request)
             scope = await security.enter(credentials)
         except SagewireError as error:
-            return _refusal(error)
+            response = _refusal(error)
+            observe.refused(observer, request, response, error_code_name(error), error.reason)
+            return response
         if scope is not None:  # for the access record (transports.rest.observe)
             request[PRINCIPAL] = scope.principal.id
         try:

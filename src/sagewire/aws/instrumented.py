@@ -38,6 +38,7 @@ from sagewire.aws.errors import map_aws_error, map_s3_error
 from sagewire.core.async_types import S3Location
 from sagewire.core.errors import SagewireError
 from sagewire.observability.calls import current_metrics
+from sagewire.observability.metrics import Metrics
 
 _tracer = trace.get_tracer("sagewire.aws")
 # Sends of the API call in progress in this task (botocore emits before-send per attempt).
@@ -129,7 +130,7 @@ class InstrumentedClient:
                 _end_span(span, outcome, retries, response)
 
     def _report(self, operation: str, outcome: str, seconds: float, retries: int) -> None:
-        _report(self._service, self._quota, operation, outcome, seconds, retries)
+        report_upstream(self._service, self._quota, operation, outcome, seconds, retries)
 
 
 def _start_span(
@@ -153,13 +154,28 @@ def _start_span(
     )
 
 
-def _report(
+def report_upstream(
     service: str, quota: Any, operation: str, outcome: str, seconds: float, retries: int
 ) -> None:
     found = current_metrics()
-    if found is None:
-        return
-    metrics, model = found
+    if found is not None:
+        metrics, model = found
+        metrics.later(
+            _upstream, metrics, model, service, quota, operation, outcome, seconds, retries
+        )
+
+
+def _upstream(
+    metrics: Metrics,
+    model: str,
+    service: str,
+    quota: Any,
+    operation: str,
+    outcome: str,
+    seconds: float,
+    retries: int,
+) -> None:
+    """One AWS call's series (applied with the batch: sagewire.observability.metrics)."""
     metrics.child(metrics.upstream_requests, model, operation, outcome).inc()
     metrics.child(metrics.upstream_duration, model, operation).observe(seconds)
     if retries:
@@ -211,7 +227,7 @@ class ObservedCalls:
         finally:
             retries = max(observed.sends - 1, 0)
             seconds = time.perf_counter() - started
-            _report(self._service, self._quota, operation, outcome, seconds, retries)
+            report_upstream(self._service, self._quota, operation, outcome, seconds, retries)
             if span is not None:
                 _end_span(span, outcome, retries, observed.response)
 
@@ -244,9 +260,8 @@ def manual_call(service_id: str, operation: str, attributes: dict[str, str]) -> 
         found = current_metrics()
         if found is not None:
             metrics, model = found
-            metrics.child(metrics.upstream_requests, model, operation, outcome).inc()
             seconds = time.perf_counter() - started
-            metrics.child(metrics.upstream_duration, model, operation).observe(seconds)
+            metrics.later(_upstream, metrics, model, "", None, operation, outcome, seconds, 0)
         if span is not None:
             _end_span(span, outcome, 0, None)
 

@@ -115,8 +115,8 @@ class Observer:
         call = Call(self, service, f"{service}/{method}", kind, time.perf_counter())
         _current.set(call)
         if self.metrics is not None:
-            call.bound = self.metrics.method(service, method, kind)
-            call.bound.started.inc()
+            call.bound = bound = self.metrics.method(service, method, kind)
+            self.metrics.later(bound.started.inc)
         return call
 
     def start_http(self, service: str, method: str, http_method: str, route: str) -> Call:
@@ -131,22 +131,34 @@ class Observer:
 
     def finish(self, call: Call) -> None:
         duration = time.perf_counter() - call.started
-        if call.kind == HTTP and self.metrics is not None:
-            self.metrics.http_duration.labels(
-                call.http_method, call.http_route, str(call.http_status)
-            ).observe(duration)
-        bound = call.bound
-        if bound is not None:
-            bound.handled(call.code).inc()
-            bound.handling.observe(duration)
-            if call.received:
-                bound.received.inc(call.received)
-            if call.sent:
-                bound.sent.inc(call.sent)
+        metrics = self.metrics
+        if metrics is not None:
+            if call.kind == HTTP:
+                labels = (call.http_method, call.http_route, str(call.http_status))
+                metrics.later(_http_finished, metrics, labels, duration)
+            if call.bound is not None:
+                metrics.later(
+                    _grpc_finished, call.bound, call.code, duration, call.received, call.sent
+                )
         if self.meter is not None:
             self.meter.record(call, duration)
         if self.access:
             _access_record(call, duration)
+
+
+def _http_finished(metrics: Metrics, labels: tuple[str, str, str], duration: float) -> None:
+    metrics.child(metrics.http_duration, *labels).observe(duration)
+
+
+def _grpc_finished(
+    bound: MethodMetrics, code: str, duration: float, received: int, sent: int
+) -> None:
+    bound.handled(code).inc()
+    bound.handling.observe(duration)
+    if received:
+        bound.received.inc(received)
+    if sent:
+        bound.sent.inc(sent)
 
 
 def _access_record(call: Call, duration: float) -> None:

@@ -101,72 +101,84 @@ class _JsonFormatter(OrjsonFormatter):
 
 
 class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A StreamHandler that writes lines in batches rather than one write per record.
+    """A StreamHandler that formats and writes records in batches, not one by one.
 
-    Lines wait in memory at most `interval_s` (a daemon thread writes them out) and are written
-    at once when a record of WARNING or above arrives (after those waiting, so the order
-    holds), when `PIPE_BUF` bytes wait, on `flush()` and at exit (logging.shutdown). Each write
-    holds whole lines and at most PIPE_BUF bytes, so the workers of `serve --workers N`, which
-    share one stderr pipe, never interleave within a line (POSIX: pipe writes up to PIPE_BUF
-    are atomic). nginx's `access_log ... buffer= flush=` makes the same trade.
+    Records wait in memory at most `interval_s` (a daemon thread writes them out) and are
+    written at once when a record of WARNING or above arrives (after those waiting, so the order
+    holds), when `MAX_WAITING` wait, on `flush()` and at exit (logging.shutdown). A record is
+    formatted when written: its message arguments are read then, as QueueHandler's consumers
+    read them. Each write holds whole lines and at most PIPE_BUF bytes, so the workers of
+    `serve --workers N`, which share one stderr pipe, never interleave within a line (POSIX:
+    pipe writes up to PIPE_BUF are atomic). nginx's `access_log ... buffer= flush=` makes the
+    same trade.
 
-    Own code because the standard library's MemoryHandler hands each record on to its target
-    one by one (one write each again), and QueueHandler moves the formatting to a thread that
-    then contends for the GIL with the event loop.
+    Why: observing a call runs between the rest of the call's work, with the processor's caches
+    full of that; formatting an access record there cost several times what it costs in a
+    batch, and a write(2) per record more (docs/benchmarks.md, observability). Own code because
+    the standard library's MemoryHandler hands records on one by one (a write each again), and
+    QueueHandler formats each record before queueing it.
     """
+
+    MAX_WAITING = 256
 
     def __init__(self, stream: Any = None, interval_s: float = 0.05) -> None:
         super().__init__(stream)
         self.interval_s = interval_s
-        self._lines: list[str] = []
-        self._size = 0
-        self._waiting = threading.Event()  # set while lines wait for the writer thread
-        self._writer: threading.Thread | None = None
+        self._records: list[logging.LogRecord] = []
+        self._waiting = threading.Event()  # set while records wait for the writer thread
         self._writer_pid = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line = self.format(record) + self.terminator
-            size = len(line)
-            if self._size + size > _PIPE_BUF:
-                self._write()
-            self._lines.append(line)
-            self._size += size
-            if record.levelno >= logging.WARNING:
-                self._write()
-            elif not self._waiting.is_set():
-                self._start_writer()
-                self._waiting.set()
-        except RecursionError:  # logging's own StreamHandler lets it through too
-            raise
-        except Exception:
-            self.handleError(record)
+        # Called under the handler's lock (Handler.handle).
+        records = self._records
+        records.append(record)
+        if record.levelno >= logging.WARNING or len(records) >= self.MAX_WAITING:
+            self._write()
+        elif not self._waiting.is_set():
+            if self._writer_pid != os.getpid():  # a thread does not survive fork
+                self._writer_pid = os.getpid()
+                threading.Thread(
+                    target=self._write_waiting, name="sagewire-log-writer", daemon=True
+                ).start()
+            self._waiting.set()
 
     def flush(self) -> None:
         self.acquire()
         try:
-            if self._lines:
-                self._write()
+            self._write()
             super().flush()
         finally:
             self.release()
 
     def _write(self) -> None:
-        """Write what waits (the caller holds the handler's lock, or emits under it)."""
-        text = "".join(self._lines)
-        self._lines.clear()
-        self._size = 0
-        self.stream.write(text)
-        self.stream.flush()
+        """Format and write what waits (the caller holds the handler's lock)."""
+        records, self._records = self._records, []
+        chunk: list[str] = []
+        size = 0
+        for record in records:
+            try:
+                line = self.format(record) + self.terminator
+            except RecursionError:  # logging's own StreamHandler lets it through too
+                raise
+            except Exception:
+                self.handleError(record)
+                continue
+            if chunk and size + len(line) > _PIPE_BUF:
+                self._send("".join(chunk), record)
+                chunk, size = [], 0
+            chunk.append(line)
+            size += len(line)
+        if chunk:
+            self._send("".join(chunk), records[-1])
 
-    def _start_writer(self) -> None:
-        # Per process: a thread does not survive fork.
-        if self._writer_pid != os.getpid():
-            self._writer_pid = os.getpid()
-            self._writer = threading.Thread(
-                target=self._write_waiting, name="sagewire-log-writer", daemon=True
-            )
-            self._writer.start()
+    def _send(self, text: str, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
     def _write_waiting(self) -> None:
         while True:
@@ -175,10 +187,7 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.acquire()
             try:
                 self._waiting.clear()
-                if self._lines:
-                    self._write()
-            except Exception:  # a stream closed at exit: nothing more can be written
-                self._lines.clear()
+                self._write()
             finally:
                 self.release()
 

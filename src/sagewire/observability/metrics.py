@@ -6,6 +6,13 @@ existing gRPC dashboards and alerts read sagewire unchanged. sagewire's own seri
 operation, ErrorInfo reason, async job state); never by job ids, endpoint names a caller sent,
 or anything else a caller controls. docs/observability.md lists every series.
 
+Per-call updates wait (`Metrics.later`) and are applied in batches: at most `APPLY_AFTER_S`
+later, when `MAX_WAITING` wait, and before every collection of the registry (a scrape), so a
+scrape never misses a call that ended before it. In multiprocess mode they are applied at once:
+another process's scrape could not apply them. Why: observing a call runs between the rest of
+the call's work, with the processor's caches full of that, where each prometheus-client update
+cost several times what it costs in a batch (docs/benchmarks.md, observability).
+
 Multiprocess: when PROMETHEUS_MULTIPROC_DIR is set before sagewire starts, prometheus-client
 keeps every value in per-process files there and the listener (sagewire.observability.admin)
 serves the sum over all processes; gauges say how processes combine (`multiprocess_mode`).
@@ -13,11 +20,14 @@ serves the sum over all processes; gauges say how processes combine (`multiproce
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
 
 # Long enough for model calls and streams (minutes), fine enough for fast unary calls.
 LATENCY_BUCKETS = (
@@ -54,6 +64,25 @@ class MethodMetrics:
         return child
 
 
+APPLY_AFTER_S = 0.1
+MAX_WAITING = 512
+
+
+class _ApplyWaiting:
+    """A collector of no series, registered first: a collection of the registry applies the
+    updates still waiting before the instruments (or PROMETHEUS_MULTIPROC_DIR) are read."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+    def collect(self) -> Iterable[Metric]:
+        self._metrics.apply()
+        return ()
+
+
 class Metrics:
     """Every Prometheus series sagewire exports, registered on `registry`.
 
@@ -63,6 +92,9 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._waiting: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self.registry.register(_ApplyWaiting(self))
         self.multiprocess = multiprocess_dir() is not None
         reg = None if self.multiprocess else self.registry
         if self.multiprocess:
@@ -254,6 +286,32 @@ class Metrics:
             ("model",),
             registry=reg,
         )
+
+    def later(self, update: Callable[..., None], *args: Any) -> None:
+        """`update(*args)`, applied with the next batch (module doc); at once off an event loop."""
+        if self.multiprocess:  # another process's scrape cannot apply what waits here
+            update(*args)
+            return
+        waiting = self._waiting
+        waiting.append((update, args))
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.apply()
+                return
+            self._timer = loop.call_later(APPLY_AFTER_S, self.apply)
+        elif len(waiting) >= MAX_WAITING:
+            self.apply()
+
+    def apply(self) -> None:
+        """Apply every update waiting, in order."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiting, self._waiting = self._waiting, []
+        for update, args in waiting:
+            update(*args)
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, remembered: prometheus-client's own lookup takes a lock and

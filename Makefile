@@ -89,9 +89,10 @@ demo-certs: $(STAMP) ## Throwaway CA, server and SPIFFE client certificates in d
 	$(PY) tools/demo_certs.py demo-certs
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmarks against the alternatives, then overload and workers (~11 min; QUICK=1: a 1-min smoke run)
+bench: $(STAMP) ## Benchmarks against the alternatives, then overload, observability A/B and workers (~13 min; QUICK=1: a 1-min smoke run)
 	$(VENV)/bin/python -m bench.run $(if $(QUICK),--quick,)
 	$(if $(QUICK),,$(VENV)/bin/python -m bench.overload)
+	$(if $(QUICK),,$(VENV)/bin/python -m bench.ab --observability --loads unary --rounds 10 --seconds 3)
 	$(VENV)/bin/python -m bench.workers $(if $(QUICK),--quick,--out docs/benchmarks.md)
 
 .PHONY: fmt

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from security_support import Issuer, tls_channel
 
 from sagewire.emulator.server import RunningEmulator
+from sagewire.observability import calls
 from sagewire.v1 import model_service_pb2, model_service_pb2_grpc
 from support import Sagewire, failure, settings_for, start_sagewire
 
@@ -163,6 +164,7 @@ async def test_unreachable_jwks_is_unavailable_not_unauthenticated(
 
 
 def _access_records(caplog: pytest.LogCaptureFixture, method: str) -> list[dict[str, object]]:
+    calls.write_waiting()  # access records are logged in batches (observability.calls)
     return [
         r.access  # type: ignore[attr-defined]
         for r in caplog.records

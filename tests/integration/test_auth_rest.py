@@ -19,6 +19,7 @@ from hostile_cases import CASES, Case
 from multidict import CIMultiDict, CIMultiDictProxy
 from security_support import Issuer
 
+from sagewire.observability import calls
 from support import Sagewire
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -142,6 +143,7 @@ async def test_the_access_record_names_the_caller(
         ),
     ]
     assert [status for status, _, _ in answers] == [200, 200, 403, 401]
+    calls.write_waiting()  # access records are logged in batches (observability.calls)
     records = [
         r.access for r in caplog.records if r.name == "sagewire.access" and hasattr(r, "access")
     ]
@@ -150,6 +152,7 @@ async def test_the_access_record_names_the_caller(
         (200, "jwt:sub:svc-fraud", "echo"),
         (200, "key:batch", "echo"),
         (403, "key:batch", "echo-strict"),
+        (401, None, ""),  # refused before any handler, recorded all the same: no caller
     ]
     assert BATCH_KEY not in caplog.text
     assert token not in caplog.text

@@ -18,6 +18,7 @@ from google.protobuf import json_format, struct_pb2
 from google.rpc import error_details_pb2
 
 from sagewire.client import AsyncClient
+from sagewire.observability import calls
 from sagewire.v1 import async_jobs_pb2, common_pb2, converse_pb2, invoke_pb2
 from support import Sagewire, failure
 
@@ -217,6 +218,7 @@ async def test_the_python_client_asks_for_the_body_alone(
     assert result.json() == document
     assert parts
     assert all(part._view is None for part in parts)
+    calls.write_waiting()  # access records are logged in batches (observability.calls)
     sent = [
         r.access["bytes_out"]  # type: ignore[attr-defined]
         for r in caplog.records

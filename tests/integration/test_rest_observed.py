@@ -13,6 +13,7 @@ from auth_support import API_KEY_LINES, AUTH_ROUTES, BATCH_KEY
 from scrape import scrape
 
 from sagewire.emulator.server import RunningEmulator
+from sagewire.observability import calls
 from support import settings_for, start_sagewire
 
 DURATION = "http_server_request_duration_seconds_count"
@@ -50,6 +51,7 @@ async def test_passthrough_upload_and_websocket_routes_are_recorded(
     assert count("/v1/models/{model}:uploadAsync", "400") == 1
     assert count("/v1/models/{model}:converse", "101", "GET") == 1
     assert "nope" not in {v for _, labels in found.samples for k, v in labels if k == "http_route"}
+    calls.write_waiting()  # access records are logged in batches (observability.calls)
     lines = [r.getMessage() for r in caplog.records if r.name == "sagewire.access"]
     assert any("InferenceService/Invoke model=- -> NOT_FOUND (UNKNOWN_MODEL)" in x for x in lines)
     assert any(
@@ -106,6 +108,7 @@ async def test_requests_the_security_layer_refuses_are_recorded(
     routes = {v for _, labels in found.samples for k, v in labels if k == "http_route"}
     assert not any("echo" in route or "no/such" in route for route in routes)
 
+    calls.write_waiting()  # access records are logged in batches (observability.calls)
     access = [r.access for r in caplog.records if r.name == "sagewire.access"]  # type: ignore[attr-defined]
     refused = [(a["method"], a["status"], a["reason"], a["http_status"]) for a in access]
     invoke = "sagewire.v1.InferenceService/Invoke"

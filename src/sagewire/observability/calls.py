@@ -12,12 +12,16 @@ With no metrics listener, access log or OTel meter configured the edge skips all
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import time
+import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
+from sagewire.observability.logs import add_flush_hook, current_ids
 from sagewire.observability.metrics import NO_ROUTE, MethodMetrics, Metrics
 
 access_log = logging.getLogger("sagewire.access")
@@ -109,6 +113,9 @@ class Observer:
         self.access = access
         self.meter = meter
         self.enabled = metrics is not None or access or meter is not None
+        self._access_waiting: list[tuple[Call, float, float, str, str]] = []
+        if access:
+            _observers.add(self)
 
     def start(self, service: str, method: str, kind: str) -> Call:
         """Open the record of a call to `service`'s `method` (short name, e.g. Invoke)."""
@@ -142,8 +149,43 @@ class Observer:
                 )
         if self.meter is not None:
             self.meter.record(call, duration)
-        if self.access:
-            _access_record(call, duration)
+        if self.access and access_log.isEnabledFor(logging.INFO):
+            # The record is made and logged with others, within ACCESS_AFTER_S: between the
+            # rest of a call's work, with the caches full of that, the logging module's path
+            # costs several times what it costs in a batch (docs/benchmarks.md,
+            # observability). Its time and trace ids are the call's end.
+            waiting = self._access_waiting
+            waiting.append((call, duration, time.time(), *current_ids()))
+            if len(waiting) == 1:
+                try:
+                    asyncio.get_running_loop().call_later(ACCESS_AFTER_S, self.write_access)
+                except RuntimeError:  # no loop running: now
+                    self.write_access()
+            elif len(waiting) >= MAX_ACCESS_WAITING:
+                self.write_access()
+
+    def write_access(self) -> None:
+        """Log the access records still waiting (also at exit: `write_waiting`)."""
+        waiting, self._access_waiting = self._access_waiting, []
+        for call, duration, ended, trace_id, span_id in waiting:
+            _access_record(call, duration, ended, trace_id, span_id)
+
+
+# Access records wait at most this long, or until this many wait (Observer.finish).
+ACCESS_AFTER_S = 0.05
+MAX_ACCESS_WAITING = 256
+_observers: weakref.WeakSet[Observer] = weakref.WeakSet()
+
+
+def write_waiting() -> None:
+    """Log every access record still waiting, in every observer (at exit, before a process
+    ends by os._exit, and where a test reads records as soon as a call returned)."""
+    for observer in list(_observers):
+        observer.write_access()
+
+
+atexit.register(write_waiting)  # runs before logging's own shutdown (registered earlier)
+add_flush_hook(write_waiting)  # logs.flush()
 
 
 def _http_finished(metrics: Metrics, labels: tuple[str, str, str], duration: float) -> None:
@@ -161,11 +203,10 @@ def _grpc_finished(
         bound.sent.inc(sent)
 
 
-def _access_record(call: Call, duration: float) -> None:
-    """One line per call: never payloads, metadata values or tokens (only sizes and names)."""
-    if not access_log.isEnabledFor(logging.INFO):
-        return
-    record: dict[str, object] = {
+def _access_record(call: Call, duration: float, ended: float, trace_id: str, span_id: str) -> None:
+    """One line per call: never payloads, metadata values or tokens (only sizes and names).
+    `ended`: time.time() when the call ended, the record's time."""
+    access: dict[str, object] = {
         "method": call.method,
         "model": call.model,
         "status": call.code,
@@ -175,11 +216,10 @@ def _access_record(call: Call, duration: float) -> None:
         "bytes_out": call.bytes_out,
     }
     if call.http_status:
-        record["http_status"] = call.http_status
+        access["http_status"] = call.http_status
     if call.principal:
-        record["principal"] = call.principal
-    access_log.info(
-        "%s model=%s -> %s%s in %.1f ms (%d B in, %d B out)",
+        access["principal"] = call.principal
+    args = (
         call.method or "-",  # "-": a request no route matched
         call.model or "-",
         call.code,
@@ -187,5 +227,15 @@ def _access_record(call: Call, duration: float) -> None:
         duration * 1e3,
         call.bytes_in,
         call.bytes_out,
-        extra={"access": record},
     )
+    # What Logger.info does (makeRecord, then handle), with the call's own time and trace ids.
+    record = access_log.makeRecord(
+        access_log.name, logging.INFO, "(unknown file)", 0, _ACCESS_MESSAGE, args, None,
+        extra={"access": access, "trace_id": trace_id, "span_id": span_id},
+    )  # fmt: skip
+    record.created = ended
+    record.msecs = (ended - int(ended)) * 1000
+    access_log.handle(record)
+
+
+_ACCESS_MESSAGE = "%s model=%s -> %s%s in %.1f ms (%d B in, %d B out)"

@@ -15,12 +15,14 @@ cost more CPU than the rest of observing the call (docs/benchmarks.md, observabi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import select
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,16 +41,19 @@ class TraceContext(logging.Filter):
     """Adds `trace_id` and `span_id` (hex, "" when no span is recording) to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not telemetry.tracing():  # no provider: no span can be recording
-            record.trace_id = record.span_id = ""
-            return True
-        context = trace.get_current_span().get_span_context()
-        if context.is_valid:
-            record.trace_id = format(context.trace_id, "032x")
-            record.span_id = format(context.span_id, "016x")
-        else:
-            record.trace_id = record.span_id = ""
+        if "trace_id" not in record.__dict__:  # else named where the record was made
+            record.trace_id, record.span_id = current_ids()
         return True
+
+
+def current_ids() -> tuple[str, str]:
+    """The current span's trace and span ids (hex), or ("", "") when no span is recording."""
+    if not telemetry.tracing():  # no provider: no span can be recording
+        return "", ""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        return format(context.trace_id, "032x"), format(context.span_id, "016x")
+    return "", ""
 
 
 class TextFormatter(logging.Formatter):
@@ -103,11 +108,12 @@ class _JsonFormatter(OrjsonFormatter):
 class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A StreamHandler that formats and writes records in batches, not one by one.
 
-    Records wait in memory at most `interval_s` (a daemon thread writes them out) and are
-    written at once when a record of WARNING or above arrives (after those waiting, so the order
-    holds), when `MAX_WAITING` wait, on `flush()` and at exit (logging.shutdown). A record is
-    formatted when written: its message arguments are read then, as QueueHandler's consumers
-    read them. Each write holds whole lines and at most PIPE_BUF bytes, so the workers of
+    Records wait in memory at most `interval_s` (then a timer on the event loop of the thread
+    that logged them writes them out, or a daemon thread off a loop) and are written at once
+    when a record of WARNING or above arrives (after those waiting, so the order holds), when
+    `MAX_WAITING` wait, on `flush()` and at exit (logging.shutdown). A record is formatted
+    when written: its message arguments are read then, as QueueHandler's consumers read them.
+    Each write holds whole lines and at most PIPE_BUF bytes, so the workers of
     `serve --workers N`, which share one stderr pipe, never interleave within a line (POSIX:
     pipe writes up to PIPE_BUF are atomic). nginx's `access_log ... buffer= flush=` makes the
     same trade.
@@ -125,6 +131,7 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__(stream)
         self.interval_s = interval_s
         self._records: list[logging.LogRecord] = []
+        self._scheduled = False  # a write of what waits is due (loop timer or thread)
         self._waiting = threading.Event()  # set while records wait for the writer thread
         self._writer_pid = 0
 
@@ -134,17 +141,24 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         records.append(record)
         if record.levelno >= logging.WARNING or len(records) >= self.MAX_WAITING:
             self._write()
-        elif not self._waiting.is_set():
-            if self._writer_pid != os.getpid():  # a thread does not survive fork
-                self._writer_pid = os.getpid()
-                threading.Thread(
-                    target=self._write_waiting, name="sagewire-log-writer", daemon=True
-                ).start()
-            self._waiting.set()
+        elif not self._scheduled:
+            self._scheduled = True
+            try:
+                # On the event loop's own thread: a writer thread would take the GIL from the
+                # loop at its own moments, and the calls in flight would wait for it.
+                asyncio.get_running_loop().call_later(self.interval_s, self.flush)
+            except RuntimeError:  # no loop in this thread
+                if self._writer_pid != os.getpid():  # a thread does not survive fork
+                    self._writer_pid = os.getpid()
+                    threading.Thread(
+                        target=self._write_waiting, name="sagewire-log-writer", daemon=True
+                    ).start()
+                self._waiting.set()
 
     def flush(self) -> None:
         self.acquire()
         try:
+            self._scheduled = False
             self._write()
             super().flush()
         finally:
@@ -187,6 +201,7 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.acquire()
             try:
                 self._waiting.clear()
+                self._scheduled = False
                 self._write()
             finally:
                 self.release()
@@ -244,9 +259,20 @@ def configure(
         logging.getLogger(name).setLevel(floor)
 
 
+_flush_hooks: list[Callable[[], None]] = []
+
+
+def add_flush_hook(hook: Callable[[], None]) -> None:
+    """`hook()` runs first in every `flush()`: records made later than logged (access
+    records, sagewire.observability.calls) reach the handlers before they are flushed."""
+    _flush_hooks.append(hook)
+
+
 def flush() -> None:
-    """Write every line still waiting (a process about to end without logging.shutdown, e.g.
-    a multiprocessing child, which leaves by os._exit)."""
+    """Log and write every record still waiting (a process about to end without
+    logging.shutdown, e.g. a multiprocessing child, which leaves by os._exit)."""
+    for hook in _flush_hooks:
+        hook()
     for handler in logging.getLogger().handlers:
         handler.flush()
 

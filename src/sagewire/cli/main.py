@@ -21,7 +21,6 @@ from collections.abc import Coroutine, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
-from sagewire.cli import gc_tuning
 from sagewire.cli.startup import Ports, listening_lines, warn_if_unusable
 from sagewire.client.cli import main as client_cli
 from sagewire.config import ConfigError, Settings, load_settings
@@ -153,7 +152,6 @@ async def _serve(settings: Settings, stack: AsyncExitStack) -> None:
             )
             for line in listening_lines(settings, ports):
                 print(line, file=sys.stderr, flush=True)
-            gc_tuning.settle()  # started: what is alive now lives as long as the process
             # In the background: the credential chain may ask the instance metadata service.
             warnings = asyncio.create_task(warn_if_unusable(settings))
             await stop.wait()

@@ -43,7 +43,6 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from sagewire.cli import gc_tuning
 from sagewire.cli.startup import Ports, listening_lines, warn_if_unusable
 from sagewire.config import ConfigError, Settings
 from sagewire.observability import logs
@@ -142,7 +141,6 @@ async def _worker(settings: Settings, pipe: Connection) -> None:
     loop.add_reader(pipe.fileno(), orphaned)
     try:
         async with SagewireServer(settings, worker=True):
-            gc_tuning.settle()  # started: what is alive now lives as long as the worker
             pipe.send(("ready", os.getpid()))
             await stop.wait()
             log.info("worker stopping")

@@ -5,6 +5,14 @@ hands it to the turn it names (turn ids are chosen here: t1, t2, … unless give
 turns may run at once where the route allows. A turn's chunks are held until its iterator reads
 them: read each turn you send. A failed turn raises its own error from its iterator and the
 session goes on; a failure of the session ends every unfinished turn with that error.
+
+Requests reach grpc.aio through a request iterator (a bounded queue, so a sender still waits
+when the stream cannot take more), not `call.write()`. The status a user sees is the server's,
+even when a send races the server ending the call: grpc.aio then sets a local INTERNAL
+"Internal error from Core" on the call, before or after the server's status arrives
+(docs/errors.md). The session keeps the first status the call was given (a done callback) and,
+when that was the local one, waits briefly for the server's to replace it; only when neither
+shows does the user get that INTERNAL, with a message saying what happened.
 """
 
 from __future__ import annotations
@@ -13,9 +21,9 @@ import asyncio
 import contextlib
 import itertools
 import json as jsonlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -25,6 +33,12 @@ from sagewire.v1 import common_pb2, converse_pb2, inference_service_pb2_grpc
 
 Metadata = Callable[[], Awaitable[tuple[tuple[str, str], ...]]]
 _Item = Chunk | TurnEnd | errors.SagewireError
+# Requests queued for the stream: a sender waits beyond this many (the stream's flow control).
+_OUTBOX = 16
+# grpc.aio's own status when a send fails in gRPC core (the call was ending meanwhile).
+_LOCAL_SEND_FAILURE = "Internal error from Core"
+# How long to wait for the server's status to replace that local one.
+_STATUS_WAIT_S = 1.0
 
 
 class Turn:
@@ -97,6 +111,9 @@ class ConverseSession:
         self._ids = itertools.count(1)
         self._reader: asyncio.Task[None] | None = None
         self._failure: errors.SagewireError | None = None
+        self._outbox: asyncio.Queue[converse_pb2.ConverseRequest | None] = asyncio.Queue(_OUTBOX)
+        self._first_status: grpc.aio.AioRpcError | None = None
+        self._closing = False
 
     async def __aenter__(self) -> ConverseSession:
         await self.open()
@@ -112,14 +129,17 @@ class ConverseSession:
 
     async def open(self) -> None:
         """Opens the session; raises the error of a refused open (unknown model, …)."""
-        self._call = self._stub.Converse(  # type: ignore[call-arg]  # grpc-stubs: no iterator = write()/read()
-            timeout=self._timeout, metadata=await self._metadata()
+        self._call = self._stub.Converse(
+            self._requests(),  # type: ignore[arg-type]  # grpc-stubs types the blocking API
+            timeout=self._timeout,
+            metadata=await self._metadata(),
         )
+        self._call.add_done_callback(self._ended_with)
+        self._outbox.put_nowait(converse_pb2.ConverseRequest(open=self._open))
         try:
-            await self._call.write(converse_pb2.ConverseRequest(open=self._open))
             first = await self._call.read()
         except grpc.RpcError as exc:
-            raise errors.from_rpc_error(exc) from None
+            raise await self._server_error(exc) from None
         if first is grpc.aio.EOF:  # type: ignore[attr-defined]
             raise await self._ended()
         self.session_id = first.opened.session_id
@@ -164,8 +184,9 @@ class ConverseSession:
         """Ends the session after its running turns finish (a half-close)."""
         if self._call is None or self._reader is None:
             return
-        with contextlib.suppress(grpc.RpcError):  # the reader reports how the call ended
-            await self._call.done_writing()
+        with contextlib.suppress(errors.SagewireError):  # the reader reports how it ended
+            await self._write(None)  # the request iterator ends: grpc.aio half-closes
+        self._closing = True
         await asyncio.shield(self._reader)
         if self._failure is not None and not isinstance(self._failure, errors.Cancelled):
             raise self._failure
@@ -175,15 +196,32 @@ class ConverseSession:
         if self._call is not None:
             self._call.cancel()
 
-    async def _write(self, request: converse_pb2.ConverseRequest) -> None:
+    async def _requests(self) -> AsyncIterator[converse_pb2.ConverseRequest]:
+        while (request := await self._outbox.get()) is not None:
+            yield request
+
+    async def _write(self, request: converse_pb2.ConverseRequest | None) -> None:
+        """Queue a request for the stream (None: the last); raises how the session ended when
+        it did, before or while waiting for room."""
+        if self._failure is not None:
+            raise self._failure
+        if self._closing:
+            raise errors.SagewireError(
+                grpc.StatusCode.FAILED_PRECONDITION, "the Converse session is closing"
+            )
+        put = asyncio.ensure_future(self._outbox.put(request))
         try:
-            await self._call.write(request)
-        except grpc.RpcError as exc:
-            raise errors.from_rpc_error(exc) from None
-        except asyncio.InvalidStateError:
+            if self._reader is not None and not put.done():
+                await asyncio.wait({put, self._reader}, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await put
+        finally:
+            if not put.done():
+                put.cancel()
+        if not put.done() or put.cancelled():
             raise self._failure or errors.SagewireError(
                 grpc.StatusCode.FAILED_PRECONDITION, "the Converse session has ended"
-            ) from None
+            )
 
     async def _read(self) -> None:
         try:
@@ -191,7 +229,7 @@ class ConverseSession:
                 self._dispatch(message)
             failure = await self._ended()
         except grpc.RpcError as exc:
-            failure = errors.from_rpc_error(exc)
+            failure = await self._server_error(exc)
         self._failure = failure
         for turn in self._turns.values():
             turn._put(failure)
@@ -226,5 +264,64 @@ class ConverseSession:
         """The error that ends every unfinished turn once the call is over."""
         code = await self._call.code()
         if code != grpc.StatusCode.OK:
-            return errors.SagewireError(code, await self._call.details() or "")
+            return await self._server_error(await self._status_now())
         return errors.Cancelled(grpc.StatusCode.CANCELLED, "the Converse session was closed")
+
+    def _ended_with(self, call: Any) -> None:
+        """Done callback: keep the call's first status before grpc.aio may replace it. Runs as
+        the status is set, so its accessors answer at once (stepped, not awaited)."""
+        code = _at_once(call.code())
+        if self._first_status is None and code is not None:
+            self._first_status = grpc.aio.AioRpcError(
+                code,
+                _at_once(call.initial_metadata()),
+                _at_once(call.trailing_metadata()),
+                _at_once(call.details()),
+                _at_once(call.debug_error_string()),
+            )
+
+    async def _status_now(self) -> grpc.aio.AioRpcError:
+        call = self._call
+        return grpc.aio.AioRpcError(
+            await call.code(),
+            await call.initial_metadata(),
+            await call.trailing_metadata(),
+            await call.details(),
+            await call.debug_error_string(),
+        )
+
+    async def _server_error(self, exc: grpc.RpcError) -> errors.SagewireError:
+        """The server's status for a failed call, not grpc.aio's local send failure."""
+        if not _local(exc):
+            return errors.from_rpc_error(exc)
+        if self._first_status is not None and not _local(self._first_status):
+            return errors.from_rpc_error(self._first_status)  # the local one came second
+        deadline = asyncio.get_running_loop().time() + _STATUS_WAIT_S
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+            status = await self._status_now()
+            if not _local(status):  # the server's status arrived and replaced it
+                return errors.from_rpc_error(status)
+        return errors.SagewireError(
+            grpc.StatusCode.INTERNAL,
+            "the Converse session ended while this client was sending to it, and grpc.aio "
+            "reported its own INTERNAL in place of the server's status (docs/errors.md); "
+            "open a new session",
+        )
+
+
+def _local(error: grpc.RpcError) -> bool:
+    call = cast("Any", error)
+    return bool(call.code() == grpc.StatusCode.INTERNAL and call.details() == _LOCAL_SEND_FAILURE)
+
+
+def _at_once(step: Awaitable[Any]) -> Any:
+    """The value of an awaitable that completes without suspending (a finished call's
+    status accessors); None when it would have to wait."""
+    coroutine = cast("Coroutine[Any, Any, Any]", step)
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    return None

@@ -6,7 +6,8 @@ limit, in one run against one sagewire process (issue 14).
 The endpoint is a model container with a fixed capacity: `--workers` calls served at once, each
 taking `--service-ms`; more wait in the container's queue, as a real container with N workers
 does. It runs with the emulator (which fronts it, `container_url`) in a helper process; sagewire
-runs as its own process (`sagewire serve`) with three routes on that one endpoint:
+runs as its own process (`sagewire serve`) with three routes on that one endpoint (both started
+and stopped by bench.services):
 
 - `static`: today's fail-fast cap, `max_concurrency = 64`, `admission.max_wait_ms = 0`;
 - `adaptive`: `max_concurrency = 64`, `admission.adaptive = true`, other admission defaults;
@@ -29,13 +30,12 @@ import asyncio
 import json
 import os
 import re
-import subprocess
+import signal
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +43,7 @@ import aiohttp
 import grpc
 from aiohttp import web
 
+from bench.services import Services
 from bench.sse_first_byte import _pct
 from sagewire.emulator.config import EmulatorConfig, EndpointConfig
 from sagewire.emulator.server import running_emulator
@@ -87,7 +88,7 @@ ROUTES = ("static", "adaptive", "adaptive-tight")
 
 
 async def _serve_upstream(workers: int, service_ms: float) -> None:
-    """Serve the container and the emulator; print the emulator's URL; run until stdin closes."""
+    """Serve the container and the emulator; print the emulator's URL; run until SIGTERM."""
     workers_free = asyncio.Semaphore(workers)
 
     async def invocations(request: web.Request) -> web.Response:
@@ -110,76 +111,18 @@ async def _serve_upstream(workers: int, service_ms: float) -> None:
     config = EmulatorConfig(
         endpoints={"capacity": EndpointConfig(container_url=f"http://127.0.0.1:{port}")}
     )
+    stopped = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
     try:
         async with running_emulator(config) as emulator:
-            print(emulator.url, flush=True)
-            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+            print(f"overload upstream on {emulator.url}", flush=True)
+            await stopped.wait()
     finally:
         await runner.cleanup()
 
 
-@contextmanager
-def upstream(workers: int, service_ms: float) -> Iterator[str]:
-    popen = subprocess.Popen(
-        [sys.executable, "-m", "bench.overload", "--upstream", str(workers), str(service_ms)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert popen.stdout is not None
-        url = popen.stdout.readline().strip()
-        if not url.startswith("http"):
-            raise RuntimeError("the upstream helper did not start")
-        yield url
-    finally:
-        if popen.stdin is not None:
-            popen.stdin.close()
-        try:
-            popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait()
-
-
-READY = re.compile(r"sagewire ready on (\S+)")
-METRICS = re.compile(r"metrics on (\S+)")
-
-
-@contextmanager
-def sagewire(config: Path) -> Iterator[tuple[str, str]]:
-    """`sagewire serve` on free ports; yields (gRPC target, metrics URL)."""
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
-    popen = subprocess.Popen(
-        [str(Path(sys.executable).parent / "sagewire"), "serve", "--config", str(config)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    ready, found = threading.Event(), {}
-
-    def drain() -> None:
-        assert popen.stderr is not None
-        for line in popen.stderr:
-            if match := METRICS.search(line):
-                found["metrics"] = match.group(1)
-            if (match := READY.search(line)) and not ready.is_set():
-                found["grpc"] = match.group(1)
-                ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    try:
-        if not ready.wait(60) or "metrics" not in found:
-            raise RuntimeError("sagewire did not start with its metrics listener")
-        yield found["grpc"], found["metrics"]
-    finally:
-        popen.terminate()
-        try:
-            popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait()
+UPSTREAM_READY = re.compile(r"overload upstream on (http://\S+)")
+METRICS = re.compile(r"metrics on (http://\S+)")
 
 
 async def limits(url: str, route: str, until: asyncio.Event) -> list[float]:
@@ -337,6 +280,21 @@ def report(results: dict[str, object], load: tuple[tuple[float, ...], tuple[floa
     return "\n".join(lines)
 
 
+async def _measure(args: argparse.Namespace) -> dict[str, object]:
+    async with Services() as services:
+        helper = [sys.executable, "-m", "bench.overload", "--upstream"]
+        capacity = [str(args.workers), str(args.service_ms)]
+        upstream = await services.helper("upstream", [*helper, *capacity], UPSTREAM_READY)
+        with tempfile.TemporaryDirectory() as directory:
+            config = Path(directory) / "sagewire.toml"
+            config.write_text(CONFIG.format(url=upstream.address))
+            gateway = await services.sagewire(config, upstream.address)
+            found = [m.group(1) for line in gateway.log if (m := METRICS.search(line))]
+            if not found:
+                raise RuntimeError("sagewire started without its metrics listener")
+            return await run(gateway.address, found[0], args)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.overload", description=__doc__)
     parser.add_argument("--workers", type=int, default=8, help="container capacity (calls)")
@@ -349,18 +307,11 @@ def main() -> None:
     parser.add_argument("--upstream", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.upstream:
-        with suppress(KeyboardInterrupt):
+        with suppress(KeyboardInterrupt):  # Ctrl-C reaches the helper too; the bench reports
             asyncio.run(_serve_upstream(int(args.upstream[0]), float(args.upstream[1])))
         return
     before = os.getloadavg()
-    with (
-        upstream(args.workers, args.service_ms) as url,
-        tempfile.TemporaryDirectory() as directory,
-    ):
-        config = Path(directory) / "sagewire.toml"
-        config.write_text(CONFIG.format(url=url))
-        with sagewire(config) as (target, metrics):
-            results = asyncio.run(run(target, metrics, args))
+    results = asyncio.run(_measure(args))
     after = os.getloadavg()
     print(report(results, (before, after)))
     if args.json:

@@ -229,6 +229,11 @@ class Services:
         self._drains.append(asyncio.create_task(_drain(process, service.log)))
         return service
 
+    async def helper(self, name: str, args: list[str], ready: re.Pattern[str]) -> Service:
+        """Any other server a benchmark needs (e.g. its own upstream), started like the rest;
+        it is ready when a line of its output matches `ready`, whose group is its address."""
+        return await self._start(name, args, base_env(), ready)
+
     async def emulator(self, config: Path) -> Service:
         return await self._start(
             "emulator",

@@ -1,4 +1,4 @@
-"""Run sagewire as a real process, the way `make run` does, on a free loopback port."""
+"""Run sagewire as a real process, the way `make run` does, on a free loopback port, and call it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
+
+from sagewire.v1 import inference_service_pb2_grpc, invoke_pb2
+
 REPO = Path(__file__).resolve().parents[1]
+# The [aws] and [telemetry] tables of a `sagewire serve` config: the test emulator at {url}
+# (format it in), one attempt per call, /metrics on a free port.
+EMULATOR_TABLES = """
+[aws]
+runtime_endpoint_url = "{url}"
+max_attempts = 1
+
+[telemetry]
+metrics_listen = "127.0.0.1:0"
+"""
+# A channel option: this channel's own TCP connection (with `--workers`, the kernel picks a
+# worker per connection).
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 BIN = Path(sys.executable).parent
 # An address ends at white space or a quote: with server.log_format = "json" the same words
 # also appear inside a logged JSON string.
@@ -92,6 +109,14 @@ def sagewire_process(
         if popen.poll() is None:
             popen.kill()
             popen.wait()
+
+
+async def invoke(target: str, model: str, *, own_connection: bool = False) -> None:
+    """One unary Invoke of `model` (body `{}`, 60 s deadline) on a channel of its own."""
+    options = OWN_CONNECTION if own_connection else []
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
+        stub = inference_service_pb2_grpc.InferenceServiceStub(channel)
+        await stub.Invoke(invoke_pb2.InvokeRequest(model=model, body=b"{}"), timeout=60)
 
 
 def grpcurl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from processes import sagewire_process
+from processes import EMULATOR_TABLES, sagewire_process
 from scrape import scrape_until
 
 from sagewire.emulator.faults import Fault
@@ -21,7 +21,8 @@ from sagewire.emulator.server import RunningEmulator
 
 pytestmark = pytest.mark.e2e
 
-CONFIG = """
+CONFIG = (
+    """
 [server]
 listen = "127.0.0.1:0"
 drain_delay_s = 3
@@ -29,14 +30,9 @@ shutdown_grace_s = 30
 
 [rest]
 listen = "127.0.0.1:0"
-
-[aws]
-runtime_endpoint_url = "{url}"
-max_attempts = 1
-
-[telemetry]
-metrics_listen = "127.0.0.1:0"
-
+"""
+    + EMULATOR_TABLES
+    + """
 [routes.slow]
 endpoint = "faulty"
 timeout_s = 60
@@ -47,6 +43,7 @@ mode = "stream"
 framing = "lines"
 timeout_s = 60
 """
+)
 TOKENS = "a b c d e f"
 
 

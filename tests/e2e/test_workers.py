@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from processes import BIN, Process, sagewire_process
+from processes import BIN, EMULATOR_TABLES, OWN_CONNECTION, Process, invoke, sagewire_process
 from scrape import scrape, scrape_until
 
 from sagewire.emulator.faults import Fault
@@ -25,21 +25,17 @@ from sagewire.v1 import inference_service_pb2_grpc, invoke_pb2
 
 pytestmark = pytest.mark.e2e
 
-CONFIG = """
+CONFIG = (
+    """
 [server]
 listen = "127.0.0.1:0"
 drain_delay_s = {drain}
 shutdown_grace_s = 30
 # Long-lived connections are asked to reconnect (0: never), landing on a worker picked anew.
 max_connection_age_s = {age}
-
-[aws]
-runtime_endpoint_url = "{url}"
-max_attempts = 1
-
-[telemetry]
-metrics_listen = "127.0.0.1:0"
-
+"""
+    + EMULATOR_TABLES
+    + """
 [routes.echo]
 endpoint = "echo"
 max_concurrency = 8
@@ -52,6 +48,7 @@ endpoint = "faulty"
 max_concurrency = 32
 timeout_s = 60
 """
+)
 ACCESS = re.compile(r"\[(\d+)\] sagewire\.access \S+InferenceService/Invoke model=(\S+) -> OK")
 HEALTH_CHECK = re.compile(r"\[(\d+)\] sagewire\.access \S*grpc\.health\.v1\.Health/Check ")
 WORKERS = re.compile(r"sagewire workers: (\d+) \(pids ([\d, ]+)\)")
@@ -61,8 +58,6 @@ HANDLED_OK = {
     "grpc_method": "Invoke",
     "grpc_code": "OK",
 }
-# Each channel its own TCP connection: the kernel picks a worker per connection.
-OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 
 
 @contextmanager
@@ -86,18 +81,14 @@ def served_by(process: Process, model: str) -> set[int]:
     return {int(m.group(1)) for line in process.log if (m := ACCESS.search(line)) and m[2] == model}
 
 
-async def invoke(target: str, model: str) -> None:
-    async with grpc.aio.insecure_channel(target, options=OWN_CONNECTION) as channel:
-        stub = inference_service_pb2_grpc.InferenceServiceStub(channel)
-        await stub.Invoke(invoke_pb2.InvokeRequest(model=model, body=b"{}"), timeout=60)
-
-
 async def until_served_by_both(process: Process, model: str, pids: list[int]) -> int:
     """Invoke `model` on fresh connections until both workers served one; the call count."""
     calls = 0
     while served_by(process, model) != set(pids):
         assert calls < 64, (served_by(process, model), pids)
-        await asyncio.gather(*(invoke(process.target, model) for _ in range(8)))
+        await asyncio.gather(
+            *(invoke(process.target, model, own_connection=True) for _ in range(8))
+        )
         calls += 8
         await asyncio.sleep(0.2)  # the access records reach the log
     return calls

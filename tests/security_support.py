@@ -4,6 +4,7 @@ makes and rotates."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import time
@@ -118,6 +119,7 @@ class Issuer:
     published: list[str] = field(default_factory=list)
     cache_control: str = "max-age=300"
     requests: int = 0
+    delay_s: float = 0.0  # how long each JWKS answer takes (a slow identity provider)
 
     def add_key(self, kid: str, kind: str = "RSA") -> None:
         self.keys[kid] = (
@@ -176,6 +178,7 @@ async def running_issuer() -> AsyncIterator[Issuer]:
 
     async def jwks(request: web.Request) -> web.Response:
         issuer.requests += 1
+        await asyncio.sleep(issuer.delay_s)
         return web.json_response(issuer.jwks(), headers={"Cache-Control": issuer.cache_control})
 
     app = web.Application()

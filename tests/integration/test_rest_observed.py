@@ -4,16 +4,20 @@ access record naming the RPC, status and reason. Scraped over HTTP from a runnin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
 import aiohttp
+import grpc
 import pytest
-from auth_support import API_KEY_LINES, AUTH_ROUTES, BATCH_KEY
+from auth_support import API_KEY_LINES, AUTH_ROUTES, BATCH_KEY, bearer
 from scrape import scrape
+from security_support import running_issuer
 
 from sagewire.emulator.server import RunningEmulator
 from sagewire.observability import calls
+from sagewire.v1 import invoke_pb2
 from support import settings_for, start_sagewire
 
 DURATION = "http_server_request_duration_seconds_count"
@@ -122,3 +126,67 @@ async def test_requests_the_security_layer_refuses_are_recorded(
     assert denied
     assert denied[0]["principal"] == "key:batch"
     assert all(BATCH_KEY not in str(a) and "swk_wrong" not in str(a) for a in access)
+
+
+async def test_the_time_spent_authenticating_is_part_of_the_recorded_time(
+    emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request waits for the JWKS (a signing key sagewire has not seen yet) before it is
+    admitted or refused: that wait is part of its recorded duration on both transports, as
+    the caller saw it (it was 0 ms on REST refusals, which were timed from the refusal)."""
+    caplog.set_level(logging.INFO, logger="sagewire.access")
+    async with running_issuer() as issuer:
+        issuer.delay_s = 0.5
+        settings = settings_for(
+            emulator,
+            routes={"echo": {"endpoint": "echo", "callers": ["*"]}},
+            auth={"jwt": issuer.jwt_settings()},
+            telemetry={"metrics_listen": "127.0.0.1:0"},
+        )
+        async with start_sagewire(emulator, settings) as sw:
+
+            def token(kid: str, published: bool) -> str:
+                # A key sagewire has not seen: it fetches the JWKS (0.5 s) to look for it.
+                issuer.add_key(kid)
+                if not published:
+                    issuer.published.remove(kid)
+                return issuer.token("svc-a", kid=kid)
+
+            statuses: list[int | str] = []
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+                for kid, published in [("rest-ok", True), ("rest-gone", False)]:
+                    headers = {"Authorization": f"Bearer {token(kid, published)}"}
+                    url = f"{sw.rest_url}/v1/models/echo:invoke"
+                    async with http.post(url, headers=headers, json={"json": {}}) as r:
+                        statuses.append(r.status)
+            request = invoke_pb2.InvokeRequest(model="echo", body=b"{}")
+            for kid, published in [("grpc-ok", True), ("grpc-gone", False)]:
+                call = sw.inference.Invoke(request, metadata=bearer(token(kid, published)))
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await call
+                statuses.append((await call.code()).name)
+            found = await scrape(f"http://127.0.0.1:{sw.server.metrics_port}/metrics")
+
+    assert statuses == [200, 401, "OK", "UNAUTHENTICATED"]
+    route = {"http_request_method": "POST", "http_route": "/v1/models/{model}:invoke"}
+    for status in ("200", "401"):
+        labels = {**route, "http_response_status_code": status}
+        assert found.value(DURATION, **labels) == 1
+        took = found.value("http_server_request_duration_seconds_sum", **labels)
+        assert took is not None
+        assert took >= 0.45, (status, took)
+    calls.write_waiting()  # access records are logged in batches (observability.calls)
+    access = [r.access for r in caplog.records if r.name == "sagewire.access"]  # type: ignore[attr-defined]
+    invoke = "sagewire.v1.InferenceService/Invoke"
+    timed = sorted(
+        (a.get("http_status", 0), a["status"], a["duration_ms"])
+        for a in access
+        if a["method"] == invoke
+    )
+    assert [(http, status) for http, status, _ in timed] == [
+        (0, "OK"),
+        (0, "UNAUTHENTICATED"),
+        (200, "OK"),
+        (401, "UNAUTHENTICATED"),
+    ]
+    assert all(ms >= 450 for _, _, ms in timed), timed

@@ -22,6 +22,8 @@ CLIENT_CLOSED = 499
 # Where the security middleware (transports.rest.security) leaves the authenticated caller's
 # principal for the call record, which opens after it (in the handler, once the route is known).
 PRINCIPAL = web.RequestKey("sagewire.principal", str)
+# time.perf_counter() when the security layer took the request (its record's start).
+STARTED = web.RequestKey("sagewire.started", float)
 
 
 # Set on a route's handler by its edge (transports.rest.edge): (service, method, route template).
@@ -72,6 +74,9 @@ def open_call(
     if not observer.enabled:
         return None
     call = observer.start_http(service, method, request.method, route)
+    started = request.get(STARTED)
+    if started is not None:  # the security layer's time counts (transports.rest.security)
+        call.started = started
     call.received = 1
     call.bytes_in = request.content_length or 0
     call.principal = request.get(PRINCIPAL, "")

@@ -11,6 +11,7 @@ API like reflection does, so it is open to `auth.reflection_callers` only.
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import cast
 
@@ -29,7 +30,7 @@ from sagewire.security.principal import (
 from sagewire.transports.grpc.edge import error_code_name
 from sagewire.transports.grpc.observe import OFF
 from sagewire.transports.rest import errors, observe
-from sagewire.transports.rest.observe import PRINCIPAL
+from sagewire.transports.rest.observe import PRINCIPAL, STARTED
 from sagewire.transports.rest.openapi import PATH as OPENAPI_PATH
 
 type Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -80,6 +81,9 @@ def security_middleware(security: Security, observer: Observer = OFF) -> Middlew
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
             return await handler(request)
+        # The request's record starts here, not in its handler: authenticating (a JWKS fetch,
+        # say) is part of the request's time, as it is of a gRPC call's.
+        request[STARTED] = time.perf_counter()
         credentials = rest_credentials(request, security.mtls)
         try:
             if request.path == OPENAPI_PATH:

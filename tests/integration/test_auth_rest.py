@@ -156,3 +156,20 @@ async def test_the_access_record_names_the_caller(
     ]
     assert BATCH_KEY not in caplog.text
     assert token not in caplog.text
+
+
+async def test_a_requested_path_cannot_forge_an_audit_line(
+    rest: Rest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The audit line of a refused request names its path, which the caller chose: a
+    percent-encoded line break in it stays escaped, so no forged line of the caller's own
+    starts there (the text log format writes the message as it is)."""
+    caplog.set_level(logging.WARNING, logger="sagewire.audit")
+    path = "/v1/models/x%0D%0A2026-11-30%2023:59:59,000%20INFO%20sagewire.access%20FORGED:invoke"
+    status, _, _ = await rest.call("POST", path, [])
+    assert status == 401
+    lines = [r.getMessage() for r in caplog.records if "FORGED" in r.getMessage()]
+    assert lines == [
+        "denied principal='-' method=POST /v1/models/x\\r\\n2026-11-30 23:59:59,000 INFO "
+        "sagewire.access FORGED:invoke model='' status=UNAUTHENTICATED reason=CREDENTIALS_MISSING"
+    ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -170,3 +171,25 @@ async def test_calls_that_waited_out_a_cold_start_are_not_latency_samples() -> N
     async with gate.slot():
         pass
     assert not gate.limiter.probing
+
+
+async def test_a_stream_admitted_before_the_limit_fell_is_not_sampled_after_it() -> None:
+    # A stream's latency runs to its first part (Admitted.answered) but it holds its slot, and
+    # is sampled, when it ends: the limiter must judge "admitted before the cut" by its
+    # admission, not by now - latency (which, seconds into a stream, is after the cut).
+    gate = admission(max_concurrency=64, adaptive=True, min_limit=2, probe_samples=1)
+    limiter = gate.limiter
+    assert limiter is not None
+    async with gate.slot():
+        pass  # the first probe: minRTT measured
+    assert limiter.min_rtt is not None
+    limiter.min_rtt = 0.1
+    limit = gate.limit
+    cut_at = time.monotonic() - 2.0  # the limit fell 2 s ago
+    limiter._cut_at = cut_at
+    limiter._window_ends = 0.0  # any window with enough samples closes now
+    for _ in range(12):  # streams admitted 1 s before the cut, first part 0.4 s later, ending now
+        async with gate.slot() as admitted:
+            admitted.admitted_at = cut_at - 1.0
+            admitted._answered = cut_at - 0.6
+    assert gate.limit == limit

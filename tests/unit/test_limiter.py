@@ -123,6 +123,30 @@ def test_calls_admitted_before_a_probe_do_not_count_in_it() -> None:
     assert limiter.min_rtt == 0.12
 
 
+def test_a_stream_admitted_before_a_cut_does_not_count_after_it() -> None:
+    # A stream's latency is to its first part, but it holds its slot (and is sampled) when it
+    # ends: whether it was admitted before the cut is its admission time, not now - latency.
+    def cut() -> tuple[GradientLimiter, float]:
+        limiter = GradientLimiter(SETTINGS, rng=random.Random(1))
+        for _ in range(16):
+            limiter.sample(0.1, 4, 0.1)  # minRTT 0.1 s
+        for _ in range(10):
+            limiter.sample(0.4, 64, 0.3)  # a window queueing under 64: one cut
+        return limiter, 0.3
+
+    limiter, cut_at = cut()
+    after_cut = limiter.limit
+    assert after_cut < 64
+    for i in range(10):  # admitted at 0.0, first part at 0.4, streams ended 2 s later
+        limiter.sample(0.4, 64, 2.4 + i * 0.02, admitted_at=0.0)
+    assert limiter.limit == after_cut
+
+    limiter, _ = cut()  # the same calls sampled as admission samples them
+    for i in range(10):
+        limiter.sample(0.4, 64, cut_at + 0.5 + i * 0.02)  # admitted after the cut: they count
+    assert limiter.limit < after_cut
+
+
 def test_the_limit_stays_within_its_bounds() -> None:
     limiter = GradientLimiter(SETTINGS, rng=random.Random(1))
     for _ in range(16):

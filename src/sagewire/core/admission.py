@@ -102,7 +102,7 @@ class Admission:
         now = time.monotonic()
         ended = admitted._answered or now
         before = self.limiter.limit
-        self.limiter.sample(ended - admitted.admitted_at, self.in_flight, now)
+        self.limiter.sample(ended - admitted.admitted_at, self.in_flight, now, admitted.admitted_at)
         if self.limiter.limit != before:
             signals.concurrency_limit(self.limiter.limit)
             self._wake()

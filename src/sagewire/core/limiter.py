@@ -83,9 +83,9 @@ class LimiterSettings:
 
 @dataclass
 class GradientLimiter:
-    """The current limit of one route. Call `sample(latency_s, in_flight, now)` for every call
-    that finished well, with its latency from admission to the endpoint's answer and the calls
-    the route held then; `limit` is what admission enforces."""
+    """The current limit of one route. Call `sample(latency_s, in_flight, now, admitted_at)`
+    for every call that finished well, with its latency from admission to the endpoint's answer,
+    the calls the route held then and when it was admitted; `limit` is what admission enforces."""
 
     settings: LimiterSettings
     rng: random.Random = field(default_factory=random.Random)
@@ -117,10 +117,17 @@ class GradientLimiter:
     def probing(self) -> bool:
         return self._probe_began is not None
 
-    def sample(self, latency_s: float, in_flight: int, now: float) -> None:
+    def sample(
+        self, latency_s: float, in_flight: int, now: float, admitted_at: float | None = None
+    ) -> None:
+        """`admitted_at`: when the call was admitted (default `now - latency_s`, right when
+        a call ends at its answer; a stream holds its slot past its first part, so admission
+        passes it: the probe and the cut leave out calls admitted before them)."""
         s = self.settings
+        if admitted_at is None:
+            admitted_at = now - latency_s
         if self._probe_began is not None:
-            if now - latency_s < self._probe_began:
+            if admitted_at < self._probe_began:
                 return  # admitted before the probe: it may have queued behind the old limit
             self._probe.append(latency_s)
             if len(self._probe) >= s.probe_samples:
@@ -136,7 +143,7 @@ class GradientLimiter:
                 self._next_probe = now + s.probe_interval_s * (1 + self.rng.uniform(-0.15, 0.15))
                 self._start_window(now)
             return
-        if now - latency_s < self._cut_at:
+        if admitted_at < self._cut_at:
             return  # admitted before the limit last fell: its latency is the old limit's queue
         self._window.append(latency_s)
         self._window_peak = max(self._window_peak, in_flight)

@@ -228,10 +228,10 @@ class Load:
         """Open, each turn to its end, close, read to the end. grpc.aio's read() raises the
         stream's status when it failed; a turn's in-band error raises TurnError.
 
-        Requests go through a request iterator, not call.write(): a write that races the
-        server ending the call fails in gRPC core and grpc.aio then replaces the server's
-        status with a local INTERNAL "Internal error from Core"; the iterator's failed send is
-        dropped and read() reports the status the server sent."""
+        Requests go through a request iterator, not call.write(). A send that races the
+        server ending the call can still fail in gRPC core, iterator or not, and grpc.aio may
+        then report a local INTERNAL "Internal error from Core" instead of the server's status
+        (docs/errors.md); the checks below count that local error apart."""
         outbox: asyncio.Queue[converse_pb2.ConverseRequest | None] = asyncio.Queue()
 
         async def requests() -> AsyncIterator[converse_pb2.ConverseRequest]:

@@ -182,6 +182,42 @@ async def test_deadline_exceeded(emulator: RunningEmulator) -> None:
     )
 
 
+@pytest.mark.parametrize("kind", ["unary", "server_stream"])
+async def test_the_callers_own_deadline_is_recorded_as_deadline_exceeded(
+    emulator: RunningEmulator, kind: str
+) -> None:
+    # The caller's 0.2 s deadline, not the route's, ends every call; each is recorded as the
+    # client saw it (grpc's core ends the call when its timer fires, while the server's reading
+    # of the time left can still be a hair above zero: that was recorded as CANCELLED).
+    emulator.set_fault("slow-echo", Fault(latency_ms=2000))
+    emulator.set_fault("tokens", Fault(latency_ms=2000))
+    method = "Invoke" if kind == "unary" else "InvokeStream"
+    labels = rpc(kind, method)
+    handled = "grpc_server_handled_total"
+    async with metered(emulator) as (sw, url):
+
+        async def call() -> None:
+            if kind == "unary":
+                request = invoke_pb2.InvokeRequest(model="slow-echo", body=b"{}")
+                await sw.inference.Invoke(request, timeout=0.2)
+            else:
+                streamed = invoke_pb2.InvokeStreamRequest(model="tokens", body=b"{}")
+                [m async for m in sw.inference.InvokeStream(streamed, timeout=0.2)]
+
+        for _ in range(6):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call()
+            assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+
+        def ended(s: Scrape) -> bool:
+            codes = ("DEADLINE_EXCEEDED", "CANCELLED")
+            return sum(s.value(handled, **labels, grpc_code=c) or 0 for c in codes) == 6
+
+        found = await scrape_until(url, ended)
+    assert found.value(handled, **labels, grpc_code="DEADLINE_EXCEEDED") == 6
+    assert found.value(handled, **labels, grpc_code="CANCELLED") is None
+
+
 async def test_a_stream_counts_its_parts(emulator: RunningEmulator) -> None:
     async with metered(emulator) as (sw, url):
         call = sw.inference.InvokeStream(

@@ -89,6 +89,7 @@ async def test_requests_the_security_layer_refuses_are_recorded(
                 ("POST", "/v1/models/echo/invocations", {}, 401),
                 ("GET", "/v1/models/echo:converse", {}, 401),
                 ("POST", "/v1/no/such/path", {}, 401),
+                ("PROPFIND", "/v1/no/such/path", {}, 401),  # a method only llhttp knows
                 ("GET", "/v1/openapi.json", batch, 403),  # not a reflection caller
                 ("POST", "/v1/models/echo-strict:invoke", batch, 403),  # not a route caller
                 ("POST", "/v1/models/echo:invoke", batch, 200),
@@ -106,6 +107,9 @@ async def test_requests_the_security_layer_refuses_are_recorded(
     assert count("/v1/models/{model}/invocations", "401") == 1
     assert count("/v1/models/{model}:converse", "401", "GET") == 1
     assert count("", "401") == 1  # no route: never the requested path
+    assert count("", "401", "_OTHER") == 1  # OpenTelemetry's name for any other method
+    methods = {v for _, labels in found.samples for k, v in labels if k == "http_request_method"}
+    assert methods == {"POST", "GET", "_OTHER"}
     assert count("/v1/openapi.json", "403", "GET") == 1
     assert count("/v1/models/{model}:invoke", "403") == 1
     assert count("/v1/models/{model}:invoke", "200") == 1
@@ -120,7 +124,7 @@ async def test_requests_the_security_layer_refuses_are_recorded(
     assert (invoke, "UNAUTHENTICATED", "API_KEY_INVALID", 401) in refused
     converse = "sagewire.v1.InferenceService/Converse"
     assert (converse, "UNAUTHENTICATED", "CREDENTIALS_MISSING", 401) in refused
-    assert ("", "UNAUTHENTICATED", "CREDENTIALS_MISSING", 401) in refused
+    assert refused.count(("", "UNAUTHENTICATED", "CREDENTIALS_MISSING", 401)) == 2
     assert ("", "PERMISSION_DENIED", "REFLECTION_DENIED", 403) in refused
     denied = [a for a in access if a["http_status"] == 403 and a["method"] == invoke]
     assert denied

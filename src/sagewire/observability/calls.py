@@ -31,6 +31,13 @@ HTTP = "http"  # Call.kind of HTTP requests (the REST bridge)
 _current: ContextVar[Call | None] = ContextVar("sagewire_call", default=None)
 
 
+
+# OpenTelemetry's HTTP semantic conventions: `http.request.method` is one of RFC 9110's methods
+# or PATCH, anything else `_OTHER` (a caller must not mint metric series with made-up methods).
+_KNOWN_HTTP_METHODS = frozenset(
+    ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
+)
+
 @dataclass(slots=True, eq=False)
 class Call:
     """What one call did. `method` is the full name, e.g. sagewire.v1.InferenceService/Invoke."""
@@ -131,7 +138,7 @@ class Observer:
         the path template (e.g. /v1/models/{model}:invoke), never the requested path."""
         name = f"{service}/{method}" if service else ""  # "": no route matched
         call = Call(self, service, name, HTTP, time.perf_counter())
-        call.http_method = http_method
+        call.http_method = http_method if http_method in _KNOWN_HTTP_METHODS else "_OTHER"
         call.http_route = route
         _current.set(call)
         return call
@@ -168,7 +175,10 @@ class Observer:
         """Log the access records still waiting (also at exit: `write_waiting`)."""
         waiting, self._access_waiting = self._access_waiting, []
         for call, duration, ended, trace_id, span_id in waiting:
-            _access_record(call, duration, ended, trace_id, span_id)
+            try:
+                _access_record(call, duration, ended, trace_id, span_id)
+            except Exception:  # one bad record must not lose the rest of the batch
+                logging.getLogger("sagewire").exception("an access record failed: %s", call.method)
 
 
 # Access records wait at most this long, or until this many wait (Observer.finish).

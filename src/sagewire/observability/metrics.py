@@ -21,6 +21,7 @@ serves the sum over all processes; gauges say how processes combine (`multiproce
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
+
+_log = logging.getLogger("sagewire.metrics")
 
 # Long enough for model calls and streams (minutes), fine enough for fast unary calls.
 LATENCY_BUCKETS = (
@@ -311,7 +314,10 @@ class Metrics:
             self._timer = None
         waiting, self._waiting = self._waiting, []
         for update, args in waiting:
-            update(*args)
+            try:
+                update(*args)
+            except Exception:  # one bad update must not lose the rest of the batch
+                _log.exception("a metric update failed: %s", getattr(update, "__name__", update))
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, remembered: prometheus-client's own lookup takes a lock and

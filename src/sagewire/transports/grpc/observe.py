@@ -69,6 +69,12 @@ def failed(call: Call | None, code: str, reason: str) -> None:
         call.reason = reason
 
 
+# grpc's core ends a call when its deadline timer fires, which can be a millisecond or so before
+# the server's own reading of the time left reaches zero: a call cancelled this close to its
+# deadline ended by the deadline (the client saw DEADLINE_EXCEEDED).
+_DEADLINE_SLACK_S = 0.01
+
+
 def interrupted(call: Call | None, context: Ctx, exc: BaseException) -> None:
     """A call ended by cancellation, its deadline or an abort: name the status the client got."""
     if call is None:
@@ -82,7 +88,8 @@ def interrupted(call: Call | None, context: Ctx, exc: BaseException) -> None:
         return
     if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
         remaining = context.time_remaining()
-        call.code = "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+        reached = remaining is not None and remaining <= _DEADLINE_SLACK_S
+        call.code = "DEADLINE_EXCEEDED" if reached else "CANCELLED"
 
 
 def finish(call: Call | None) -> None:

@@ -186,7 +186,7 @@ async def test_a_stream_admitted_before_the_limit_fell_is_not_sampled_after_it()
     limiter.min_rtt = 0.1
     limit = gate.limit
     cut_at = time.monotonic() - 2.0  # the limit fell 2 s ago
-    limiter._cut_at = cut_at
+    limiter._changed_at = cut_at
     limiter._window_ends = 0.0  # any window with enough samples closes now
     for _ in range(12):  # streams admitted 1 s before the cut, first part 0.4 s later, ending now
         async with gate.slot() as admitted:

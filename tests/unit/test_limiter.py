@@ -131,20 +131,41 @@ def test_a_stream_admitted_before_a_cut_does_not_count_after_it() -> None:
         for _ in range(16):
             limiter.sample(0.1, 4, 0.1)  # minRTT 0.1 s
         for _ in range(10):
-            limiter.sample(0.4, 64, 0.3)  # a window queueing under 64: one cut
-        return limiter, 0.3
+            limiter.sample(0.4, 64, 0.6)  # admitted at 0.2, after the probe: one cut
+        return limiter, 0.6
 
     limiter, cut_at = cut()
     after_cut = limiter.limit
     assert after_cut < 64
-    for i in range(10):  # admitted at 0.0, first part at 0.4, streams ended 2 s later
-        limiter.sample(0.4, 64, 2.4 + i * 0.02, admitted_at=0.0)
+    for i in range(10):  # admitted at 0.2, first part at 0.6, streams ended 2 s later
+        limiter.sample(0.4, 64, 2.6 + i * 0.02, admitted_at=0.2)
     assert limiter.limit == after_cut
 
     limiter, _ = cut()  # the same calls sampled as admission samples them
     for i in range(10):
         limiter.sample(0.4, 64, cut_at + 0.5 + i * 0.02)  # admitted after the cut: they count
     assert limiter.limit < after_cut
+
+
+def test_the_limit_grows_only_on_calls_admitted_under_it() -> None:
+    # The calls of a window judge the limit they were admitted under: growing again on calls
+    # admitted before the last step (or during a probe) overshoots before the queue shows.
+    limiter = GradientLimiter(SETTINGS, rng=random.Random(1))
+    for _ in range(16):
+        limiter.sample(0.1, 4, 0.1)  # minRTT 0.1 s, the probe ends at 0.1
+    limiter._limit = 10.0  # as if it had come down to 10
+    for i in range(10):  # admitted during the probe (before 0.1): not this limit's calls
+        limiter.sample(0.1, 10, 0.15 + i * 0.02, admitted_at=0.05)
+    assert limiter.limit == 10
+    for i in range(10):  # admitted under 10, within target: one step
+        limiter.sample(0.1, 10, 0.4 + i * 0.02)
+    assert limiter.limit == 11
+    for i in range(10):  # still the calls admitted under 10: no second step yet
+        limiter.sample(0.1, 10, 0.7 + i * 0.02, admitted_at=0.45)
+    assert limiter.limit == 11
+    for i in range(10):  # admitted under 11: the next step
+        limiter.sample(0.1, 11, 1.0 + i * 0.02)
+    assert limiter.limit == 12
 
 
 def test_the_limit_stays_within_its_bounds() -> None:

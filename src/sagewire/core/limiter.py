@@ -29,8 +29,9 @@ envoyproxy.io/docs: http_filters/adaptive_concurrency_filter), reduced to what o
   is the queue of the higher limit, and cutting again on it took a surge from 64 straight down
   to `min_limit` in the bench. The same holds after every move and after a probe: a window
   only judges calls admitted under the limit it judges (growing on the calls of a lower limit,
-  or of the probe's, overshot an 8-worker container to 15 and its admitted p99 to 2.1×). So a cut may go deeper than Envoy's (at most halving per window):
-  to a quarter at most. Within the target, and when the route used at least half its limit:
+  or of the probe's, adds steps before their queue shows; with this rule the bench's admitted
+  median fell from 385 to 270 ms). So a cut may go deeper than Envoy's (at most halving per
+  window): to a quarter at most. Within the target, and when the route used at least half its limit:
   limit + 1, probing for more capacity one call at a time (an idle
   route's latency says nothing about what more load would do). Envoy adds √limit instead; with
   the few-worker model containers sagewire fronts that overshoots (limit 9 → 12 → 15 against 8

@@ -31,12 +31,12 @@ HTTP = "http"  # Call.kind of HTTP requests (the REST bridge)
 _current: ContextVar[Call | None] = ContextVar("sagewire_call", default=None)
 
 
-
 # OpenTelemetry's HTTP semantic conventions: `http.request.method` is one of RFC 9110's methods
 # or PATCH, anything else `_OTHER` (a caller must not mint metric series with made-up methods).
 _KNOWN_HTTP_METHODS = frozenset(
     ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
 )
+
 
 @dataclass(slots=True, eq=False)
 class Call:

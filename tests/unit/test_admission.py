@@ -95,6 +95,39 @@ async def test_a_wait_that_runs_out_is_shed() -> None:
     assert gate.in_flight == 0
 
 
+@pytest.mark.parametrize(
+    ("policy", "waits_s"),
+    [
+        ({}, 0.05),  # a static limit absorbs a short burst
+        ({"adaptive": True}, 0.0),  # an adaptive one already lets the endpoint queue: shed
+        ({"adaptive": True, "max_wait_ms": 50}, 0.05),  # as configured
+        ({"max_wait_ms": 0}, 0.0),
+    ],
+)
+def test_the_wait_for_a_slot_defaults_by_the_kind_of_limit(
+    policy: dict[str, Any], waits_s: float
+) -> None:
+    assert admission(**policy)._max_wait_s == waits_s
+
+
+async def test_an_adaptive_route_sheds_at_once_by_default() -> None:
+    gate = admission(max_concurrency=1, adaptive=True, min_limit=1)
+
+    async def second() -> None:
+        async with gate.slot():
+            pass
+
+    async with gate.slot():
+        shed = asyncio.create_task(second())
+        for _ in range(3):  # a few turns of the loop, no time: it never queued for a slot
+            await asyncio.sleep(0)
+        assert shed.done()
+        assert not gate._waiting
+    with pytest.raises(SagewireError) as info:
+        await shed
+    assert info.value.reason in ("ROUTE_CONCURRENCY_LIMIT", "ROUTE_OVERLOADED")
+
+
 async def test_a_caller_that_leaves_while_waiting_holds_no_slot() -> None:
     gate = admission(max_concurrency=1, max_wait_ms=60_000)
     async with AsyncExitStack() as held:

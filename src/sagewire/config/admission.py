@@ -18,7 +18,8 @@ class AdmissionSettings(Strict):
     # Keep a lower limit from the endpoint's latency (a gradient limiter) under max_concurrency.
     adaptive: bool = False
     # A call over the limit waits this long, in arrival order, for a slot; 0: shed at once.
-    max_wait_ms: int = Field(default=50, ge=0, le=60_000)
+    # Unset: 50 ms under a static limit, 0 under an adaptive one (`wait_ms`).
+    max_wait_ms: int | None = Field(default=None, ge=0, le=60_000)
     # RetryInfo / grpc-retry-pushback-ms of a shed call, jittered ±50 %.
     retry_after_ms: int = Field(default=200, ge=1, le=60_000)
     # Adaptive only: the lowest limit, also the limit while the no-queue latency is first measured.
@@ -31,3 +32,14 @@ class AdmissionSettings(Strict):
     probe_interval_s: float = Field(default=30.0, gt=0, le=86_400)
     # Adaptive only: calls whose median latency is minRTT.
     probe_samples: int = Field(default=16, ge=1, le=10_000)
+
+    @property
+    def wait_ms(self) -> int:
+        """How long a call over the limit waits for a slot, in ms: `max_wait_ms` when set, else
+        50 under a static limit (a short burst is absorbed) and 0 under an adaptive one, whose
+        limit already lets the endpoint queue up to `tolerance` × its capacity: a second queue
+        in sagewire only added latency (bench.overload on a quiet machine: admitted p99 2.11× →
+        1.88× the unloaded p99, goodput 97 % both)."""
+        if self.max_wait_ms is not None:
+            return self.max_wait_ms
+        return 0 if self.adaptive else 50

@@ -68,7 +68,7 @@ class Admission:
         self.name = name
         self._cap = settings.max_concurrency
         policy = settings.admission
-        self._max_wait_s = policy.max_wait_ms / 1000
+        self._max_wait_s = policy.wait_ms / 1000
         self._retry_after_s = policy.retry_after_ms / 1000
         self._rng = rng or random.Random()
         self.limiter = (

@@ -12,7 +12,7 @@ import aiohttp
 import grpc
 import pytest
 from auth_support import API_KEY_LINES, AUTH_ROUTES, BATCH_KEY, bearer
-from scrape import scrape
+from scrape import Scrape, scrape
 from security_support import running_issuer
 
 from sagewire.emulator.server import RunningEmulator
@@ -21,6 +21,12 @@ from sagewire.v1 import invoke_pb2
 from support import settings_for, start_sagewire
 
 DURATION = "http_server_request_duration_seconds_count"
+
+
+def requests(found: Scrape, route: str, status: str, method: str = "POST") -> float | None:
+    """Requests recorded on `route` (a template) with this status and method."""
+    labels = {"http_request_method": method, "http_route": route}
+    return found.value(DURATION, **labels, http_response_status_code=status)
 
 
 async def test_passthrough_upload_and_websocket_routes_are_recorded(
@@ -45,15 +51,11 @@ async def test_passthrough_upload_and_websocket_routes_are_recorded(
                 await ws.receive()  # the error frame
         found = await scrape(f"http://127.0.0.1:{sw.server.metrics_port}/metrics")
 
-    def count(route: str, status: str, method: str = "POST") -> float | None:
-        labels = {"http_request_method": method, "http_route": route}
-        return found.value(DURATION, **labels, http_response_status_code=status)
-
-    assert count("/v1/models/{model}/invocations", "200") == 1
-    assert count("/v1/models/{model}/invocations", "404") == 1
-    assert count("/v1/models/{model}/invocations-response-stream", "200") == 1
-    assert count("/v1/models/{model}:uploadAsync", "400") == 1
-    assert count("/v1/models/{model}:converse", "101", "GET") == 1
+    assert requests(found, "/v1/models/{model}/invocations", "200") == 1
+    assert requests(found, "/v1/models/{model}/invocations", "404") == 1
+    assert requests(found, "/v1/models/{model}/invocations-response-stream", "200") == 1
+    assert requests(found, "/v1/models/{model}:uploadAsync", "400") == 1
+    assert requests(found, "/v1/models/{model}:converse", "101", "GET") == 1
     assert "nope" not in {v for _, labels in found.samples for k, v in labels if k == "http_route"}
     calls.write_waiting()  # access records are logged in batches (observability.calls)
     lines = [r.getMessage() for r in caplog.records if r.name == "sagewire.access"]
@@ -99,20 +101,16 @@ async def test_requests_the_security_layer_refuses_are_recorded(
                     assert r.status == status, (method, path, await r.text())
         found = await scrape(f"http://127.0.0.1:{sw.server.metrics_port}/metrics")
 
-    def count(route: str, status: str, method: str = "POST") -> float | None:
-        labels = {"http_request_method": method, "http_route": route}
-        return found.value(DURATION, **labels, http_response_status_code=status)
-
-    assert count("/v1/models/{model}:invoke", "401") == 2
-    assert count("/v1/models/{model}/invocations", "401") == 1
-    assert count("/v1/models/{model}:converse", "401", "GET") == 1
-    assert count("", "401") == 1  # no route: never the requested path
-    assert count("", "401", "_OTHER") == 1  # OpenTelemetry's name for any other method
+    assert requests(found, "/v1/models/{model}:invoke", "401") == 2
+    assert requests(found, "/v1/models/{model}/invocations", "401") == 1
+    assert requests(found, "/v1/models/{model}:converse", "401", "GET") == 1
+    assert requests(found, "", "401") == 1  # no route: never the requested path
+    assert requests(found, "", "401", "_OTHER") == 1  # OpenTelemetry's name for any other method
     methods = {v for _, labels in found.samples for k, v in labels if k == "http_request_method"}
     assert methods == {"POST", "GET", "_OTHER"}
-    assert count("/v1/openapi.json", "403", "GET") == 1
-    assert count("/v1/models/{model}:invoke", "403") == 1
-    assert count("/v1/models/{model}:invoke", "200") == 1
+    assert requests(found, "/v1/openapi.json", "403", "GET") == 1
+    assert requests(found, "/v1/models/{model}:invoke", "403") == 1
+    assert requests(found, "/v1/models/{model}:invoke", "200") == 1
     routes = {v for _, labels in found.samples for k, v in labels if k == "http_route"}
     assert not any("echo" in route or "no/such" in route for route in routes)
 

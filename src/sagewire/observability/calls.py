@@ -21,6 +21,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
+from aiohttp import hdrs
+
 from sagewire.observability.logs import add_flush_hook, current_ids
 from sagewire.observability.metrics import NO_ROUTE, MethodMetrics, Metrics
 
@@ -32,10 +34,9 @@ _current: ContextVar[Call | None] = ContextVar("sagewire_call", default=None)
 
 
 # OpenTelemetry's HTTP semantic conventions: `http.request.method` is one of RFC 9110's methods
-# or PATCH, anything else `_OTHER` (a caller must not mint metric series with made-up methods).
-_KNOWN_HTTP_METHODS = frozenset(
-    ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
-)
+# or PATCH (aiohttp's METH_ALL), anything else `_OTHER` (a caller must not mint metric series
+# with made-up methods).
+_KNOWN_HTTP_METHODS = hdrs.METH_ALL
 
 
 @dataclass(slots=True, eq=False)

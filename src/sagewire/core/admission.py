@@ -170,7 +170,7 @@ class _Slot:
     """Admission.slot's context manager: a class rather than @asynccontextmanager, which costs
     a generator and two extra awaits on every call's path."""
 
-    __slots__ = ("_admission", "_admitted", "_gauge")
+    __slots__ = ("_admission", "_admitted", "_gauge", "_token")
 
     def __init__(self, admission: Admission) -> None:
         self._admission = admission
@@ -179,7 +179,7 @@ class _Slot:
     async def __aenter__(self) -> Admitted:
         await self._admission._acquire()
         admitted = self._admitted = Admitted(time.monotonic())
-        _current.set(admitted)
+        self._token = _current.set(admitted)
         self._gauge = gauge = signals.in_flight()
         if gauge is not None:
             gauge.inc()
@@ -190,7 +190,10 @@ class _Slot:
             self._gauge.dec()
         admission = self._admission
         admitted = self._admitted
-        # Only a block that ended normally is a latency sample.
-        if kind is None and admitted.sampled and admission.limiter is not None:
-            admission._sample(admitted)
-        admission._release()
+        try:
+            # Only a block that ended normally is a latency sample.
+            if kind is None and admitted.sampled and admission.limiter is not None:
+                admission._sample(admitted)
+        finally:  # the slot comes back whatever the sample did
+            _current.reset(self._token)
+            admission._release()

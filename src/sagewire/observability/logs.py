@@ -177,11 +177,12 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             except Exception:
                 self.handleError(record)
                 continue
-            if chunk and size + len(line) > _PIPE_BUF:
+            length = len(line.encode())  # PIPE_BUF counts bytes; lines may be non-ASCII
+            if chunk and size + length > _PIPE_BUF:
                 self._send("".join(chunk), record)
                 chunk, size = [], 0
             chunk.append(line)
-            size += len(line)
+            size += length
         if chunk:
             self._send("".join(chunk), records[-1])
 

@@ -17,11 +17,10 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from typing import Any
 
-from sagewire.cli.startup import Ports, listening_lines, warn_if_unusable
+from sagewire.cli.startup import Ports, listening_lines, run, warn_if_unusable
 from sagewire.client.cli import main as client_cli
 from sagewire.config import ConfigError, Settings, load_settings
 from sagewire.observability import logs
@@ -233,15 +232,6 @@ def _refuse_published_keys(settings: Settings, source: str) -> None:
         )
 
 
-def _run(coro: Coroutine[Any, Any, None]) -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in client_cli.COMMANDS:
@@ -263,12 +253,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from sagewire.cli import workers
 
                 return workers.serve(settings, args.workers)
-            _run(_serve(settings, AsyncExitStack()))
+            run(_serve(settings, AsyncExitStack()))
             return 0
         settings = load_settings(args.config)  # fail fast, before starting anything
         check_listeners(settings)  # before the emulator and S3 start
         logs.configure("INFO", settings.server.log_format)
-        _run(_local(args))
+        run(_local(args))
         return 0
     except ConfigError as exc:
         print(f"sagewire: {exc}", file=sys.stderr)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from sagewire.config import Settings
 
@@ -68,3 +70,12 @@ async def warn_if_unusable(settings: Settings) -> None:
             "container or instance role): every call to SageMaker will fail until some are "
             "available"
         )
+
+
+def run[T](coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on uvloop's event loop (asyncio's where uvloop is missing); its result."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        return asyncio.run(coro)
+    return uvloop.run(coro)

@@ -43,7 +43,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from sagewire.cli.startup import Ports, listening_lines, warn_if_unusable
+from sagewire.cli.startup import Ports, listening_lines, run, warn_if_unusable
 from sagewire.config import ConfigError, Settings
 from sagewire.observability import logs
 from sagewire.observability.admin import AdminListener
@@ -118,12 +118,7 @@ def worker_main(settings: Settings, pipe: Connection) -> None:
     `pipe` closes; send ("ready", pid) on `pipe` once listening."""
     logs.configure(settings.server.log_level, settings.server.log_format, pid=True)
     try:
-        try:
-            import uvloop
-        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
-            asyncio.run(_worker(settings, pipe))
-        else:
-            uvloop.run(_worker(settings, pipe))
+        run(_worker(settings, pipe))
     finally:
         logs.flush()  # multiprocessing ends a child with os._exit: no logging.shutdown
 
@@ -380,8 +375,4 @@ class Supervisor:
 
 def serve(settings: Settings, count: int) -> int:
     """Run `count` workers until SIGTERM/SIGINT; the process's exit status."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
-        return asyncio.run(Supervisor(settings, count).run())
-    return uvloop.run(Supervisor(settings, count).run())
+    return run(Supervisor(settings, count).run())

@@ -257,11 +257,7 @@ def manual_call(service_id: str, operation: str, attributes: dict[str, str]) -> 
         outcome = _manual_outcome(exc)
         raise
     finally:
-        found = current_metrics()
-        if found is not None:
-            metrics, model = found
-            seconds = time.perf_counter() - started
-            metrics.later(_upstream, metrics, model, "", None, operation, outcome, seconds, 0)
+        report_upstream("", None, operation, outcome, time.perf_counter() - started, 0)
         if span is not None:
             _end_span(span, outcome, 0, None)
 

@@ -187,14 +187,15 @@ class GradientLimiter:
         assert self.min_rtt is not None  # measured before the first window
         sample_rtt = statistics.median(self._window)
         target = self.min_rtt * (1 + s.tolerance)
-        if sample_rtt > target:
+        within = sample_rtt <= target
+        if not within:
             limit = self._limit * max(_MIN_GRADIENT, target / sample_rtt)
         elif self._window_peak * 2 >= self.limit:
             limit = self._limit + 1
         else:
-            return True
+            return within
         bounded = max(float(s.min_limit), min(float(s.max_limit), limit))
         if math.floor(bounded) != math.floor(self._limit):
             self._changed_at = now
         self._limit = bounded
-        return sample_rtt <= target
+        return within

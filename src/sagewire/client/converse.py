@@ -169,7 +169,11 @@ class ConverseSession:
             message.body = jsonlib.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
             message.content_type = content_type or "application/json"
         self._turns[turn.turn_id] = turn
-        await self._write(converse_pb2.ConverseRequest(turn=message))
+        try:
+            await self._write(converse_pb2.ConverseRequest(turn=message))
+        except BaseException:
+            del self._turns[turn.turn_id]  # never sent: nothing to cancel or wait for
+            raise
         return turn
 
     async def cancel(self, turn_id: str | None = None) -> None:
@@ -184,9 +188,9 @@ class ConverseSession:
         """Ends the session after its running turns finish (a half-close)."""
         if self._call is None or self._reader is None:
             return
+        self._closing = True  # before the end is queued: no turn may be queued behind it
         with contextlib.suppress(errors.SagewireError):  # the reader reports how it ended
             await self._write(None)  # the request iterator ends: grpc.aio half-closes
-        self._closing = True
         await asyncio.shield(self._reader)
         if self._failure is not None and not isinstance(self._failure, errors.Cancelled):
             raise self._failure
@@ -205,10 +209,13 @@ class ConverseSession:
         it did, before or while waiting for room."""
         if self._failure is not None:
             raise self._failure
-        if self._closing:
+        if self._closing and request is not None:
             raise errors.SagewireError(
                 grpc.StatusCode.FAILED_PRECONDITION, "the Converse session is closing"
             )
+        if not self._outbox.full():
+            self._outbox.put_nowait(request)
+            return
         put = asyncio.ensure_future(self._outbox.put(request))
         try:
             if self._reader is not None and not put.done():

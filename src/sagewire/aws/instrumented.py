@@ -37,8 +37,8 @@ from sagewire import telemetry
 from sagewire.aws.errors import map_aws_error, map_s3_error
 from sagewire.core.async_types import S3Location
 from sagewire.core.errors import SagewireError
-from sagewire.observability.calls import current_metrics
-from sagewire.observability.metrics import Metrics
+from sagewire.observability import calls
+from sagewire.observability.calls import current_metrics, upstream_series
 
 _tracer = trace.get_tracer("sagewire.aws")
 # Sends of the API call in progress in this task (botocore emits before-send per attempt).
@@ -157,31 +157,16 @@ def _start_span(
 def report_upstream(
     service: str, quota: Any, operation: str, outcome: str, seconds: float, retries: int
 ) -> None:
+    """One AWS call's series: added to the current call's entry (applied with its batch,
+    sagewire.observability.calls), else queued on their own."""
+    if calls.upstream(service, quota, operation, outcome, seconds, retries):
+        return
     found = current_metrics()
     if found is not None:
         metrics, model = found
         metrics.later(
-            _upstream, metrics, model, service, quota, operation, outcome, seconds, retries
+            upstream_series, metrics, model, service, quota, operation, outcome, seconds, retries
         )
-
-
-def _upstream(
-    metrics: Metrics,
-    model: str,
-    service: str,
-    quota: Any,
-    operation: str,
-    outcome: str,
-    seconds: float,
-    retries: int,
-) -> None:
-    """One AWS call's series (applied with the batch: sagewire.observability.metrics)."""
-    metrics.child(metrics.upstream_requests, model, operation, outcome).inc()
-    metrics.child(metrics.upstream_duration, model, operation).observe(seconds)
-    if retries:
-        metrics.child(metrics.upstream_retries, model, operation).inc(retries)
-    if quota is not None:
-        metrics.child(metrics.retry_quota, service).set(quota.available_capacity)
 
 
 @dataclass

@@ -8,22 +8,28 @@ Nothing here knows gRPC or HTTP: the edge passes status names and sizes in.
 
 With no metrics listener, access log or OTel meter configured the edge skips all of it
 (`Observer.enabled` is False) and a call costs one attribute check.
+
+A call adds one entry (its `Call`) to a batch; its series, access record and OTel measurement
+are made from that entry when the batch is applied (`Observer`), never one by one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import logging
 import time
 import weakref
+from collections.abc import Iterable
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Protocol
+from functools import cache
+from typing import Any, Protocol
 
 from aiohttp import hdrs
+from google.protobuf import descriptor_pool
 
-from sagewire.observability.logs import add_flush_hook, current_ids
+from sagewire import telemetry
+from sagewire.observability.batches import Batch
+from sagewire.observability.logs import access_record, add_flush_hook, current_ids
 from sagewire.observability.metrics import NO_ROUTE, MethodMetrics, Metrics
 
 access_log = logging.getLogger("sagewire.access")
@@ -39,15 +45,24 @@ _current: ContextVar[Call | None] = ContextVar("sagewire_call", default=None)
 _KNOWN_HTTP_METHODS = hdrs.METH_ALL
 
 
-@dataclass(slots=True, eq=False)
-class Call:
-    """What one call did. `method` is the full name, e.g. sagewire.v1.InferenceService/Invoke."""
+class Site:
+    """What every call of one method shares: names, grpc_type and its bound series."""
 
-    observer: Observer
-    service: str
-    method: str
-    kind: str  # grpc_type: unary, client_stream, server_stream, bidi_stream
-    started: float  # time.perf_counter()
+    __slots__ = ("bound", "kind", "method", "service")
+
+    def __init__(self, service: str, method: str, kind: str, bound: MethodMetrics | None) -> None:
+        self.service = service
+        self.method = method  # the full name, e.g. sagewire.v1.InferenceService/Invoke
+        self.kind = kind  # grpc_type: unary, client_stream, server_stream, bidi_stream; or http
+        self.bound = bound
+
+
+class Call:
+    """What one call did: the one entry per call that its series, its access record and the
+    OTel meter are made from, when its batch is applied (`Observer.finish`).
+
+    A plain class whose defaults live on the class: opening a call sets three attributes."""
+
     model: str = NO_ROUTE  # the route's name once the model resolved; never a caller's string
     code: str = "OK"  # the status name (gRPC code names; HTTP transports map theirs)
     reason: str = ""  # the ErrorInfo reason of a failure
@@ -56,11 +71,35 @@ class Call:
     bytes_in: int = 0
     bytes_out: int = 0
     principal: str = ""  # the authenticated caller, once a transport knows one
-    bound: MethodMetrics | None = None
     # HTTP transports (kind "http"): the request method, the route template, the status sent.
     http_method: str = ""
     http_route: str = ""
     http_status: int = 0
+    # Set when the call ends (Observer.finish).
+    duration: float = 0.0  # seconds
+    ended: float = 0.0  # time.time(), when an access record is to be logged
+    trace_id: str = ""
+    span_id: str = ""
+    # AWS calls made for it: (service, retry quota, operation, outcome, seconds, retries).
+    upstream: list[tuple[str, Any, str, str, float, int]] | None = None
+    applied: bool = False  # its batch was applied: later reports go their own way
+
+    def __init__(self, observer: Observer, site: Site, started: float) -> None:
+        self.observer = observer
+        self.site = site
+        self.started = started  # time.perf_counter()
+
+    @property
+    def service(self) -> str:
+        return self.site.service
+
+    @property
+    def method(self) -> str:
+        return self.site.method
+
+    @property
+    def kind(self) -> str:
+        return self.site.kind
 
     @property
     def metrics(self) -> Metrics | None:
@@ -102,6 +141,16 @@ def set_principal(principal: str) -> None:
         call.principal = principal
 
 
+@cache
+def grpc_type(service: str, method: str) -> str:
+    """go-grpc-prometheus's grpc_type of a method, from its descriptor (generated code is
+    imported before any call, so the default pool has it)."""
+    found = descriptor_pool.Default().FindServiceByName(service).FindMethodByName(method)
+    if found.client_streaming:
+        return "bidi_stream" if found.server_streaming else "client_stream"
+    return "server_stream" if found.server_streaming else "unary"
+
+
 class CallMeter(Protocol):
     """Records a finished call elsewhere (sagewire.observability.otel.RpcMeter)."""
 
@@ -109,7 +158,14 @@ class CallMeter(Protocol):
 
 
 class Observer:
-    """Per server: where calls are reported. Each part is optional."""
+    """Per server: where calls are reported. Each part is optional.
+
+    A finished call waits (`Batch`: at most `ACCESS_AFTER_S`, `MAX_ACCESS_WAITING` calls) and
+    its batch is applied at once: metrics (summed per series), OTel meter, access records, in
+    the order the calls ended. A scrape applies what waits first (Metrics.add_source), and so
+    does a WARNING or worse log line (logs.add_flush_hook), so it follows the access records of
+    the calls that ended before it. In multiprocess mode a call's metrics are applied when it
+    ends (another process's scrape could not apply them)."""
 
     def __init__(
         self,
@@ -121,102 +177,178 @@ class Observer:
         self.access = access
         self.meter = meter
         self.enabled = metrics is not None or access or meter is not None
-        self._access_waiting: list[tuple[Call, float, float, str, str]] = []
-        if access:
+        self._sites: dict[tuple[str, str], Site] = {}
+        self._http_sites: dict[tuple[str, str], Site] = {}
+        self._finished: Batch[Call] = Batch(self._apply, ACCESS_AFTER_S, MAX_ACCESS_WAITING)
+        # Metrics applied at once (multiprocess mode), not with the batch.
+        self._metrics_at_once = metrics is not None and metrics.multiprocess
+        if metrics is not None:
+            metrics.add_source(self.write_access)
+        if self.enabled:
             _observers.add(self)
 
-    def start(self, service: str, method: str, kind: str) -> Call:
-        """Open the record of a call to `service`'s `method` (short name, e.g. Invoke)."""
-        call = Call(self, service, f"{service}/{method}", kind, time.perf_counter())
+    def _site(self, service: str, method: str, kind: str | None) -> Site:
+        if kind is None:
+            kind = grpc_type(service, method)
+        bound = self.metrics.method(service, method, kind) if self.metrics is not None else None
+        site = self._sites[service, method] = Site(service, f"{service}/{method}", kind, bound)
+        return site
+
+    def start(self, service: str, method: str, kind: str | None = None) -> Call:
+        """Open the record of a call to `service`'s `method` (short name, e.g. Invoke);
+        `kind` is its grpc_type (default: from the method's descriptor)."""
+        site = self._sites.get((service, method)) or self._site(service, method, kind)
+        call = Call(self, site, time.perf_counter())
         _current.set(call)
-        if self.metrics is not None:
-            call.bound = bound = self.metrics.method(service, method, kind)
-            self.metrics.later(bound.started.inc)
+        if site.bound is not None:
+            site.bound.started.inc()
         return call
 
     def start_http(self, service: str, method: str, http_method: str, route: str) -> Call:
         """Open the record of an HTTP request transcoded to `service`'s `method`; `route` is
         the path template (e.g. /v1/models/{model}:invoke), never the requested path."""
-        name = f"{service}/{method}" if service else ""  # "": no route matched
-        call = Call(self, service, name, HTTP, time.perf_counter())
+        site = self._http_sites.get((service, method))
+        if site is None:
+            name = f"{service}/{method}" if service else ""  # "": no route matched
+            site = self._http_sites[service, method] = Site(service, name, HTTP, None)
+        call = Call(self, site, time.perf_counter())
         call.http_method = http_method if http_method in _KNOWN_HTTP_METHODS else "_OTHER"
         call.http_route = route
         _current.set(call)
         return call
 
     def finish(self, call: Call) -> None:
-        duration = time.perf_counter() - call.started
-        metrics = self.metrics
-        if metrics is not None:
-            if call.kind == HTTP:
-                labels = (call.http_method, call.http_route, str(call.http_status))
-                metrics.later(_http_finished, metrics, labels, duration)
-            if call.bound is not None:
-                metrics.later(
-                    _grpc_finished, call.bound, call.code, duration, call.received, call.sent
-                )
-        if self.meter is not None:
-            self.meter.record(call, duration)
+        """The call ended: it waits for its batch (the class doc). What the transport adds to
+        it after this, before the batch is applied, still counts."""
+        call.duration = time.perf_counter() - call.started
         if self.access and access_log.isEnabledFor(logging.INFO):
-            # The record is made and logged with others, within ACCESS_AFTER_S: between the
-            # rest of a call's work, with the caches full of that, the logging module's path
-            # costs several times what it costs in a batch (docs/benchmarks.md,
-            # observability). Its time and trace ids are the call's end.
-            waiting = self._access_waiting
-            waiting.append((call, duration, time.time(), *current_ids()))
-            if len(waiting) == 1:
-                try:
-                    asyncio.get_running_loop().call_later(ACCESS_AFTER_S, self.write_access)
-                except RuntimeError:  # no loop running: now
-                    self.write_access()
-            elif len(waiting) >= MAX_ACCESS_WAITING:
-                self.write_access()
+            call.ended = time.time()  # the access record's time (0.0: no record)
+            if telemetry.tracing():
+                call.trace_id, call.span_id = current_ids()
+        if self._metrics_at_once:  # multiprocess mode: its series are the instruments'
+            _tally(self.metrics, (call,))  # type: ignore[arg-type]
+        if not self._finished.add(call):  # no event loop: now
+            self._finished.flush()
 
     def write_access(self) -> None:
-        """Log the access records still waiting (also at exit: `write_waiting`)."""
-        waiting, self._access_waiting = self._access_waiting, []
-        for call, duration, ended, trace_id, span_id in waiting:
+        """Apply the calls still waiting: metrics, OTel meter, access records (also at exit:
+        `write_waiting`, and before a scrape)."""
+        self._finished.flush()
+
+    def _apply(self, finished: list[Call]) -> None:
+        for call in finished:
+            call.applied = True
+        metrics = self.metrics
+        if metrics is not None and not self._metrics_at_once:
             try:
-                _access_record(call, duration, ended, trace_id, span_id)
-            except Exception:  # one bad record must not lose the rest of the batch
-                logging.getLogger("sagewire").exception("an access record failed: %s", call.method)
+                _tally(metrics, finished)
+            except Exception:  # metrics must not lose the access records
+                logging.getLogger("sagewire.metrics").exception("a metric update failed")
+            metrics.apply_pending()
+        if self.meter is not None:
+            for call in finished:
+                self.meter.record(call, call.duration)
+        if self.access:
+            for call in finished:
+                if not call.ended:  # not logged when the call ended
+                    continue
+                try:
+                    _access_record(call)
+                except Exception:  # one bad record must not lose the rest of the batch
+                    logging.getLogger("sagewire").exception(
+                        "an access record failed: %s", call.method
+                    )
 
 
-# Access records wait at most this long, or until this many wait (Observer.finish).
+# Finished calls wait at most this long, or until this many wait (Observer.finish).
 ACCESS_AFTER_S = 0.05
 MAX_ACCESS_WAITING = 256
 _observers: weakref.WeakSet[Observer] = weakref.WeakSet()
 
 
 def write_waiting() -> None:
-    """Log every access record still waiting, in every observer (at exit, before a process
-    ends by os._exit, and where a test reads records as soon as a call returned)."""
+    """Apply every finished call still waiting, in every observer: its metrics and access
+    record (at exit, before a process ends by os._exit, and where a test reads records as soon
+    as a call returned)."""
     for observer in list(_observers):
         observer.write_access()
 
 
+def _write_waiting_here() -> None:
+    """`write_waiting` for the observers whose calls wait on this thread's event loop (the
+    log handler's hook before a WARNING line: no other thread's batch is touched)."""
+    for observer in list(_observers):
+        if observer._finished.here():
+            observer.write_access()
+
+
 atexit.register(write_waiting)  # runs before logging's own shutdown (registered earlier)
-add_flush_hook(write_waiting)  # logs.flush()
+add_flush_hook(write_waiting, before_warning=_write_waiting_here)  # logs.flush(), WARNING lines
 
 
-def _http_finished(metrics: Metrics, labels: tuple[str, str, str], duration: float) -> None:
-    metrics.child(metrics.http_duration, *labels).observe(duration)
+def upstream(
+    service: str, quota: Any, operation: str, outcome: str, seconds: float, retries: int
+) -> bool:
+    """Add one AWS call to the current call's entry (applied with its batch). False when
+    there is no open entry to add it to (no call, metrics off, multiprocess mode, or its
+    batch was applied already): the caller reports it on its own."""
+    call = _current.get()
+    if call is None or call.applied or call.observer._metrics_at_once:
+        return False
+    if call.observer.metrics is None:
+        return True  # nothing to report it to
+    entry = (service, quota, operation, outcome, seconds, retries)
+    if call.upstream is None:
+        call.upstream = [entry]
+    else:
+        call.upstream.append(entry)
+    return True
 
 
-def _grpc_finished(
-    bound: MethodMetrics, code: str, duration: float, received: int, sent: int
+def _tally(metrics: Metrics, finished: Iterable[Call]) -> None:
+    """Every series of the finished calls, into the metrics' pending sums."""
+    for call in finished:
+        bound = call.site.bound
+        if bound is not None:
+            bound.handled(call.code).inc()
+            bound.handling.observe(call.duration)
+            if call.received:
+                bound.received.inc(call.received)
+            if call.sent:
+                bound.sent.inc(call.sent)
+        elif call.site.kind == HTTP:
+            labels = (call.http_method, call.http_route, str(call.http_status))
+            metrics.pending_histogram(metrics.http_duration, *labels).observe(call.duration)
+        if call.upstream is not None:
+            model = call.model
+            for service, quota, operation, outcome, seconds, retries in call.upstream:
+                upstream_series(
+                    metrics, model, service, quota, operation, outcome, seconds, retries
+                )
+
+
+def upstream_series(
+    metrics: Metrics,
+    model: str,
+    service: str,
+    quota: Any,
+    operation: str,
+    outcome: str,
+    seconds: float,
+    retries: int,
 ) -> None:
-    bound.handled(code).inc()
-    bound.handling.observe(duration)
-    if received:
-        bound.received.inc(received)
-    if sent:
-        bound.sent.inc(sent)
+    """One AWS call's series (sagewire.aws.instrumented reports them)."""
+    metrics.pending(metrics.upstream_requests, model, operation, outcome).inc()
+    metrics.pending_histogram(metrics.upstream_duration, model, operation).observe(seconds)
+    if retries:
+        metrics.pending(metrics.upstream_retries, model, operation).inc(retries)
+    if quota is not None:  # the quota left now
+        metrics.child(metrics.retry_quota, service).set(quota.available_capacity)
 
 
-def _access_record(call: Call, duration: float, ended: float, trace_id: str, span_id: str) -> None:
-    """One line per call: never payloads, metadata values or tokens (only sizes and names).
-    `ended`: time.time() when the call ended, the record's time."""
+def _access_record(call: Call) -> None:
+    """One line per call: never payloads, metadata values or tokens (only sizes and names)."""
+    duration = call.duration
     access: dict[str, object] = {
         "method": call.method,
         "model": call.model,
@@ -239,14 +371,9 @@ def _access_record(call: Call, duration: float, ended: float, trace_id: str, spa
         call.bytes_in,
         call.bytes_out,
     )
-    # What Logger.info does (makeRecord, then handle), with the call's own time and trace ids.
-    record = access_log.makeRecord(
-        access_log.name, logging.INFO, "(unknown file)", 0, _ACCESS_MESSAGE, args, None,
-        extra={"access": access, "trace_id": trace_id, "span_id": span_id},
-    )  # fmt: skip
-    record.created = ended
-    record.msecs = (ended - int(ended)) * 1000
-    access_log.handle(record)
+    access_log.handle(
+        access_record(_ACCESS_MESSAGE, args, call.ended, access, call.trace_id, call.span_id)
+    )
 
 
 _ACCESS_MESSAGE = "%s model=%s -> %s%s in %.1f ms (%d B in, %d B out)"

@@ -15,7 +15,6 @@ cost more CPU than the rest of observing the call (docs/benchmarks.md, observabi
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import select
@@ -31,6 +30,7 @@ from opentelemetry import trace
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 from sagewire import telemetry
+from sagewire.observability.batches import Batch
 
 _NOISY = ("botocore", "smithy_core", "smithy_http", "smithy_aws_core", "smithy_aws_event_stream")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -54,6 +54,69 @@ def current_ids() -> tuple[str, str]:
     if context.is_valid:
         return format(context.trace_id, "032x"), format(context.span_id, "016x")
     return "", ""
+
+
+_ACCESS_LOGGER = "sagewire.access"
+# What logging.LogRecord.__init__ sets that is the same for every access record.
+_ACCESS_CONSTANT = {
+    "name": _ACCESS_LOGGER,
+    "levelname": "INFO",
+    "levelno": logging.INFO,
+    "pathname": "(unknown file)",
+    "filename": "(unknown file)",
+    "module": "Unknown module",
+    "exc_info": None,
+    "exc_text": None,
+    "stack_info": None,
+    "lineno": 0,
+    "funcName": None,
+    "taskName": None,
+}
+
+
+class AccessRecord(logging.LogRecord):
+    """A LogRecord of logger `sagewire.access` at INFO with an `access` object, made directly.
+
+    Built in a batch after the call ended (sagewire.observability.calls), with the call's end
+    as its time and its trace ids. LogRecord.__init__ would spend most of its time on what is
+    the same for every access record (the file name split, the level name lookup), so the
+    constant attributes are copied in one step; the rest are set as LogRecord sets them
+    (threads, processes per the logging module's flags). A factory installed with
+    logging.setLogRecordFactory is not used for these records."""
+
+    def __init__(
+        self,
+        msg: str,
+        args: tuple[object, ...],
+        created: float,
+        access: dict[str, object],
+        trace_id: str,
+        span_id: str,
+    ) -> None:
+        self.__dict__.update(_ACCESS_CONSTANT)
+        self.msg = msg
+        self.args = args
+        self.created = created
+        self.msecs = int((created - int(created)) * 1000) + 0.0
+        self.relativeCreated = (created - logging._startTime) * 1000  # type: ignore[attr-defined]
+        if logging.logThreads:
+            self.thread: int | None = threading.get_ident()
+            self.threadName: str | None = threading.current_thread().name
+        else:
+            self.thread = self.threadName = None
+        self.processName = _process_name() if logging.logMultiprocessing else None
+        self.process = os.getpid() if logging.logProcesses else None
+        self.access = access
+        self.trace_id = trace_id
+        self.span_id = span_id
+
+
+access_record = AccessRecord
+
+
+def _process_name() -> str:
+    found = sys.modules.get("multiprocessing")  # as LogRecord names it
+    return found.current_process().name if found is not None else "MainProcess"
 
 
 class TextFormatter(logging.Formatter):
@@ -110,10 +173,11 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     Records wait in memory at most `interval_s` (then a timer on the event loop of the thread
     that logged them writes them out, or a daemon thread off a loop) and are written at once
-    when a record of WARNING or above arrives (after those waiting, so the order holds), when
-    `MAX_WAITING` wait, on `flush()` and at exit (logging.shutdown). A record is formatted
-    when written: its message arguments are read then, as QueueHandler's consumers read them.
-    Each write holds whole lines and at most PIPE_BUF bytes, so the workers of
+    when a record of WARNING or above arrives (after those waiting, and after the access
+    records of calls that ended before it: the flush hooks' `before_warning`, so the order
+    holds), when `MAX_WAITING` wait, on `flush()` and at exit (logging.shutdown). A record is
+    formatted when written: its message arguments are read then, as QueueHandler's consumers
+    read them. Each write holds whole lines and at most PIPE_BUF bytes, so the workers of
     `serve --workers N`, which share one stderr pipe, never interleave within a line (POSIX:
     pipe writes up to PIPE_BUF are atomic). nginx's `access_log ... buffer= flush=` makes the
     same trade.
@@ -130,43 +194,39 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: Any = None, interval_s: float = 0.05) -> None:
         super().__init__(stream)
         self.interval_s = interval_s
-        self._records: list[logging.LogRecord] = []
-        self._scheduled = False  # a write of what waits is due (loop timer or thread)
+        self._records: Batch[logging.LogRecord] = Batch(
+            self._write, interval_s, self.MAX_WAITING, timer_calls=self.flush
+        )
         self._waiting = threading.Event()  # set while records wait for the writer thread
         self._writer_pid = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        # Called under the handler's lock (Handler.handle).
-        records = self._records
-        records.append(record)
-        if record.levelno >= logging.WARNING or len(records) >= self.MAX_WAITING:
-            self._write()
-        elif not self._scheduled:
-            self._scheduled = True
-            try:
-                # On the event loop's own thread: a writer thread would take the GIL from the
-                # loop at its own moments, and the calls in flight would wait for it.
-                asyncio.get_running_loop().call_later(self.interval_s, self.flush)
-            except RuntimeError:  # no loop in this thread
-                if self._writer_pid != os.getpid():  # a thread does not survive fork
-                    self._writer_pid = os.getpid()
-                    threading.Thread(
-                        target=self._write_waiting, name="sagewire-log-writer", daemon=True
-                    ).start()
-                self._waiting.set()
+        # Called under the handler's lock (Handler.handle), a reentrant one: the hooks below
+        # log access records through this handler.
+        if record.levelno >= logging.WARNING:
+            _before_warning()
+            self._records.items.append(record)
+            self._records.flush()
+        elif not self._records.add(record):  # no event loop in this thread
+            # On the event loop's own thread a timer writes (a writer thread would take the
+            # GIL from the loop at its own moments, and the calls in flight would wait for it).
+            if self._writer_pid != os.getpid():  # a thread does not survive fork
+                self._writer_pid = os.getpid()
+                threading.Thread(
+                    target=self._write_waiting, name="sagewire-log-writer", daemon=True
+                ).start()
+            self._waiting.set()
 
     def flush(self) -> None:
         self.acquire()
         try:
-            self._scheduled = False
-            self._write()
+            self._records.flush()
             super().flush()
         finally:
             self.release()
 
-    def _write(self) -> None:
-        """Format and write what waits (the caller holds the handler's lock)."""
-        records, self._records = self._records, []
+    def _write(self, records: list[logging.LogRecord]) -> None:
+        """Format and write `records` (the caller holds the handler's lock)."""
         chunk: list[str] = []
         size = 0
         for record in records:
@@ -202,8 +262,7 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.acquire()
             try:
                 self._waiting.clear()
-                self._scheduled = False
-                self._write()
+                self._records.flush()
             finally:
                 self.release()
 
@@ -261,12 +320,27 @@ def configure(
 
 
 _flush_hooks: list[Callable[[], None]] = []
+_warning_hooks: list[Callable[[], None]] = []
 
 
-def add_flush_hook(hook: Callable[[], None]) -> None:
+def add_flush_hook(
+    hook: Callable[[], None], before_warning: Callable[[], None] | None = None
+) -> None:
     """`hook()` runs first in every `flush()`: records made later than logged (access
-    records, sagewire.observability.calls) reach the handlers before they are flushed."""
+    records, sagewire.observability.calls) reach the handlers before they are flushed.
+    `before_warning()` runs before a batched handler writes a WARNING or worse line, so the
+    records of what happened before it come first (it must only log, at INFO)."""
     _flush_hooks.append(hook)
+    if before_warning is not None:
+        _warning_hooks.append(before_warning)
+
+
+def _before_warning() -> None:
+    for hook in _warning_hooks:
+        try:
+            hook()
+        except Exception:  # the WARNING line itself must still be written
+            logging.getLogger("sagewire").exception("writing waiting records failed")
 
 
 def flush() -> None:

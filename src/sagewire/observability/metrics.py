@@ -6,12 +6,17 @@ existing gRPC dashboards and alerts read sagewire unchanged. sagewire's own seri
 operation, ErrorInfo reason, async job state); never by job ids, endpoint names a caller sent,
 or anything else a caller controls. docs/observability.md lists every series.
 
-Per-call updates wait (`Metrics.later`) and are applied in batches: at most `APPLY_AFTER_S`
-later, when `MAX_WAITING` wait, and before every collection of the registry (a scrape), so a
-scrape never misses a call that ended before it. In multiprocess mode they are applied at once:
-another process's scrape could not apply them. Why: observing a call runs between the rest of
-the call's work, with the processor's caches full of that, where each prometheus-client update
-cost several times what it costs in a batch (docs/benchmarks.md, observability).
+Per-call updates are not applied to prometheus-client's instruments one by one. Counters and
+gauges changed on every call (`Metrics.pending`: calls started, handled, messages, a route's
+calls in flight) add to a plain number, and histograms (`Metrics.pending_histogram`) count into
+their buckets; other updates wait in a list (`Metrics.later`, applied at most `APPLY_AFTER_S`
+later or when `MAX_WAITING` wait). All of it reaches the instruments, summed (one `inc(n)` per
+series), before every collection of the registry (a scrape), so a scrape never misses a call
+that ended before it, and whenever a batch of finished calls is applied. In multiprocess mode
+every update is applied at once: another process's scrape could not apply it. Why: observing
+a call runs between the rest of the call's work, with the processor's caches full of that,
+where each prometheus-client update (a lock, a float) cost several times what it costs in a
+batch (docs/benchmarks.md, observability).
 
 Multiprocess: when PROMETHEUS_MULTIPROC_DIR is set before sagewire starts, prometheus-client
 keeps every value in per-process files there and the listener (sagewire.observability.admin)
@@ -20,15 +25,17 @@ serves the sum over all processes; gauges say how processes combine (`multiproce
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
+
+from sagewire.observability.batches import Batch
 
 _log = logging.getLogger("sagewire.metrics")
 
@@ -48,22 +55,82 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+class Pending:
+    """A counter's or gauge's changes, summed until the next batch is applied (the module doc):
+    `inc`/`dec` cost an addition, not a lock. In multiprocess mode `Metrics.pending` gives the
+    instrument's child itself, which has the same methods."""
+
+    __slots__ = ("amount", "child")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.amount: float = 0
+
+    def inc(self, amount: float = 1) -> None:
+        self.amount += amount
+
+    def dec(self, amount: float = 1) -> None:
+        self.amount -= amount
+
+    def apply(self) -> None:
+        amount = self.amount
+        if amount:
+            self.amount = 0
+            self.child.inc(amount)
+
+
+class PendingHistogram:
+    """A histogram child's observations, counted per bucket until the next batch is applied.
+
+    Applied through the child's own per-bucket values (`_buckets`, `_sum`: prometheus-client
+    keeps non-cumulative counts there and sums them when collected; pinned in
+    requirements/runtime.txt, and tests/unit/test_metrics_batches.py checks the exposition
+    against `observe`), since its public API adds one observation at a time."""
+
+    __slots__ = ("_bounds", "_counts", "_sum", "child")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self._bounds: list[float] = list(child._upper_bounds)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # The first bucket whose upper bound is >= value, as Histogram.observe picks it.
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def apply(self) -> None:
+        counts = self._counts
+        if not any(counts):
+            return
+        buckets = self.child._buckets
+        for index, count in enumerate(counts):
+            if count:
+                buckets[index].inc(count)
+                counts[index] = 0
+        self.child._sum.inc(self._sum)
+        self._sum = 0.0
+
+
 @dataclass
 class MethodMetrics:
-    """The grpc_server_* children of one method, bound once (label lookups cost per call)."""
+    """The grpc_server_* series of one method, bound once (label lookups cost per call); in
+    `Pending` form unless in multiprocess mode."""
 
-    started: Counter
-    handling: Histogram
-    received: Counter
-    sent: Counter
-    _handled: Counter
+    started: Any  # Pending | Counter
+    handling: Any  # PendingHistogram | Histogram
+    received: Any
+    sent: Any
+    _metrics: Metrics
     _labels: tuple[str, str, str]
-    _by_code: dict[str, Counter] = field(default_factory=dict)
+    _by_code: dict[str, Any] = field(default_factory=dict)
 
-    def handled(self, code: str) -> Counter:
+    def handled(self, code: str) -> Any:
         child = self._by_code.get(code)
         if child is None:
-            child = self._by_code[code] = self._handled.labels(*self._labels, code)
+            metrics = self._metrics
+            child = self._by_code[code] = metrics.pending(metrics.grpc_handled, *self._labels, code)
         return child
 
 
@@ -95,8 +162,12 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self._waiting: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._waiting: Batch[tuple[Callable[..., None], tuple[Any, ...]]] = Batch(
+            self._apply_updates, APPLY_AFTER_S, MAX_WAITING
+        )
+        self._pending: list[Pending | PendingHistogram] = []
+        self._pending_by_labels: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._sources: list[Callable[[], None]] = []
         self.registry.register(_ApplyWaiting(self))
         self.multiprocess = multiprocess_dir() is not None
         reg = None if self.multiprocess else self.registry
@@ -294,30 +365,66 @@ class Metrics:
         """`update(*args)`, applied with the next batch (module doc); at once off an event loop."""
         if self.multiprocess:  # another process's scrape cannot apply what waits here
             update(*args)
-            return
-        waiting = self._waiting
-        waiting.append((update, args))
-        if self._timer is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.apply()
-                return
-            self._timer = loop.call_later(APPLY_AFTER_S, self.apply)
-        elif len(waiting) >= MAX_WAITING:
-            self.apply()
+        elif not self._waiting.add((update, args)):
+            self._waiting.flush()
+
+    def add_source(self, source: Callable[[], None]) -> None:
+        """`source()` runs first in every `apply()`: it hands over what waits elsewhere (the
+        finished calls of sagewire.observability.calls.Observer)."""
+        self._sources.append(source)
 
     def apply(self) -> None:
-        """Apply every update waiting, in order."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        waiting, self._waiting = self._waiting, []
+        """Apply everything waiting: the sources' updates, `later` updates in order, then the
+        pending sums."""
+        for source in self._sources:
+            source()
+        self._waiting.flush()
+        self.apply_pending()
+
+    def apply_pending(self) -> None:
+        """Add the pending sums to their instruments (one update per series)."""
+        for pending in self._pending:
+            try:
+                pending.apply()
+            except Exception:  # one bad series must not lose the rest
+                _log.exception("a metric update failed: %r", pending.child)
+
+    def _apply_updates(self, waiting: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
         for update, args in waiting:
             try:
                 update(*args)
             except Exception:  # one bad update must not lose the rest of the batch
                 _log.exception("a metric update failed: %s", getattr(update, "__name__", update))
+
+    def pending(self, metric: Any, *labels: str) -> Any:
+        """The child `metric.labels(*labels)` of a counter or gauge, as a `Pending` whose
+        changes are summed until applied (the instrument's child itself in multiprocess mode).
+        Remembered: bounded like the label values themselves."""
+        key = (id(metric), labels)
+        found = self._pending_by_labels.get(key)
+        if found is None:
+            child = metric.labels(*labels)
+            if self.multiprocess:
+                found = child
+            else:
+                found = Pending(child)
+                self._pending.append(found)
+            self._pending_by_labels[key] = found
+        return found
+
+    def pending_histogram(self, metric: Any, *labels: str) -> Any:
+        """`pending` for a histogram: a `PendingHistogram` (the child in multiprocess mode)."""
+        key = (id(metric), labels)
+        found = self._pending_by_labels.get(key)
+        if found is None:
+            child = metric.labels(*labels)
+            if self.multiprocess:
+                found = child
+            else:
+                found = PendingHistogram(child)
+                self._pending.append(found)
+            self._pending_by_labels[key] = found
+        return found
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, remembered: prometheus-client's own lookup takes a lock and
@@ -333,11 +440,11 @@ class Metrics:
         bound = self._methods.get(key)
         if bound is None:
             bound = self._methods[key] = MethodMetrics(
-                started=self.grpc_started.labels(*key),
-                handling=self.grpc_handling.labels(*key),
-                received=self.grpc_received.labels(*key),
-                sent=self.grpc_sent.labels(*key),
-                _handled=self.grpc_handled,
+                started=self.pending(self.grpc_started, *key),
+                handling=self.pending_histogram(self.grpc_handling, *key),
+                received=self.pending(self.grpc_received, *key),
+                sent=self.pending(self.grpc_sent, *key),
+                _metrics=self,
                 _labels=key,
             )
         return bound

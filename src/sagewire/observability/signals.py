@@ -2,6 +2,8 @@
 
 Each function is a no-op outside a call or when metrics are off, so the core can call them
 unconditionally. The model label is the current call's route (sagewire.observability.calls).
+Counts and gauge moves go to `Metrics.pending` sums (applied before every scrape), not to the
+instruments one by one; a gauge's `set` is applied at once.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ def rejected(reason: str) -> None:
     found = current_metrics()
     if found is not None:
         metrics, model = found
-        metrics.route_rejections.labels(model, reason).inc()
+        metrics.pending(metrics.route_rejections, model, reason).inc()
 
 
 def concurrency_limit(limit: int) -> None:
@@ -39,7 +41,7 @@ def circuit_changed(endpoint: str, state: str) -> None:
     if found is not None:
         metrics, model = found
         metrics.circuit_state.labels(model, endpoint).set(_CIRCUIT_VALUES[state])
-        metrics.circuit_transitions.labels(model, endpoint, state).inc()
+        metrics.pending(metrics.circuit_transitions, model, endpoint, state).inc()
 
 
 def cold_start(outcome: str) -> None:
@@ -47,7 +49,7 @@ def cold_start(outcome: str) -> None:
     found = current_metrics()
     if found is not None:
         metrics, model = found
-        metrics.cold_start_attempts.labels(model, outcome).inc()
+        metrics.pending(metrics.cold_start_attempts, model, outcome).inc()
 
 
 def fallback_answered(endpoint: str) -> None:
@@ -55,16 +57,17 @@ def fallback_answered(endpoint: str) -> None:
     found = current_metrics()
     if found is not None:
         metrics, model = found
-        metrics.fallback_answers.labels(model, endpoint).inc()
+        metrics.pending(metrics.fallback_answers, model, endpoint).inc()
 
 
 def in_flight() -> Any:
-    """The route's in-flight gauge (inc/dec it around the held slot), or None."""
+    """The route's in-flight gauge (inc/dec it around the held slot: the two net out in its
+    pending sum), or None."""
     found = current_metrics()
     if found is None:
         return None
     metrics, model = found
-    return metrics.child(metrics.route_in_flight, model)
+    return metrics.pending(metrics.route_in_flight, model)
 
 
 def relayed(parts: AsyncIterator[bytes], opened: float) -> AsyncIterator[bytes]:
@@ -79,11 +82,12 @@ def relayed(parts: AsyncIterator[bytes], opened: float) -> AsyncIterator[bytes]:
 async def _relayed(
     parts: AsyncIterator[bytes], opened: float, metrics: Metrics, model: str
 ) -> AsyncIterator[bytes]:
-    counter = metrics.child(metrics.stream_parts, model)
+    counter = metrics.pending(metrics.stream_parts, model)
     first = True
     async for part in parts:
         if first:
-            metrics.stream_first_part.labels(model).observe(time.perf_counter() - opened)
+            first_part = metrics.pending_histogram(metrics.stream_first_part, model)
+            first_part.observe(time.perf_counter() - opened)
             first = False
         counter.inc()
         yield part
@@ -94,7 +98,7 @@ def parts_relayed(count: int = 1) -> None:
     found = current_metrics()
     if found is not None:
         metrics, model = found
-        metrics.stream_parts.labels(model).inc(count)
+        metrics.pending(metrics.stream_parts, model).inc(count)
 
 
 class ConverseReport:
@@ -110,15 +114,15 @@ class ConverseReport:
             # The model resolved after the call started: read the label now.
             found = current_metrics()
             model = found[1] if found is not None else ""
-            self._open = metrics.converse_open.labels(model)
+            self._open = metrics.pending(metrics.converse_open, model)
             self._open.inc()
-            self._turns = metrics.converse_turns
+            self._metrics = metrics
             self._model = model
 
     def turn(self, outcome: str) -> None:
         """A turn ended: outcome OK or its ErrorInfo reason."""
         if self._open is not None:
-            self._turns.labels(self._model, outcome).inc()
+            self._metrics.pending(self._metrics.converse_turns, self._model, outcome).inc()
 
     def ended(self) -> None:
         if self._open is not None:
@@ -130,7 +134,7 @@ def job_submitted() -> None:
     found = current_metrics()
     if found is not None:
         metrics, model = found
-        metrics.async_submitted.labels(model).inc()
+        metrics.pending(metrics.async_submitted, model).inc()
 
 
 def job_finished(state: str) -> None:
@@ -138,11 +142,11 @@ def job_finished(state: str) -> None:
     found = current_metrics()
     if found is not None:
         metrics, model = found
-        metrics.async_finished.labels(model, state).inc()
+        metrics.pending(metrics.async_finished, model, state).inc()
 
 
 def uploaded(size: int) -> None:
     found = current_metrics()
     if found is not None:
         metrics, model = found
-        metrics.uploaded_bytes.labels(model).inc(size)
+        metrics.pending(metrics.uploaded_bytes, model).inc(size)

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from functools import cache
 from typing import Any
 
 import grpc
-from google.protobuf import descriptor_pool
 from google.protobuf.message import Message
 
 from sagewire.observability.calls import Call, Observer
@@ -25,23 +23,13 @@ OFF = Observer()
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
-@cache
-def grpc_type(service: str, method: str) -> str:
-    """go-grpc-prometheus's grpc_type of a method, from its descriptor (generated code is
-    imported before any call, so the default pool has it)."""
-    found = descriptor_pool.Default().FindServiceByName(service).FindMethodByName(method)
-    if found.client_streaming:
-        return "bidi_stream" if found.server_streaming else "client_stream"
-    return "server_stream" if found.server_streaming else "unary"
-
-
 def start(servicer: Any, method: str, request: Any) -> tuple[Call | None, Any]:
     """Open the call's record (None when observing is off); a request stream comes back
     wrapped so its messages are counted."""
     observer: Observer = getattr(servicer, "observer", OFF)
     if not observer.enabled:
         return None, request
-    call = observer.start(servicer.SERVICE, method, grpc_type(servicer.SERVICE, method))
+    call = observer.start(servicer.SERVICE, method)
     if isinstance(request, Message):
         call.received = 1
         call.bytes_in = request.ByteSize()

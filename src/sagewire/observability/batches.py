@@ -1,0 +1,82 @@
+"""Work that waits and is done in batches: observed calls, metric updates, log lines.
+
+A `Batch` holds items until `after_s` passed since the first of them (a timer on the event loop
+running when it arrived), until `limit` wait, or until someone calls `flush()`; then it hands
+them all, in order, to its `flush` function. Observing a call runs between the rest of the
+call's work, with the processor's caches full of that, where logging and prometheus-client cost
+several times what they cost in a batch (docs/benchmarks.md, observability).
+
+Own code because asyncio has no "call later, unless already due" with a size bound, and the
+three batchers sagewire had (access records, metric updates, log lines) each got one edge of it
+wrong: a timer kept after a size-triggered flush, or a timer left "due" on an event loop that
+had closed, so nothing was written until the next size-triggered flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+_running_loop = asyncio._get_running_loop  # no exception off a loop: None (C, cheap)
+
+
+class Batch[T]:
+    """Items waiting for `flush(items)`. Not thread-safe: the caller holds a lock, or uses one
+    thread (an event loop's). `timer_calls` is what the timer runs (default `self.flush`; a
+    caller that locks passes its own locked flush)."""
+
+    __slots__ = ("_after_s", "_flush", "_limit", "_loop", "_timer", "_timer_calls", "items")
+
+    def __init__(
+        self,
+        flush: Callable[[list[T]], None],
+        after_s: float,
+        limit: int,
+        timer_calls: Callable[[], None] | None = None,
+    ) -> None:
+        self._flush = flush
+        self._after_s = after_s
+        self._limit = limit
+        self._timer_calls = timer_calls or self.flush
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.items: list[T] = []
+
+    def add(self, item: T) -> bool:
+        """Queue `item`. False when it waits with nothing due to flush it (no event loop runs
+        in this thread): the caller flushes, or hands the batch to a thread of its own."""
+        items = self.items
+        items.append(item)
+        if len(items) >= self._limit:
+            self.flush()
+            return True
+        if self._timer is not None and self._loop is _running_loop():
+            return True
+        return self._schedule()
+
+    def _schedule(self) -> bool:
+        # A timer on another loop (closed, or not this thread's) would never run here.
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        loop = _running_loop()
+        if loop is None:
+            return False
+        self._loop = loop
+        self._timer = loop.call_later(self._after_s, self._timer_calls)
+        return True
+
+    def flush(self) -> None:
+        """Hand every waiting item to the flush function now (nothing when none wait)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        items = self.items
+        if items:
+            self.items = []
+            self._flush(items)
+
+    def here(self) -> bool:
+        """Whether what waits was queued on the event loop running in this thread (or off any
+        loop): flushing it from here races with no other thread."""
+        return self._loop is None or self._loop is _running_loop()

@@ -4,6 +4,7 @@
     python -m bench.ab --baseline /tmp/sagewire-base/src [--loads unary,stream-16] [--rounds 6]
     python -m bench.ab --baseline src --baseline-env SAGEWIRE_REST__LISTEN=   # REST off vs on
     python -m bench.ab --observability [--loads unary]  # this tree: metrics and logs off vs on
+    python -m bench.ab --baseline /tmp/sagewire-base/src --observed  # both with them on
 
 A runs the `sagewire` package found in `--baseline` (put first on PYTHONPATH; the generated
 protobuf code still comes from this checkout), B runs this working tree. With
@@ -127,6 +128,12 @@ def main() -> None:
         help="an environment variable for A only (e.g. SAGEWIRE_REST__LISTEN= turns its REST "
         "bridge off)",
     )
+    parser.add_argument(
+        "--observed",
+        action="store_true",
+        help="with --baseline: both sides with metrics and JSON access records on (what "
+        "--observability turns on), to compare the cost of observing between two trees",
+    )
     args = parser.parse_args()
     a_env = dict(item.partition("=")[::2] for item in args.baseline_env)
     loads = args.loads.split(",")
@@ -141,6 +148,8 @@ def main() -> None:
     else:
         log(f"A = {args.baseline}, B = this working tree; loads {', '.join(loads)}")
         env_a, env_b = {"PYTHONPATH": str(args.baseline.resolve()), **a_env}, {}
+        if args.observed:
+            env_a, env_b = {**OBSERVABILITY_ON, **env_a}, {**OBSERVABILITY_ON}
     asyncio.run(compare(env_a, env_b, loads, args.rounds, args.seconds))
 
 

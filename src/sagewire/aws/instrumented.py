@@ -38,7 +38,6 @@ from sagewire.aws.errors import map_aws_error, map_s3_error
 from sagewire.core.async_types import S3Location
 from sagewire.core.errors import SagewireError
 from sagewire.observability import calls
-from sagewire.observability.calls import current_metrics, upstream_series
 
 _tracer = trace.get_tracer("sagewire.aws")
 # Sends of the API call in progress in this task (botocore emits before-send per attempt).
@@ -157,16 +156,8 @@ def _start_span(
 def report_upstream(
     service: str, quota: Any, operation: str, outcome: str, seconds: float, retries: int
 ) -> None:
-    """One AWS call's series: added to the current call's entry (applied with its batch,
-    sagewire.observability.calls), else queued on their own."""
-    if calls.upstream(service, quota, operation, outcome, seconds, retries):
-        return
-    found = current_metrics()
-    if found is not None:
-        metrics, model = found
-        metrics.later(
-            upstream_series, metrics, model, service, quota, operation, outcome, seconds, retries
-        )
+    """One AWS call's series, with the current call's batch (sagewire.observability.calls)."""
+    calls.upstream(service, quota, operation, outcome, seconds, retries)
 
 
 @dataclass

@@ -29,7 +29,12 @@ from google.protobuf import descriptor_pool
 
 from sagewire import telemetry
 from sagewire.observability.batches import Batch
-from sagewire.observability.logs import access_record, add_flush_hook, current_ids
+from sagewire.observability.logs import (
+    access_record,
+    add_flush_hook,
+    current_ids,
+    write_batched,
+)
 from sagewire.observability.metrics import NO_ROUTE, MethodMetrics, Metrics
 
 access_log = logging.getLogger("sagewire.access")
@@ -246,8 +251,11 @@ class Observer:
                 logging.getLogger("sagewire.metrics").exception("a metric update failed")
             metrics.apply_pending()
         if self.meter is not None:
-            for call in finished:
-                self.meter.record(call, call.duration)
+            try:
+                for call in finished:
+                    self.meter.record(call, call.duration)
+            except Exception:  # nor must the OTel meter
+                logging.getLogger("sagewire").exception("an OTel measurement failed")
         if self.access:
             for call in finished:
                 if not call.ended:  # not logged when the call ended
@@ -258,6 +266,7 @@ class Observer:
                     logging.getLogger("sagewire").exception(
                         "an access record failed: %s", call.method
                     )
+            write_batched()
 
 
 # Finished calls wait at most this long, or until this many wait (Observer.finish).
@@ -288,25 +297,32 @@ add_flush_hook(write_waiting, before_warning=_write_waiting_here)  # logs.flush(
 
 def upstream(
     service: str, quota: Any, operation: str, outcome: str, seconds: float, retries: int
-) -> bool:
-    """Add one AWS call to the current call's entry (applied with its batch). False when
-    there is no open entry to add it to (no call, metrics off, multiprocess mode, or its
-    batch was applied already): the caller reports it on its own."""
+) -> None:
+    """One AWS call made for the current call: added to its entry (applied with its batch),
+    or queued on its own when the entry is gone (its batch was applied) or in multiprocess
+    mode. Nothing outside a call or with metrics off."""
     call = _current.get()
-    if call is None or call.applied or call.observer._metrics_at_once:
-        return False
-    if call.observer.metrics is None:
-        return True  # nothing to report it to
+    if call is None:
+        return
+    metrics = call.observer.metrics
+    if metrics is None:
+        return
+    if call.applied or call.observer._metrics_at_once:
+        metrics.later(
+            upstream_series, metrics, call.model, service, quota, operation, outcome, seconds,
+            retries,
+        )  # fmt: skip
+        return
     entry = (service, quota, operation, outcome, seconds, retries)
     if call.upstream is None:
         call.upstream = [entry]
     else:
         call.upstream.append(entry)
-    return True
 
 
 def _tally(metrics: Metrics, finished: Iterable[Call]) -> None:
     """Every series of the finished calls, into the metrics' pending sums."""
+    quotas: dict[str, Any] = {}
     for call in finished:
         bound = call.site.bound
         if bound is not None:
@@ -322,9 +338,11 @@ def _tally(metrics: Metrics, finished: Iterable[Call]) -> None:
         if call.upstream is not None:
             model = call.model
             for service, quota, operation, outcome, seconds, retries in call.upstream:
-                upstream_series(
-                    metrics, model, service, quota, operation, outcome, seconds, retries
-                )
+                upstream_series(metrics, model, service, None, operation, outcome, seconds, retries)
+                if quota is not None:
+                    quotas[service] = quota
+    for service, quota in quotas.items():  # what is left now, once per client
+        metrics.child(metrics.retry_quota, service).set(quota.available_capacity)
 
 
 def upstream_series(

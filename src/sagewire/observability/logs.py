@@ -352,6 +352,14 @@ def flush() -> None:
         handler.flush()
 
 
+def write_batched() -> None:
+    """Write what the root logger's batched handlers hold, now: records that already waited
+    for a batch of their own (access records, sagewire.observability.calls) wait no twice."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, BatchedStreamHandler):
+            handler.flush()
+
+
 def _is_terminal(stream: Any) -> bool:
     try:
         return bool(stream.isatty())

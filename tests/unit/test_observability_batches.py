@@ -182,3 +182,47 @@ def test_off_an_event_loop_a_batch_says_nothing_is_due() -> None:
     assert batch.add("a") is False
     batch.flush()
     assert flushed == [["a"]]
+
+
+async def test_json_access_lines_written_directly_are_what_the_logging_path_writes(
+    json_lines: _Writes,
+) -> None:
+    observer = calls.Observer(access=True)
+
+    def one_call() -> None:
+        call = observer.start(SERVICE, "Invoke")
+        calls.set_model("echo")
+        calls.failed("UNAVAILABLE", "MODEL_NOT_READY")
+        call.bytes_in, call.bytes_out = 7, 9
+        observer.finish(call)
+        call.ended, call.duration = 1700000000.25, 0.0123  # the same line twice
+
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    try:
+        # pytest's capture handlers set aside: sagewire's JSON handler is the only one.
+        root.handlers[:] = [h for h in handlers if isinstance(h, logs.BatchedStreamHandler)]
+        assert logs.json_access_handler(calls.access_log) is not None
+        one_call()
+        calls.write_waiting()  # written as lines directly
+        direct = "".join(json_lines.writes)
+        json_lines.writes.clear()
+        # With a second handler, records take the logging module's path.
+        root.handlers[:] = handlers
+        assert logs.json_access_handler(calls.access_log) is None
+        one_call()
+        calls.write_waiting()
+        logs.flush()
+    finally:
+        root.handlers[:] = handlers
+    assert direct
+    assert "".join(json_lines.writes) == direct
+    assert json.loads(direct)["access"] == {
+        "method": f"{SERVICE}/Invoke",
+        "model": "echo",
+        "status": "UNAVAILABLE",
+        "reason": "MODEL_NOT_READY",
+        "duration_ms": 12.3,
+        "bytes_in": 7,
+        "bytes_out": 9,
+    }

@@ -30,9 +30,12 @@ from google.protobuf import descriptor_pool
 from sagewire import telemetry
 from sagewire.observability.batches import Batch
 from sagewire.observability.logs import (
+    BatchedStreamHandler,
+    JsonFormatter,
     access_record,
     add_flush_hook,
     current_ids,
+    json_access_handler,
     write_batched,
 )
 from sagewire.observability.metrics import NO_ROUTE, MethodMetrics, Metrics
@@ -257,6 +260,10 @@ class Observer:
             except Exception:  # nor must the OTel meter
                 logging.getLogger("sagewire").exception("an OTel measurement failed")
         if self.access:
+            direct = json_access_handler(access_log)
+            if direct is not None:
+                _write_access_lines(finished, *direct)
+                return
             for call in finished:
                 if not call.ended:  # not logged when the call ended
                     continue
@@ -364,8 +371,31 @@ def upstream_series(
         metrics.child(metrics.retry_quota, service).set(quota.available_capacity)
 
 
-def _access_record(call: Call) -> None:
-    """One line per call: never payloads, metadata values or tokens (only sizes and names)."""
+def _write_access_lines(
+    finished: list[Call], handler: BatchedStreamHandler, formatter: JsonFormatter
+) -> None:
+    """The access records of `finished` as JSON lines, straight to the one handler that would
+    write them (logs.json_access_handler): the same lines, without a LogRecord and the logging
+    module's dispatch per call."""
+    lines = []
+    for call in finished:
+        if not call.ended:
+            continue
+        try:
+            access, args = _access_fields(call)
+            line = formatter.access_line(
+                _ACCESS_MESSAGE % args, call.ended, access, call.trace_id, call.span_id
+            )
+        except Exception:
+            logging.getLogger("sagewire").exception("an access record failed: %s", call.method)
+            continue
+        lines.append(line + handler.terminator)
+    if lines:
+        handler.write_lines(lines)
+
+
+def _access_fields(call: Call) -> tuple[dict[str, object], tuple[object, ...]]:
+    """The access object and message arguments of one call's record."""
     duration = call.duration
     access: dict[str, object] = {
         "method": call.method,
@@ -389,6 +419,12 @@ def _access_record(call: Call) -> None:
         call.bytes_in,
         call.bytes_out,
     )
+    return access, args
+
+
+def _access_record(call: Call) -> None:
+    """One line per call: never payloads, metadata values or tokens (only sizes and names)."""
+    access, args = _access_fields(call)
     access_log.handle(
         access_record(_ACCESS_MESSAGE, args, call.ended, access, call.trace_id, call.span_id)
     )

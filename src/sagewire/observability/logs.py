@@ -144,7 +144,7 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-class _JsonFormatter(OrjsonFormatter):
+class JsonFormatter(OrjsonFormatter):
     """python-json-logger's orjson formatter, with a direct path for access records (one per
     call, so their cost counts: the general path renames and merges fields one by one)."""
 
@@ -165,6 +165,23 @@ class _JsonFormatter(OrjsonFormatter):
         }
         if logging.logProcesses:  # a worker of `serve --workers N`
             line["pid"] = record.process
+        return orjson.dumps(line, default=self.json_default).decode()
+
+    def access_line(
+        self, message: str, created: float, access: dict[str, object], trace_id: str, span_id: str
+    ) -> str:
+        """The line `format` gives an AccessRecord with these attributes, made directly."""
+        line = {
+            "level": "INFO",
+            "logger": _ACCESS_LOGGER,
+            "message": message,
+            "trace_id": trace_id,
+            "span_id": span_id,
+            "time": datetime.fromtimestamp(created, tz=UTC),
+            "access": access,
+        }
+        if logging.logProcesses:
+            line["pid"] = os.getpid()
         return orjson.dumps(line, default=self.json_default).decode()
 
 
@@ -227,16 +244,20 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def _write(self, records: list[logging.LogRecord]) -> None:
         """Format and write `records` (the caller holds the handler's lock)."""
-        chunk: list[str] = []
-        size = 0
+        lines: list[str] = []
         for record in records:
             try:
-                line = self.format(record) + self.terminator
+                lines.append(self.format(record) + self.terminator)
             except RecursionError:  # logging's own StreamHandler lets it through too
                 raise
             except Exception:
                 self.handleError(record)
-                continue
+        self._write_lines(lines, records[-1])
+
+    def _write_lines(self, lines: list[str], record: logging.LogRecord | None) -> None:
+        chunk: list[str] = []
+        size = 0
+        for line in lines:
             length = len(line.encode())  # PIPE_BUF counts bytes; lines may be non-ASCII
             if chunk and size + length > _PIPE_BUF:
                 self._send("".join(chunk), record)
@@ -244,16 +265,25 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             chunk.append(line)
             size += length
         if chunk:
-            self._send("".join(chunk), records[-1])
+            self._send("".join(chunk), record)
 
-    def _send(self, text: str, record: logging.LogRecord) -> None:
+    def write_lines(self, lines: list[str]) -> None:
+        """Write formatted lines (each with its terminator) after the records waiting."""
+        self.acquire()
+        try:
+            self._records.flush()
+            self._write_lines(lines, None)
+        finally:
+            self.release()
+
+    def _send(self, text: str, record: logging.LogRecord | None) -> None:
         try:
             self.stream.write(text)
             self.stream.flush()
         except RecursionError:
             raise
         except Exception:
-            self.handleError(record)
+            self.handleError(record)  # type: ignore[arg-type]  # None: logging prints no record
 
     def _write_waiting(self) -> None:
         while True:
@@ -273,7 +303,7 @@ _PIPE_BUF = getattr(select, "PIPE_BUF", 512)
 
 def json_formatter(pid: bool = False) -> logging.Formatter:
     # `timestamp="time"`: ISO 8601 in UTC with microseconds, under the key "time".
-    return _JsonFormatter(
+    return JsonFormatter(
         "%(levelname)s %(name)s %(message)s %(trace_id)s %(span_id)s"
         + (" %(process)s" if pid else ""),
         rename_fields={"levelname": "level", "name": "logger", "process": "pid"},
@@ -350,6 +380,34 @@ def flush() -> None:
         hook()
     for handler in logging.getLogger().handlers:
         handler.flush()
+
+
+def json_access_handler(
+    logger: logging.Logger,
+) -> tuple[BatchedStreamHandler, JsonFormatter] | None:
+    """The one handler INFO records of `logger` reach and its formatter, when it is a
+    BatchedStreamHandler writing JSON and nothing on the way filters or changes records but
+    TraceContext (the configuration `configure` makes): access records can then be written
+    as lines (`JsonFormatter.access_line`) without a LogRecord each. Else None."""
+    if logger.disabled or not logger.isEnabledFor(logging.INFO):
+        return None
+    found: BatchedStreamHandler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        for handler in current.handlers:
+            if handler.level > logging.INFO:
+                continue
+            if found is not None or not isinstance(handler, BatchedStreamHandler):
+                return None
+            if any(not isinstance(f, TraceContext) for f in handler.filters):
+                return None
+            found = handler
+        current = current.parent if current.propagate else None
+    if found is None or not isinstance(found.formatter, JsonFormatter):
+        return None
+    return found, found.formatter
 
 
 def write_batched() -> None:

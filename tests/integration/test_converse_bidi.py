@@ -486,16 +486,49 @@ async def test_the_callers_deadline_aborts_the_upstream_stream(
     assert emulator.stats("bidi-echo").bidi_parts_sent == 0
 
 
+async def read_only_opened(call: Any) -> None:
+    """Read `call` to its end; `opened` is the only message it may carry."""
+    while (message := await asyncio.wait_for(call.read(), timeout=5)) is not EOF:
+        assert message.WhichOneof("kind") == "opened", message
+
+
 async def test_the_routes_timeout_bounds_the_whole_stream(
     emulator: RunningEmulator, stub: Stub
 ) -> None:
-    talk = await start(stub, "bidi-short")
+    # The route's 0.5 s covers opening the upstream stream too, so `opened` is not awaited
+    # first: on a loaded machine the open alone can take that long (CI once did).
+    started = time.monotonic()
+    call = stub.Converse(timeout=10)  # type: ignore[call-arg]
+    await call.write(
+        converse_pb2.ConverseRequest(open=converse_pb2.ConverseOpen(model="bidi-short"))
+    )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await talk.read()
+        await read_only_opened(call)
+    assert time.monotonic() - started >= 0.5  # the route's bound ended it, not something else
     got = failure(caught.value)
     assert (got.code, got.reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED")
     assert "bidi-short" in got.message
-    await eventually(lambda: emulator.stats("bidi-echo").bidi_streams_aborted == 1)
+    # Whatever was opened upstream by then is reset, none is left open.
+    await eventually(lambda: emulator.stats("bidi-echo").active_bidi_streams == 0)
+    stats = emulator.stats("bidi-echo")
+    assert stats.bidi_streams_aborted == stats.bidi_streams_started
+
+
+async def test_an_upstream_open_slower_than_the_routes_timeout_is_deadline_exceeded(
+    emulator: RunningEmulator, stub: Stub
+) -> None:
+    emulator.set_fault("bidi-echo", Fault(latency_ms=3000))  # the model answers the open late
+    started = time.monotonic()
+    call = stub.Converse(timeout=10)  # type: ignore[call-arg]
+    await call.write(
+        converse_pb2.ConverseRequest(open=converse_pb2.ConverseOpen(model="bidi-short"))
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await read_only_opened(call)
+    assert 0.5 <= time.monotonic() - started < 2.5  # the route's 0.5 s, not the model's 3 s
+    got = failure(caught.value)
+    assert (got.code, got.reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED")
+    assert "bidi-short" in got.message
 
 
 async def test_an_idle_session_ends(emulator: RunningEmulator, stub: Stub) -> None:

@@ -68,10 +68,18 @@ async def _flood(client: AsyncClient) -> SagewireError:
         session.abort()
 
 
-async def test_sends_racing_the_end_still_raise_the_servers_status(client: AsyncClient) -> None:
+async def test_sends_racing_the_end_raise_the_servers_status_or_say_why_not(
+    client: AsyncClient,
+) -> None:
     ended: Counter[tuple[str, str]] = Counter()
     for _ in range(4):
         for error in await asyncio.gather(*(_flood(client) for _ in range(5))):
             ended[(error.code.name, error.reason or error.message[:40])] += 1
-    # Every one of the 20 sessions ended with sagewire's own status and reason.
-    assert ended == Counter({("DEADLINE_EXCEEDED", MAX_DURATION): 20}), ended
+    # Each of the 20 sessions ended with sagewire's own status and reason, or, where gRPC core
+    # never delivered it after the failed send (grpc/grpc#36066; more of them on a loaded
+    # machine), with the client's INTERNAL that says so: never grpc.aio's bare "Internal error
+    # from Core", never UNKNOWN.
+    servers = ("DEADLINE_EXCEEDED", MAX_DURATION)
+    explained = ("INTERNAL", "the Converse session ended while this cl")
+    assert set(ended) <= {servers, explained}, ended
+    assert ended[servers] >= 1, ended  # the status is recovered where gRPC delivers it

@@ -57,10 +57,11 @@ def failed(call: Call | None, code: str, reason: str) -> None:
         call.reason = reason
 
 
-# grpc's core ends a call when its deadline timer fires, which can be a millisecond or so before
-# the server's own reading of the time left reaches zero: a call cancelled this close to its
-# deadline ended by the deadline (the client saw DEADLINE_EXCEEDED).
-_DEADLINE_SLACK_S = 0.01
+# The client's gRPC core ends a call when its deadline timer fires, while the server's deadline
+# was set on arrival, later by the request's transit and scheduling: on a loaded host that is
+# tens of milliseconds (10 ms recorded CANCELLED for calls the client saw end by DEADLINE_EXCEEDED
+# in CI). A call cancelled this close to its deadline ended by the deadline.
+_DEADLINE_SLACK_S = 0.1
 
 
 def interrupted(call: Call | None, context: Ctx, exc: BaseException) -> None:

@@ -139,7 +139,9 @@ def _buffered(content: Any) -> bytes:
         return b""
 
 
-def _result(response: dict[str, Any], data: bytes) -> InvokeResult:
+def _result(response: dict[str, Any], data: bytes, endpoint: str) -> InvokeResult:
+    """The domain result; `endpoint` is the SageMaker endpoint the request went to (so the
+    resilience layer need not copy the result to name it)."""
     return InvokeResult(
         body=data,
         content_type=response.get("ContentType", ""),
@@ -147,6 +149,7 @@ def _result(response: dict[str, Any], data: bytes) -> InvokeResult:
         custom_attributes=response.get("CustomAttributes", ""),
         new_session_id=response.get("NewSessionId", ""),
         closed_session_id=response.get("ClosedSessionId", ""),
+        endpoint=endpoint,
     )
 
 
@@ -187,7 +190,7 @@ class SageMakerRuntime(SharedClient):
                 data = await body.read()
         except AWS_FAILURES as exc:
             raise map_aws_error(exc, request.endpoint, Phase.RECEIVING) from exc
-        return _result(response, data)
+        return _result(response, data, request.endpoint)
 
     @asynccontextmanager
     async def invoke_endpoint_stream(
@@ -233,7 +236,7 @@ class SageMakerRuntime(SharedClient):
                 data = await body.read()
         except AWS_FAILURES as exc:
             raise map_aws_error(exc, request.endpoint, Phase.RECEIVING) from exc
-        return _result(self._lean.outputs(INVOKE, answer.headers), data)
+        return _result(self._lean.outputs(INVOKE, answer.headers), data, request.endpoint)
 
     @asynccontextmanager
     async def _lean_stream(self, request: EndpointRequest) -> AsyncIterator[_ResponseStream]:

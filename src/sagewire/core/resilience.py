@@ -169,7 +169,7 @@ class RouteResilience:
         self, runtime: SageMakerRuntimePort, request: EndpointRequest, deadline: float
     ) -> InvokeResult:
         result, target = await self._through(request, deadline, runtime.invoke_endpoint)
-        if result.endpoint == target.endpoint:
+        if result.endpoint == target.endpoint:  # sagewire.aws.runtime names it: no copy
             return result
         return replace(result, endpoint=target.endpoint)
 

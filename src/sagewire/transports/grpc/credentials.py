@@ -57,13 +57,12 @@ def grpc_credentials(context: Ctx, method: str, request: Any, mtls: bool) -> Cre
     )
 
 
-async def enter_call(servicer: Any, name: str, request: Any, context: Ctx) -> CallScope | None:
-    """The edge's security hook: authenticate the call and take its caller quota, when the
-    servicer's server has authentication on (its `security` attribute)."""
-    security = getattr(servicer, "security", None)
-    if security is None or not security.enabled:
-        return None
-    method = f"/{servicer.SERVICE}/{name}"
+async def enter_call(
+    security: Security, method: str, request: Any, context: Ctx
+) -> CallScope | None:
+    """The edge's security hook, for a server with authentication on (`security.enabled`, which
+    the edge checks): authenticate the call to `method` (`/package.Service/Method`) and take
+    its caller quota."""
     scope: CallScope | None = await security.enter(
         grpc_credentials(context, method, request, security.mtls)
     )

@@ -24,6 +24,7 @@ from sagewire import telemetry
 from sagewire.aws.retries import mark_caller_retrying
 from sagewire.core.errors import SagewireError
 from sagewire.observability.calls import Call
+from sagewire.security.guard import Security
 from sagewire.transports.grpc import observe
 from sagewire.transports.grpc.credentials import enter_call
 from sagewire.transports.grpc.status import to_grpc_status
@@ -83,10 +84,11 @@ def _note_caller_retry(metadata: Any) -> None:
             return
 
 
-def _secured(servicer: Any) -> bool:
-    """Whether the servicer's server authenticates calls (else the edge skips the hook)."""
-    security = getattr(servicer, "security", None)
-    return security is not None and bool(security.enabled)
+def _security(servicer: Any) -> Security | None:
+    """The servicer's security layer when its server authenticates calls (else the edge skips
+    the hook)."""
+    security: Security | None = getattr(servicer, "security", None)
+    return security if security is not None and security.enabled else None
 
 
 def error_code_name(error: SagewireError) -> str:
@@ -108,8 +110,9 @@ def unary[Req, Resp](
             _note_caller_retry(metadata)
             scope = None  # the security layer's hold on the call (sagewire.security.guard)
             try:
-                if _secured(self):
-                    scope = await enter_call(self, name, request, context)
+                if (security := _security(self)) is not None:
+                    method_path = f"/{self.SERVICE}/{name}"
+                    scope = await enter_call(security, method_path, request, context)
                 response = await method(self, request, context)
                 if response is not None:  # Converse writes its messages itself
                     observe.sent(call, response)
@@ -145,8 +148,9 @@ def streaming[Req, Resp](
             _note_caller_retry(metadata)
             scope = None
             try:
-                if _secured(self):
-                    scope = await enter_call(self, name, request, context)
+                if (security := _security(self)) is not None:
+                    method_path = f"/{self.SERVICE}/{name}"
+                    scope = await enter_call(security, method_path, request, context)
                 async for item in method(self, request, context):
                     observe.sent(call, item)
                     yield item

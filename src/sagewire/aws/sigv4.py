@@ -41,6 +41,12 @@ def canonical_uri(url: str) -> str:
     return quote(normalize_url_path(urlsplit(url).path), safe="/~")
 
 
+def payload_hash(body: bytes) -> str:
+    """The hex SHA-256 of a request body, as SigV4Auth's `payload` computes it (the same for
+    every attempt of a call: computed once, passed to `Signer.sign`)."""
+    return hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256_HASH
+
+
 def _hmac(key: bytes, message: str) -> bytes:
     return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
 
@@ -83,11 +89,12 @@ class Signer:
         secret_key: str,
         token: str | None,
         timestamp: str | None = None,
+        body_hash: str | None = None,
     ) -> None:
         """Add X-Amz-Date, X-Amz-Security-Token (when `token`) and Authorization to `headers`
         (which must carry `host`, and no header twice in different case) for a POST of `body`
         to `url` (path percent-encoded, no query string). `timestamp`: the signing time
-        (`YYYYMMDDTHHMMSSZ`), now when None."""
+        (`YYYYMMDDTHHMMSSZ`), now when None; `body_hash`: `payload_hash(body)` when known."""
         stamp = timestamp or self.timestamp()
         headers.pop("Authorization", None)
         headers.pop("X-Amz-Date", None)
@@ -108,7 +115,7 @@ class Signer:
                 "",
                 "\n".join(f"{name}:{value}" for name, value in signed) + "\n",
                 names,
-                hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256_HASH,
+                body_hash or payload_hash(body),
             )
         )
         day = stamp[:8]

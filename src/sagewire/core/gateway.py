@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from sagewire.config.operations import MODE_OPERATION, Operation
 from sagewire.config.settings import OptionName, RouteMode, Settings, StreamFraming
 from sagewire.core.coalesce import coalesce
+from sagewire.core.deadlines import Deadline
 from sagewire.core.errors import (
     ErrorKind,
     SagewireError,
@@ -175,8 +176,9 @@ class Gateway:
         timeout = self._timeout(route, call)
         async with route.slot():
             try:
-                async with asyncio.timeout(timeout):
-                    deadline = asyncio.get_running_loop().time() + timeout
+                # Deadline: asyncio.timeout's behaviour without a loop timer per call.
+                deadline = asyncio.get_running_loop().time() + timeout
+                async with Deadline(deadline):
                     return await self._resilient(route).invoke(self._runtime, request, deadline)
             except TimeoutError:
                 raise deadline_exceeded(f"model {route.name!r}", timeout) from None
@@ -206,9 +208,9 @@ class Gateway:
         timeout = self._timeout(route, call)
         async with route.slot() as admitted:
             try:
-                async with asyncio.timeout(timeout):
+                deadline = asyncio.get_running_loop().time() + timeout
+                async with Deadline(deadline):
                     opened = time.perf_counter()
-                    deadline = asyncio.get_running_loop().time() + timeout
                     resilient = self._resilient(route)
                     async with resilient.open_stream(self._runtime, request, deadline) as stream:
                         admitted.answered()

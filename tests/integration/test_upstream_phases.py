@@ -88,6 +88,21 @@ async def test_a_stream_silent_after_a_part_is_a_read_timeout_after_that_part(
     assert b"".join(received) == FIRST_PART
 
 
+async def test_a_stream_whose_parts_keep_coming_outlives_the_read_timeout(
+    gateway: Sagewire,
+) -> None:
+    """The read timeout bounds the silence between parts, not the stream: 10 words 0.25 s apart
+    take 2.25 s, past the 1 s read timeout, and all arrive (each part moves the deadline)."""
+    words = [f"w{i}" for i in range(10)]
+    body = json.dumps({"text": " ".join(words), "delay_ms": 250}).encode()
+    request = invoke_pb2.InvokeStreamRequest(
+        model="lines", body=body, content_type="application/json"
+    )
+    lines = [json.loads(m.body) async for m in gateway.inference.InvokeStream(request, timeout=30)]
+    assert [line["token"] for line in lines[:-1]] == words
+    assert lines[-1] == {"done": True, "count": len(words)}
+
+
 @pytest.mark.parametrize("model", ["raw", "lines"])
 async def test_the_part_received_before_a_drop_is_relayed_before_the_failure(
     gateway: Sagewire, emulator: RunningEmulator, model: str

@@ -26,7 +26,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -160,13 +159,43 @@ def report_upstream(
     calls.upstream(service, quota, operation, outcome, seconds, retries)
 
 
-@dataclass
 class Observed:
-    """What the caller of `ObservedCalls.call` tells the observation: sends made, and the
-    botocore-shaped response (its ResponseMetadata) once known."""
+    """One AWS call observed by `ObservedCalls.call` (a context manager; a class rather than
+    @contextmanager, which costs a generator per call). Its block tells it the sends made and
+    the botocore-shaped response (its ResponseMetadata) once known."""
 
-    sends: int = 1
-    response: dict[str, Any] | None = None
+    __slots__ = ("_calls", "_operation", "_params", "_span", "_started", "response", "sends")
+
+    def __init__(self, calls: ObservedCalls, operation: str, params: dict[str, Any]) -> None:
+        self._calls = calls
+        self._operation = operation
+        self._params = params
+        self.sends = 1
+        self.response: dict[str, Any] | None = None
+
+    def __enter__(self) -> Observed:
+        owner = self._calls
+        self._span = _start_span(
+            owner._service_id, self._operation, owner._region, owner._address, self._params
+        )
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
+        owner = self._calls
+        if exc is None:
+            outcome = "OK"
+        elif isinstance(exc, asyncio.CancelledError):
+            outcome = "CANCELLED"
+        elif isinstance(exc, SagewireError):
+            outcome = exc.reason
+        else:
+            outcome = _outcome(owner._service, exc, self._params)
+        retries = max(self.sends - 1, 0)
+        seconds = time.perf_counter() - self._started
+        report_upstream(owner._service, owner._quota, self._operation, outcome, seconds, retries)
+        if self._span is not None:
+            _end_span(self._span, outcome, retries, self.response)
 
 
 class ObservedCalls:
@@ -182,30 +211,10 @@ class ObservedCalls:
         self._address = urlsplit(endpoint_url).hostname or ""
         self._quota = quota
 
-    @contextmanager
-    def call(self, operation: str, params: dict[str, Any]) -> Iterator[Observed]:
-        """Observe the block: it ends when the answer's headers are in (as botocore returns),
-        with the outcome OK or the ErrorInfo reason of what it raised."""
-        span = _start_span(self._service_id, operation, self._region, self._address, params)
-        observed = Observed()
-        started = time.perf_counter()
-        outcome = "OK"
-        try:
-            yield observed
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                outcome = "CANCELLED"
-            elif isinstance(exc, SagewireError):
-                outcome = exc.reason
-            else:
-                outcome = _outcome(self._service, exc, params)
-            raise
-        finally:
-            retries = max(observed.sends - 1, 0)
-            seconds = time.perf_counter() - started
-            report_upstream(self._service, self._quota, operation, outcome, seconds, retries)
-            if span is not None:
-                _end_span(span, outcome, retries, observed.response)
+    def call(self, operation: str, params: dict[str, Any]) -> Observed:
+        """Observe the `with` block: it ends when the answer's headers are in (as botocore
+        returns), with the outcome OK or the ErrorInfo reason of what it raised."""
+        return Observed(self, operation, params)
 
 
 @contextmanager

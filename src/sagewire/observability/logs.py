@@ -258,7 +258,8 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         chunk: list[str] = []
         size = 0
         for line in lines:
-            length = len(line.encode())  # PIPE_BUF counts bytes; lines may be non-ASCII
+            # PIPE_BUF counts bytes; lines may be non-ASCII (isascii() reads a flag: no copy).
+            length = len(line) if line.isascii() else len(line.encode())
             if chunk and size + length > _PIPE_BUF:
                 self._send("".join(chunk), record)
                 chunk, size = [], 0

@@ -330,6 +330,7 @@ def upstream(
 def _tally(metrics: Metrics, finished: Iterable[Call]) -> None:
     """Every series of the finished calls, into the metrics' pending sums."""
     quotas: dict[str, Any] = {}
+    upstream: dict[tuple[str, str, str], tuple[Any, Any]] = {}  # this batch's series
     for call in finished:
         bound = call.site.bound
         if bound is not None:
@@ -345,7 +346,17 @@ def _tally(metrics: Metrics, finished: Iterable[Call]) -> None:
         if call.upstream is not None:
             model = call.model
             for service, quota, operation, outcome, seconds, retries in call.upstream:
-                upstream_series(metrics, model, service, None, operation, outcome, seconds, retries)
+                key = (model, operation, outcome)
+                series = upstream.get(key)
+                if series is None:
+                    series = upstream[key] = (
+                        metrics.pending(metrics.upstream_requests, *key),
+                        metrics.pending_histogram(metrics.upstream_duration, model, operation),
+                    )
+                series[0].inc()
+                series[1].observe(seconds)
+                if retries:
+                    metrics.pending(metrics.upstream_retries, model, operation).inc(retries)
                 if quota is not None:
                     quotas[service] = quota
     for service, quota in quotas.items():  # what is left now, once per client
@@ -383,9 +394,11 @@ def _write_access_lines(
             continue
         try:
             access, args = _access_fields(call)
-            line = formatter.access_line(
-                _ACCESS_MESSAGE % args, call.ended, access, call.trace_id, call.span_id
+            message = (  # _ACCESS_MESSAGE % args, as an f-string (faster)
+                f"{args[0]} model={args[1]} -> {args[2]}{args[3]} in {args[4]:.1f} ms "
+                f"({args[5]:d} B in, {args[6]:d} B out)"
             )
+            line = formatter.access_line(message, call.ended, access, call.trace_id, call.span_id)
         except Exception:
             logging.getLogger("sagewire").exception("an access record failed: %s", call.method)
             continue

@@ -285,10 +285,13 @@ class Services:
         service.rest_address = found[-1] if found else ""
         return service
 
-    async def grpc_echo(self) -> Service:
+    async def grpc_echo(self, upstream: str = "") -> Service:
+        """The bare gRPC echo server; with `upstream` (the emulator's URL) its Invoke forwards
+        to the emulator (bench.contenders.grpc_echo)."""
+        extra = ["--upstream", upstream] if upstream else []
         return await self._start(
-            "grpc-echo",
-            [sys.executable, "-m", "bench.contenders.grpc_echo", "--listen", "127.0.0.1:0"],
+            "grpc-echo-upstream" if upstream else "grpc-echo",
+            [sys.executable, "-m", "bench.contenders.grpc_echo", "--listen", "127.0.0.1:0", *extra],
             base_env(),
             re.compile(r"grpc echo ready on (\S+)"),
         )

@@ -6,7 +6,12 @@ as one message per word. Same server options and event loop (uvloop) as sagewire
 else: no route lookup, no validation, no upstream call. Whatever sagewire costs above this is
 sagewire (or its upstream call).
 
-    python -m bench.contenders.grpc_echo --listen 127.0.0.1:0
+    python -m bench.contenders.grpc_echo --listen 127.0.0.1:0 [--upstream EMULATOR_URL]
+
+With `--upstream`, Invoke instead forwards the body to the emulator's `echo` endpoint (one
+pooled aiohttp session, unsigned) and answers with its reply: the least a Python grpc.aio
+gateway in front of an HTTP model does per call, the floor under sagewire's added latency
+(`python -m bench.grpc_floor`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import grpc
 import uvloop
 
@@ -28,9 +34,21 @@ MAX_MESSAGE = 8 * 1024 * 1024
 
 
 class EchoServicer(inference_service_pb2_grpc.InferenceServiceServicer):
+    def __init__(self, upstream: aiohttp.ClientSession | None = None, url: str = "") -> None:
+        self._upstream = upstream
+        self._url = url
+
     async def Invoke(
         self, request: invoke_pb2.InvokeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> invoke_pb2.InvokeResponse:
+        if self._upstream is not None:
+            headers = {"Content-Type": request.content_type or "application/json"}
+            async with self._upstream.post(self._url, data=request.body, headers=headers) as reply:
+                return invoke_pb2.InvokeResponse(
+                    body=await reply.read(),
+                    content_type=reply.headers.get("Content-Type", ""),
+                    invoked_production_variant="AllTraffic",
+                )
         return invoke_pb2.InvokeResponse(
             body=request.body,
             content_type=request.content_type,
@@ -53,7 +71,7 @@ class EchoServicer(inference_service_pb2_grpc.InferenceServiceServicer):
             yield invoke_pb2.InvokeStreamResponse(body=piece, index=index)
 
 
-async def serve(listen: str) -> None:
+async def serve(listen: str, upstream: str = "") -> None:
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -61,8 +79,10 @@ async def serve(listen: str) -> None:
             ("grpc.so_reuseport", 0),
         ]
     )
+    session = aiohttp.ClientSession() if upstream else None
+    url = f"{upstream.rstrip('/')}/endpoints/echo/invocations"
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
-        EchoServicer(),  # type: ignore[abstract]  # the rest answer UNIMPLEMENTED at run time
+        EchoServicer(session, url),  # type: ignore[abstract]  # the rest: UNIMPLEMENTED
         server,
     )
     port = server.add_insecure_port(listen)
@@ -74,12 +94,16 @@ async def serve(listen: str) -> None:
     print(f"grpc echo ready on {listen.rsplit(':', 1)[0]}:{port}", file=sys.stderr, flush=True)
     await stop.wait()
     await server.stop(1)
+    if session is not None:
+        await session.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.contenders.grpc_echo")
     parser.add_argument("--listen", default="127.0.0.1:0")
-    uvloop.run(serve(parser.parse_args().listen))
+    parser.add_argument("--upstream", default="", help="the emulator's URL: forward Invoke")
+    args = parser.parse_args()
+    uvloop.run(serve(args.listen, args.upstream))
 
 
 if __name__ == "__main__":

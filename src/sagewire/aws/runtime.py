@@ -153,10 +153,12 @@ def _result(response: dict[str, Any], data: bytes, endpoint: str) -> InvokeResul
     )
 
 
-def _start(response: dict[str, Any]) -> StreamStart:
+def _start(response: dict[str, Any], endpoint: str) -> StreamStart:
+    """The stream's start; `endpoint` as in `_result`."""
     return StreamStart(
         content_type=response.get("ContentType", ""),
         invoked_variant=response.get("InvokedProductionVariant", ""),
+        endpoint=endpoint,
     )
 
 
@@ -206,7 +208,8 @@ class SageMakerRuntime(SharedClient):
             raise map_aws_error(exc, request.endpoint) from exc
         body = response["Body"]
         try:
-            yield _ResponseStream(_start(response), body._raw_stream.content, request.endpoint)
+            start = _start(response, request.endpoint)
+            yield _ResponseStream(start, body._raw_stream.content, request.endpoint)
         finally:
             # Closing drops the HTTP connection: on early exit the model stops streaming.
             with contextlib.suppress(Exception):
@@ -244,7 +247,7 @@ class SageMakerRuntime(SharedClient):
         answer = await self._lean_send(INVOKE_STREAM, _params(request), request.endpoint)
         raw = answer.raw
         try:
-            start = _start(self._lean.outputs(INVOKE_STREAM, answer.headers))
+            start = _start(self._lean.outputs(INVOKE_STREAM, answer.headers), request.endpoint)
             yield _ResponseStream(start, raw.content, request.endpoint)
         finally:
             with contextlib.suppress(Exception):

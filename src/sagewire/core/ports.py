@@ -39,8 +39,8 @@ class ResponseStream(Protocol):
 class SageMakerRuntimePort(Protocol):
     """The SageMaker Runtime operations sagewire uses."""
 
-    # The result names `request.endpoint` in `endpoint` (else sagewire.core.resilience copies
-    # it to say which endpoint answered).
+    # The result (a stream's `start`) names `request.endpoint` in `endpoint` (else
+    # sagewire.core.resilience copies it to say which endpoint answered).
     async def invoke_endpoint(self, request: EndpointRequest) -> InvokeResult: ...
 
     def invoke_endpoint_stream(

@@ -183,7 +183,9 @@ class RouteResilience:
                 return await stack.enter_async_context(runtime.invoke_endpoint_stream(sent))
 
             stream, target = await self._through(request, deadline, open_one)
-            start = replace(stream.start, endpoint=target.endpoint)
+            start = stream.start  # sagewire.aws.runtime names the endpoint: no copy
+            if start.endpoint != target.endpoint:
+                start = replace(start, endpoint=target.endpoint)
             yield _Stream(start, stream, target.breaker)
 
 

@@ -40,6 +40,11 @@ PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 ASYNC_TRACE = "5bf92f3577b34da6a3ce929d0e0e4737"
 BIDI_TRACE = "6bf92f3577b34da6a3ce929d0e0e4738"
 SECRET = "hunter2-never-exported"
+# Calls in traces of their own, OK ones (a...) and NOT_FOUND ones (b...), made in quick
+# succession so that several end within one batch of observed calls.
+EXEMPLAR_TRACES = {
+    code: [f"{prefix}{i:031x}" for i in range(1, 13)] for code, prefix in ((0, "a"), (5, "b"))
+}
 
 
 class Collector(
@@ -102,6 +107,18 @@ async def _calls(target: str, rest_url: str) -> None:
         )
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.Invoke(invoke_pb2.InvokeRequest(model="nope", body=b"{}"), timeout=30)
+        for ok, missing in zip(*EXEMPLAR_TRACES.values(), strict=True):
+            await stub.Invoke(
+                invoke_pb2.InvokeRequest(model="echo", body=b"{}"),
+                metadata=(("traceparent", f"00-{ok}-00f067aa0ba902b7-01"),),
+                timeout=30,
+            )
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Invoke(
+                    invoke_pb2.InvokeRequest(model="nope", body=b"{}"),
+                    metadata=(("traceparent", f"00-{missing}-00f067aa0ba902b7-01"),),
+                    timeout=30,
+                )
         await stub.SubmitAsync(
             async_jobs_pb2.SubmitAsyncRequest(model="slow-echo", body=b'{"a": 1}'),
             metadata=(("traceparent", f"00-{ASYNC_TRACE}-00f067aa0ba902b7-01"),),
@@ -162,7 +179,13 @@ def _points(found: Collector) -> list[dict[str, Any]]:
                         assert metric.unit == "s"
                     if metric.name == "rpc.server.call.duration":
                         points += [
-                            {**attributes(p.attributes), "count": p.count}
+                            {
+                                **attributes(p.attributes),
+                                "count": p.count,
+                                "exemplars": [
+                                    (e.trace_id.hex(), e.span_id.hex()) for e in p.exemplars
+                                ],
+                            }
                             for p in metric.histogram.data_points
                         ]
     return points
@@ -192,6 +215,31 @@ def _check_s3_and_bidi_spans(found: Collector) -> None:
     assert attributes(s3.attributes)["aws.s3.bucket"]
     bidi = next(s for s in found.spans if s.name.endswith("WithBidirectionalStream"))
     assert attributes(bidi.attributes)["aws.sagemaker.endpoint_name"] == "bidi-echo"
+
+
+def _check_exemplars(found: Collector, points: list[dict[str, Any]]) -> None:
+    """Each exemplar of rpc.server.call.duration names the SERVER span of a call that data
+    point counted: calls are measured in batches after they end, and every call of a batch once
+    carried the trace of the call that started the batch."""
+    servers = {
+        span.trace_id.hex(): span.span_id.hex()
+        for span in found.spans
+        if span.kind == Span.SPAN_KIND_SERVER and span.name.endswith("/Invoke")
+    }
+    for code, traces in EXEMPLAR_TRACES.items():
+        # Every export's (the SDK hands each exemplar to one collection only).
+        exemplars = {
+            exemplar
+            for p in points
+            if p["rpc.method"] == "Invoke" and p["rpc.grpc.status_code"] == code
+            for exemplar in p["exemplars"]
+        }
+        others = {t for c, ts in EXEMPLAR_TRACES.items() if c != code for t in ts}
+        for trace_id, span_id in exemplars:
+            assert trace_id not in others, (code, trace_id)
+            assert servers[trace_id] == span_id
+        # The last call of each code is in its bucket's exemplar (a bucket keeps the last).
+        assert {trace_id for trace_id, _ in exemplars} & set(traces)
 
 
 async def test_spans_metrics_and_json_logs(collector: tuple[Collector, int]) -> None:
@@ -239,9 +287,10 @@ async def test_spans_metrics_and_json_logs(collector: tuple[Collector, int]) -> 
         p for p in points if p["rpc.method"] == "Invoke" and p["rpc.grpc.status_code"] == 0
     ]
     assert invoke_ok
-    assert invoke_ok[-1]["count"] == 1
+    assert invoke_ok[-1]["count"] == 1 + len(EXEMPLAR_TRACES[0])
     assert invoke_ok[-1]["sagewire.model"] == "echo"
     assert any(p["rpc.grpc.status_code"] == 5 for p in points)  # NOT_FOUND
+    _check_exemplars(found, points)
 
     # JSON logs: one object per line, the access record with the caller's trace id.
     records = [json.loads(line) for line in log if line.startswith("{")]

@@ -5,6 +5,7 @@ access records before a later WARNING line, nothing stuck when an event loop clo
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import io
 import json
 import logging
@@ -174,6 +175,31 @@ async def test_a_size_flush_leaves_no_timer_and_the_next_item_waits_its_own() ->
     batch.flush()
     batch.flush()  # nothing waits: nothing handed over
     assert flushed == [[0, 1, 2], [3]]
+
+
+_QUEUED_BY: contextvars.ContextVar[str] = contextvars.ContextVar("queued_by", default="nobody")
+
+
+async def test_the_timer_flushes_in_a_context_of_its_own_not_the_first_callers() -> None:
+    # The first item's caller (a call, its span current) must not lend its context to the
+    # flush of every item: OTel exemplars and log trace ids were read from it.
+    seen: list[str] = []
+    flushed = asyncio.Event()
+
+    def flush(items: list[int]) -> None:
+        seen.append(_QUEUED_BY.get())
+        flushed.set()
+
+    batch = Batch(flush, after_s=0.01, limit=10)
+
+    async def queue(name: str, item: int) -> None:
+        _QUEUED_BY.set(name)
+        batch.add(item)
+
+    await asyncio.create_task(queue("call A", 1))
+    await asyncio.create_task(queue("call B", 2))
+    await asyncio.wait_for(flushed.wait(), 30)
+    assert seen == ["nobody"]
 
 
 def test_off_an_event_loop_a_batch_says_nothing_is_due() -> None:

@@ -2,7 +2,8 @@
 
 A `Batch` holds items until `after_s` passed since the first of them (a timer on the event loop
 running when it arrived), until `limit` wait, or until someone calls `flush()`; then it hands
-them all, in order, to its `flush` function. Observing a call runs between the rest of the
+them all, in order, to its `flush` function. The timer runs in an empty contextvars context,
+never in that of the code that queued an item. Observing a call runs between the rest of the
 call's work, with the processor's caches full of that, where logging and prometheus-client cost
 several times what they cost in a batch (docs/benchmarks.md, observability).
 
@@ -15,6 +16,7 @@ had closed, so nothing was written until the next size-triggered flush.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable
 
 _running_loop = asyncio._get_running_loop  # no exception off a loop: None (C, cheap)
@@ -63,7 +65,13 @@ class Batch[T]:
         if loop is None:
             return False
         self._loop = loop
-        self._timer = loop.call_later(self._after_s, self._timer_calls)
+        # In a context of its own: call_later would copy the one of whoever queued the first
+        # item (a call, with its span current), and everything the flush does would pass as
+        # that call's (an OTel measurement's exemplar of every call in the batch, a log line's
+        # trace id).
+        self._timer = loop.call_later(
+            self._after_s, self._timer_calls, context=contextvars.Context()
+        )
         return True
 
     def flush(self) -> None:

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from aiohttp import hdrs
 from google.protobuf import descriptor_pool
+from opentelemetry import context as otel_context
 
 from sagewire import telemetry
 from sagewire.observability.batches import Batch
@@ -88,6 +89,9 @@ class Call:
     ended: float = 0.0  # time.time(), when an access record is to be logged
     trace_id: str = ""
     span_id: str = ""
+    # The OpenTelemetry context it ended in (its span), for the meter's exemplars: the batch is
+    # applied outside it. None with tracing off.
+    otel_context: Any = None
     # AWS calls made for it: (service, retry quota, operation, outcome, seconds, retries).
     upstream: list[tuple[str, Any, str, str, float, int]] | None = None
     applied: bool = False  # its batch was applied: later reports go their own way
@@ -233,6 +237,8 @@ class Observer:
             call.ended = time.time()  # the access record's time (0.0: no record)
             if telemetry.tracing():
                 call.trace_id, call.span_id = current_ids()
+        if self.meter is not None and telemetry.tracing():
+            call.otel_context = otel_context.get_current()
         if self._metrics_at_once:  # multiprocess mode: its series are the instruments'
             _tally(self.metrics, (call,))  # type: ignore[arg-type]
         if not self._finished.add(call):  # no event loop: now

@@ -91,6 +91,7 @@ class RpcMeter:
                     "url.scheme": "http",
                     "sagewire.model": call.model,
                 },
+                call.otel_context,
             )
             return
         attributes: dict[str, str | int] = {
@@ -100,7 +101,9 @@ class RpcMeter:
             "rpc.grpc.status_code": _CODES.get(call.code, 2),
             "sagewire.model": call.model,
         }
-        self._duration.record(duration, attributes)
+        # The call's own context (its span, for the exemplar): measurements are recorded in
+        # batches, after the call (sagewire.observability.calls).
+        self._duration.record(duration, attributes, call.otel_context)
 
 
 class Otlp:

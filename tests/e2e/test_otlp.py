@@ -45,6 +45,8 @@ SECRET = "hunter2-never-exported"
 EXEMPLAR_TRACES = {
     code: [f"{prefix}{i:031x}" for i in range(1, 13)] for code, prefix in ((0, "a"), (5, "b"))
 }
+# The last call (OK), made right before SIGTERM.
+LAST_TRACE = f"a{13:031x}"
 
 
 class Collector(
@@ -226,7 +228,8 @@ def _check_exemplars(found: Collector, points: list[dict[str, Any]]) -> None:
         for span in found.spans
         if span.kind == Span.SPAN_KIND_SERVER and span.name.endswith("/Invoke")
     }
-    for code, traces in EXEMPLAR_TRACES.items():
+    own = {0: [*EXEMPLAR_TRACES[0], LAST_TRACE], 5: EXEMPLAR_TRACES[5]}
+    for code, traces in own.items():
         # Every export's (the SDK hands each exemplar to one collection only).
         exemplars = {
             exemplar
@@ -234,7 +237,7 @@ def _check_exemplars(found: Collector, points: list[dict[str, Any]]) -> None:
             if p["rpc.method"] == "Invoke" and p["rpc.grpc.status_code"] == code
             for exemplar in p["exemplars"]
         }
-        others = {t for c, ts in EXEMPLAR_TRACES.items() if c != code for t in ts}
+        others = {t for c, ts in own.items() if c != code for t in ts}
         for trace_id, span_id in exemplars:
             assert trace_id not in others, (code, trace_id)
             assert servers[trace_id] == span_id
@@ -258,9 +261,18 @@ async def test_spans_metrics_and_json_logs(collector: tuple[Collector, int]) -> 
         _run_the_docs_curl(process.metrics_url)
         assert not found.spans
         assert not found.metrics
-        # SIGTERM: sagewire exports what is pending, then exits (waiting in a thread, so the
-        # collector on this loop can take the export meanwhile).
-        assert await asyncio.to_thread(process.stop) == 0
+        # The last call ends just before SIGTERM: it is measured in a batch after it ended,
+        # and that batch must reach the export on SIGTERM too.
+        async with grpc.aio.insecure_channel(process.target) as channel:
+            stub = inference_service_pb2_grpc.InferenceServiceStub(channel)
+            await stub.Invoke(
+                invoke_pb2.InvokeRequest(model="echo", body=b"{}"),
+                metadata=(("traceparent", f"00-{LAST_TRACE}-00f067aa0ba902b7-01"),),
+                timeout=30,
+            )
+            # SIGTERM: sagewire exports what is pending, then exits (waiting in a thread, so
+            # the collector on this loop can take the export meanwhile).
+            assert await asyncio.to_thread(process.stop) == 0
         log = list(process.log)
 
     # A SERVER span continuing the caller's trace, and under it a CLIENT span for the
@@ -287,7 +299,7 @@ async def test_spans_metrics_and_json_logs(collector: tuple[Collector, int]) -> 
         p for p in points if p["rpc.method"] == "Invoke" and p["rpc.grpc.status_code"] == 0
     ]
     assert invoke_ok
-    assert invoke_ok[-1]["count"] == 1 + len(EXEMPLAR_TRACES[0])
+    assert invoke_ok[-1]["count"] == 1 + len(EXEMPLAR_TRACES[0]) + 1
     assert invoke_ok[-1]["sagewire.model"] == "echo"
     assert any(p["rpc.grpc.status_code"] == 5 for p in points)  # NOT_FOUND
     _check_exemplars(found, points)

@@ -30,7 +30,7 @@ from sagewire.core.gateway import Gateway
 from sagewire.core.job_results import JobResults, job_codec
 from sagewire.core.ports import SageMakerBidiPort
 from sagewire.observability.admin import AdminListener
-from sagewire.observability.calls import Observer
+from sagewire.observability.calls import Observer, write_waiting
 from sagewire.observability.metrics import Metrics
 from sagewire.observability.otel import Otlp
 from sagewire.security.guard import Security
@@ -324,6 +324,9 @@ class SagewireServer:
         await finish_closing()  # cancelled Converse sessions close theirs on the AWS client
         await self._stack.aclose()
         if self._otlp is not None:
+            # Calls that ended in the last 50 ms wait for their batch (observability.calls):
+            # measured now, or the meter is shut down without them.
+            write_waiting()
             self._otlp.shutdown()  # export what is pending
             self._otlp = None
 

@@ -192,3 +192,46 @@ async def test_the_time_spent_authenticating_is_part_of_the_recorded_time(
         (401, "UNAUTHENTICATED"),
     ]
     assert all(ms >= 450 for _, _, ms in timed), timed
+
+
+async def test_requests_no_route_takes_are_recorded_once(
+    emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A path no route matches (404) or a method its route does not take (405) gets its access
+    record and HTTP series like a refused one, on `http_route=""`; a 404 a route answers
+    itself (an unknown model) stays one request on its template."""
+    caplog.set_level(logging.INFO, logger="sagewire.access")
+    async with start_sagewire(emulator, telemetry={"metrics_listen": "127.0.0.1:0"}) as sw:
+        base = sw.rest_url
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            for method, path, status in [
+                ("POST", "/v1/no/such/path", 404),
+                ("PROPFIND", "/v1/no/such/path", 404),  # a method only llhttp knows
+                ("GET", "/v1/models/echo:invoke", 405),  # that path takes POST
+                ("POST", "/v1/models/nope:invoke", 404),  # the route answers: unknown model
+            ]:
+                body = b'{"json": {}}'
+                async with http.request(method, base + path, data=body) as r:
+                    assert r.status == status, (method, path, await r.text())
+        found = await scrape(f"http://127.0.0.1:{sw.server.metrics_port}/metrics")
+
+    assert requests(found, "", "404") == 1
+    assert requests(found, "", "404", "_OTHER") == 1
+    assert requests(found, "", "405", "GET") == 1
+    assert requests(found, "/v1/models/{model}:invoke", "404") == 1
+    total = sum(v for (name, _), v in found.samples.items() if name == DURATION)
+    assert total == 4
+    routes = {v for _, labels in found.samples for k, v in labels if k == "http_route"}
+    assert not any("no/such" in route or "echo" in route for route in routes)
+
+    calls.write_waiting()  # access records are logged in batches (observability.calls)
+    access = [r.access for r in caplog.records if r.name == "sagewire.access"]  # type: ignore[attr-defined]
+    answered = sorted((a["method"], a["status"], a["reason"], a["http_status"]) for a in access)
+    assert answered == sorted(
+        [
+            ("", "NOT_FOUND", "UNKNOWN_ROUTE", 404),
+            ("", "NOT_FOUND", "UNKNOWN_ROUTE", 404),
+            ("", "UNIMPLEMENTED", "METHOD_NOT_ALLOWED", 405),
+            ("sagewire.v1.InferenceService/Invoke", "NOT_FOUND", "UNKNOWN_MODEL", 404),
+        ]
+    )

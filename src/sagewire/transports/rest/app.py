@@ -25,14 +25,15 @@ from sagewire.config.settings import Settings
 from sagewire.core.endpoint_status import EndpointStatuses
 from sagewire.core.errors import SagewireError
 from sagewire.core.gateway import Gateway
-from sagewire.observability.calls import Observer
+from sagewire.observability.calls import Observer, current
 from sagewire.security.guard import Security
 from sagewire.transports.grpc.async_jobs import AsyncJobsService
+from sagewire.transports.grpc.edge import error_code_name
 from sagewire.transports.grpc.health import HealthService
 from sagewire.transports.grpc.inference import InferenceServicer
 from sagewire.transports.grpc.models import ModelServicer
 from sagewire.transports.grpc.observe import OFF
-from sagewire.transports.rest import errors
+from sagewire.transports.rest import errors, observe
 from sagewire.transports.rest.cors import add_cors
 from sagewire.transports.rest.invoke_json import FastInvoke
 from sagewire.transports.rest.openapi import add_openapi_routes
@@ -63,7 +64,8 @@ type Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every answer the bridge gives is JSON: domain errors raised by any route, and aiohttp's
-    own 404/405/413, become google.rpc.Status bodies."""
+    own 404/405/413, become google.rpc.Status bodies. A request no route took (404, 405) is
+    recorded here (access record, HTTP metrics), as `http_route=""`."""
     try:
         return await handler(request)
     except SagewireError as error:
@@ -71,16 +73,23 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             allowed = await _allowed_elsewhere(request)
             if allowed:
                 error = errors.method_not_allowed(request.method, request.path, allowed)
-        return errors.error_response(error)
+        return _answer(request, error)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].rest.max_request_bytes
-        return errors.error_response(errors.body_too_large(limit))
+        return _answer(request, errors.body_too_large(limit))
     except web.HTTPMethodNotAllowed as exc:
-        return errors.error_response(
-            errors.method_not_allowed(request.method, request.path, sorted(exc.allowed_methods))
-        )
+        allowed = sorted(exc.allowed_methods)
+        return _answer(request, errors.method_not_allowed(request.method, request.path, allowed))
     except web.HTTPNotFound:
-        return errors.error_response(errors.unknown_path(request.method, request.path))
+        return _answer(request, errors.unknown_path(request.method, request.path))
+
+
+def _answer(request: web.Request, error: SagewireError) -> web.StreamResponse:
+    response = errors.error_response(error)
+    if current() is None:  # no handler opened the request's record: a request no route took
+        code = error_code_name(error)
+        observe.refused(request.app[OBSERVER], request, response, code, error.reason)
+    return response
 
 
 async def _allowed_elsewhere(request: web.Request) -> list[str]:

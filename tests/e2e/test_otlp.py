@@ -45,6 +45,8 @@ SECRET = "hunter2-never-exported"
 EXEMPLAR_TRACES = {
     code: [f"{prefix}{i:031x}" for i in range(1, 13)] for code, prefix in ((0, "a"), (5, "b"))
 }
+# The REST bridge's calls.
+REST_TRACE = "7bf92f3577b34da6a3ce929d0e0e4739"
 # The last call (OK), made right before SIGTERM.
 LAST_TRACE = f"a{13:031x}"
 
@@ -142,8 +144,16 @@ async def _calls(target: str, rest_url: str) -> None:
         answers = [answer async for answer in converse]
         assert any(a.WhichOneof("kind") == "chunk" for a in answers)
     async with aiohttp.ClientSession() as http:
-        answer = await http.post(f"{rest_url}/v1/models/echo:invoke", json={"json": {}})
-        assert answer.status == 200
+        posts: list[tuple[str, dict[str, Any]]] = [
+            ("/v1/models/echo:invoke", {"json": {}}),  # transcoded
+            ("/v1/models/echo/invocations", {}),  # the bridge's own route (rest.edge)
+        ]
+        for path, body in posts:
+            traceparent = f"00-{REST_TRACE}-00f067aa0ba902b7-01"
+            async with http.post(
+                rest_url + path, json=body, headers={"traceparent": traceparent}
+            ) as answer:
+                assert answer.status == 200
 
 
 def _run_the_docs_curl(metrics_url: str) -> None:
@@ -326,5 +336,14 @@ async def test_spans_metrics_and_json_logs(collector: tuple[Collector, int]) -> 
     assert failed[0]["access"]["reason"] == "UNKNOWN_MODEL"
     assert failed[0]["access"]["model"] == ""
     rest = [r for r in access if r["access"].get("http_status") == 200]
-    assert rest[0]["access"]["method"] == "sagewire.v1.InferenceService/Invoke"
+    assert [r["access"]["method"] for r in rest] == ["sagewire.v1.InferenceService/Invoke"] * 2
+    # Their records name their SERVER spans, though a record ends outside its span (it also
+    # covers the security layer and routing).
+    rest_spans = {
+        s.span_id.hex()
+        for s in found.spans
+        if s.trace_id.hex() == REST_TRACE and s.kind == Span.SPAN_KIND_SERVER
+    }
+    assert len(rest_spans) == 2
+    assert {(r["trace_id"], r["span_id"]) for r in rest} == {(REST_TRACE, s) for s in rest_spans}
     assert SECRET not in "".join(log)

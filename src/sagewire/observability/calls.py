@@ -146,6 +146,16 @@ def failed(code: str, reason: str) -> None:
         call.reason = reason
 
 
+def traced() -> None:
+    """The current call's SERVER span is the current span now: its access record and OTel
+    measurement name it, for a transport that finishes the call's record outside the span
+    (the REST bridge: its record also covers the security layer and routing)."""
+    call = _current.get()
+    if call is not None and telemetry.tracing():
+        call.trace_id, call.span_id = current_ids()
+        call.otel_context = otel_context.get_current()
+
+
 def set_principal(principal: str) -> None:
     """Name the authenticated caller in the current call's access record."""
     call = _current.get()
@@ -235,9 +245,9 @@ class Observer:
         call.duration = time.perf_counter() - call.started
         if self.access and access_log.isEnabledFor(logging.INFO):
             call.ended = time.time()  # the access record's time (0.0: no record)
-            if telemetry.tracing():
+            if telemetry.tracing() and not call.trace_id:  # else named in its span (`traced`)
                 call.trace_id, call.span_id = current_ids()
-        if self.meter is not None and telemetry.tracing():
+        if self.meter is not None and telemetry.tracing() and call.otel_context is None:
             call.otel_context = otel_context.get_current()
         if self._metrics_at_once:  # multiprocess mode: its series are the instruments'
             _tally(self.metrics, (call,))  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from sagewire import telemetry
 from sagewire.core.errors import ErrorKind, SagewireError
-from sagewire.observability.calls import Observer
+from sagewire.observability.calls import Observer, traced
 from sagewire.transports.grpc.edge import error_code_name
 from sagewire.transports.rest import observe
 from sagewire.transports.rest.errors import error_response
@@ -56,6 +56,7 @@ def wrap(observer: Observer, method: str, route: str, handler: Handler) -> Handl
         response: web.StreamResponse | None = None
         try:
             with telemetry.rpc_span(INFERENCE, method, request.headers.items()) as span:
+                traced()  # the record ends outside this span (below)
                 try:
                     response = await handler(request)
                 except (asyncio.CancelledError, ConnectionError):

@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 
 from sagewire import telemetry
 from sagewire.core.errors import ErrorKind, SagewireError, deadline_exceeded
-from sagewire.observability.calls import Observer
+from sagewire.observability.calls import Observer, traced
 from sagewire.transports.grpc.edge import error_code_name
 from sagewire.transports.grpc.observe import OFF
 from sagewire.transports.rest import errors, observe, streaming, transcode
@@ -103,6 +103,7 @@ class RpcHandler:
         # A view, not a copy: read only when tracing is on or a body asks for the metadata.
         headers = request.headers.items()
         with telemetry.rpc_span(binding.service, name, headers) as span:
+            traced()  # the record ends outside this span (handle)
             try:
                 timeout = request.headers.get(TIMEOUT_HEADER)
                 context = RestContext(headers, parse_timeout(timeout) if timeout else None)

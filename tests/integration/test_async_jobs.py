@@ -539,8 +539,11 @@ async def test_watch_honours_the_deadline_and_frees_its_slot(
     pending = CODEC.encode(_token())
     settings = async_settings(s3_url, max_open_streams=1)
     async with start_sagewire(async_emulator.url, **settings) as sw:
-        # Generous enough for the first S3 poll on a busy 2-core CI machine.
-        call = sw.inference.WatchAsync(pb.WatchAsyncRequest(job_id=pending), timeout=2.0)
+        # Setup first (the channel, the S3 client's first connection), so that the deadline
+        # below covers only the watch; 4 s leaves a loaded machine room for its first poll and
+        # for the second watcher's refusal, which must come while the first holds the slot.
+        await sw.inference.GetAsyncResult(pb.GetAsyncResultRequest(job_id=pending), timeout=30)
+        call = sw.inference.WatchAsync(pb.WatchAsyncRequest(job_id=pending), timeout=4.0)
         assert (await _next(call)).state == PENDING
         # The one stream slot is taken: a second watcher is refused with retry advice.
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -552,7 +555,7 @@ async def test_watch_honours_the_deadline_and_frees_its_slot(
         assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
 
         async def slot_free() -> bool:
-            again = sw.inference.WatchAsync(pb.WatchAsyncRequest(job_id=pending), timeout=2)
+            again = sw.inference.WatchAsync(pb.WatchAsyncRequest(job_id=pending), timeout=10)
             try:
                 return (await _next(again)).state == PENDING
             except grpc.aio.AioRpcError:
@@ -560,7 +563,7 @@ async def test_watch_honours_the_deadline_and_frees_its_slot(
             finally:
                 again.cancel()
 
-        await _eventually(slot_free, within_s=2)
+        await _eventually(slot_free, within_s=30)
 
 
 async def test_a_stalled_upload_is_cut_off(async_emulator: RunningEmulator, s3_url: str) -> None:

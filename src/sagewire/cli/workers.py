@@ -15,7 +15,11 @@ The parent serves no calls. It
 - forwards SIGTERM and SIGINT to every worker at once, so they drain together: health and
   /readyz flip to NOT_SERVING on all, `server.drain_delay_s` later all refuse new calls, and
   in-flight calls finish within `server.shutdown_grace_s`; the parent exits 0 when every worker
-  did;
+  did. A signal during start-up does not wait for the start: workers still starting cancel it
+  and exit (a worker that does not is killed EXIT_MARGIN_S later);
+- bounds the start: a worker not ready within `server.worker_start_timeout_s` (a hung
+  credential process or metadata service, say) stops them all, exit 1, with one ERROR line
+  naming it; a restarted worker that hangs so is killed and counted as a death;
 - restarts a worker that dies unexpectedly (an OOM kill takes one process, not the container),
   after a backoff of 1 s doubling to 30 s, so the other workers' calls and connections carry
   on. A fault that persists is not hidden: a worker that fails before it is ready the first
@@ -126,19 +130,32 @@ def worker_main(settings: Settings, pipe: Connection) -> None:
 async def _worker(settings: Settings, pipe: Connection) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    this = asyncio.current_task()
+    ready = False
+
+    def stopping() -> None:
+        stop.set()
+        if not ready and this is not None:
+            this.cancel()  # still starting (e.g. a hung credential process): do not wait for it
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping)
 
     def orphaned() -> None:  # the parent never writes: readable means it is gone
         loop.remove_reader(pipe.fileno())
-        stop.set()
+        stopping()
 
     loop.add_reader(pipe.fileno(), orphaned)
     try:
         async with SagewireServer(settings, worker=True):
+            ready = True
             pipe.send(("ready", os.getpid()))
             await stop.wait()
             log.info("worker stopping")
+    except asyncio.CancelledError:
+        if not stop.is_set():
+            raise
+        log.info("worker stopped during start-up")
     except ConfigError as exc:  # found only at start-up (e.g. aws.ca_bundle): as `serve` does
         print(f"sagewire: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)
@@ -186,7 +203,8 @@ class Supervisor:
         self.workers: list[_Worker | None] = [None] * count
         self._stop = asyncio.Event()
         self._failed = False
-        self._start_status = 1  # when a worker fails to start (or a signal came first)
+        # The exit status when the start failed; None: a signal ended it (then as any stop).
+        self._start_status: int | None = 1
         self._deaths: deque[float] = deque()
         self._metrics_dir = ""
 
@@ -221,7 +239,7 @@ class Supervisor:
         finally:
             if admin is not None:
                 await admin.__aexit__(None, None, None)
-        if not started:
+        if not started and self._start_status is not None:
             return self._start_status
         return 0 if clean and not self._failed else 1
 
@@ -270,34 +288,68 @@ class Supervisor:
         """Wait for the worker's ready message; False when it exited first."""
         ready = asyncio.create_task(_readable(worker.pipe.fileno()))
         exited = asyncio.create_task(_readable(worker.process.sentinel))
-        await asyncio.wait([ready, exited], return_when=asyncio.FIRST_COMPLETED)
-        ready.cancel()
-        exited.cancel()
+        try:
+            await asyncio.wait([ready, exited], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            exited.cancel()
+        return self._read_ready(worker)
+
+    def _read_ready(self, worker: _Worker) -> bool:
+        """Whether `worker` said it is ready (reads its message, if one is waiting)."""
+        if worker.ready or worker.reaped:
+            return worker.ready
         try:
             message = worker.pipe.recv() if worker.pipe.poll() else None
-        except EOFError:
+        except (EOFError, OSError):
             message = None
         worker.ready = isinstance(message, tuple) and message[0] == "ready"
         return worker.ready
 
     async def _start_all(self) -> bool:
+        """Spawn every worker and wait until all are ready. False (with `_start_status`) as soon
+        as one exits first, a signal comes, or `server.worker_start_timeout_s` passes."""
         workers = [self._spawn(i) for i in range(self.count)]
-        starting = asyncio.ensure_future(asyncio.gather(*(self._until_ready(w) for w in workers)))
+        waits: dict[asyncio.Future[Any], _Worker] = {
+            asyncio.ensure_future(self._until_ready(w)): w for w in workers
+        }
         stop = asyncio.ensure_future(self._stop.wait())
-        either: list[asyncio.Future[Any]] = [starting, stop]
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if not starting.done():  # a signal during start-up
-            await starting
-            return False
-        if not all(starting.result()):
-            failed = [w for w in workers if not w.ready]
+        pending: set[asyncio.Future[Any]] = {*waits, stop}
+        failed: list[_Worker] = []
+        limit = self.settings.server.worker_start_timeout_s
+        try:
+            async with asyncio.timeout(limit):
+                while pending - {stop} and not failed:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    failed = [waits[t] for t in done if t is not stop and not t.result()]
+                    if stop in done:
+                        break
+        except TimeoutError:
+            pass
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if failed:
             for worker in failed:
                 worker.process.join()
             # The workers' own exit status: 2 for a configuration error, as `serve` exits.
             self._start_status = 2 if any(w.process.exitcode == 2 for w in failed) else 1
             return False
-        return True
+        if self._stop.is_set():
+            log.info("signal received during start-up: stopping the workers")
+            self._start_status = None
+            return False
+        late = [w for w in workers if not self._read_ready(w)]
+        for worker in late:
+            log.error(
+                "worker %d (pid %d) not ready within %gs (server.worker_start_timeout_s): "
+                "stopping every worker",
+                worker.index,
+                worker.pid,
+                limit,
+            )
+        return not late
 
     async def _keep(self, index: int) -> None:
         """Restart worker `index` whenever it dies while no stop is under way."""
@@ -330,8 +382,19 @@ class Supervisor:
             log.warning("restarting worker %d in %.1fs", index, delay)
             await asyncio.sleep(delay)
             restarted = self._spawn(index)
-            if await self._until_ready(restarted):
-                log.info("worker %d restarted (pid %d)", index, restarted.pid)
+            limit = self.settings.server.worker_start_timeout_s
+            try:
+                if await asyncio.wait_for(self._until_ready(restarted), limit):
+                    log.info("worker %d restarted (pid %d)", index, restarted.pid)
+            except TimeoutError:
+                log.error(
+                    "worker %d (pid %d) not ready within %gs (server.worker_start_timeout_s):"
+                    " killed",
+                    index,
+                    restarted.pid,
+                    limit,
+                )
+                restarted.process.kill()  # the next turn of this loop counts the death
 
     def _dead(self, worker: _Worker) -> None:
         if worker.reaped:
@@ -345,26 +408,40 @@ class Supervisor:
 
     async def _stop_all(self) -> bool:
         """SIGTERM to every live worker at once; wait for their drains; True when each exited 0
-        (a worker still starting may be ended by the signal itself)."""
+        (a worker still starting cancels its start; its exit status does not count). A worker
+        not yet ready has no calls to drain: it gets EXIT_MARGIN_S, not the drain's bound."""
         for worker in self.workers:
             if worker is not None and worker.process.exitcode is not None:
                 self._dead(worker)  # died as the stop began
         live = [w for w in self.workers if w is not None and w.process.exitcode is None]
         for worker in live:
+            self._read_ready(worker)  # ready after all (its message unread): it drains
             if worker.process.pid is not None:
                 os.kill(worker.process.pid, signal.SIGTERM)
         server = self.settings.server
-        limit = server.drain_delay_s + server.shutdown_grace_s + EXIT_MARGIN_S
-        waits = [asyncio.create_task(_readable(w.process.sentinel)) for w in live]
-        if waits:
-            _, late = await asyncio.wait(waits, timeout=limit)
-            for task in late:
-                task.cancel()
+        drain = server.drain_delay_s + server.shutdown_grace_s + EXIT_MARGIN_S
+        limits = {w.pid: drain if w.ready else EXIT_MARGIN_S for w in live}
+        late: set[int] = set()
+
+        async def exited(worker: _Worker) -> None:
+            try:
+                await asyncio.wait_for(_readable(worker.process.sentinel), limits[worker.pid])
+            except TimeoutError:
+                late.add(worker.pid)
+
+        await asyncio.gather(*(exited(w) for w in live))
         clean = True
         for worker in live:
-            if worker.process.exitcode is None:
-                log.error("worker pid %d did not exit within %.0fs: killed", worker.pid, limit)
+            # Not `exitcode is None`: the sentinel turns readable a moment before the exited
+            # process can be reaped (join() below waits for that moment).
+            if worker.pid in late:
+                log.error(
+                    "worker pid %d did not exit within %.0fs: killed",
+                    worker.pid,
+                    limits[worker.pid],
+                )
                 worker.process.kill()
+                clean = False
             worker.process.join()
             self._dead(worker)
             if worker.process.exitcode != 0 and worker.ready:

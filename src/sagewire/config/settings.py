@@ -221,6 +221,9 @@ class ServerSettings(Strict):
     # After SIGTERM, keep serving with health NOT_SERVING this long before refusing new calls,
     # so balancers that health-check (Envoy, a mesh) stop sending first (docs/deploy.md).
     drain_delay_s: float = Field(default=0.0, ge=0, le=300)
+    # `serve --workers N`: how long a worker may take to become ready (spawn, imports,
+    # credentials, listeners) before the parent stops them all and exits 1 (docs/deploy.md).
+    worker_start_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     # TLS (and mutual TLS with client_ca_file) on `listen`; unset: plaintext.
     tls: TlsSettings | None = None
     # A plaintext listener serving grpc.health.v1 only (Kubernetes gRPC probes cannot do TLS);

@@ -10,8 +10,9 @@ one concrete port) and holds it, never listening, so every worker joins the same
 The parent serves no calls. It
 - checks every listener address before anything starts (a taken port: one line, exit 1);
 - serves the one /metrics listener: the workers keep their values in PROMETHEUS_MULTIPROC_DIR
-  (a private directory unless the operator set one) and the parent sums them; each worker's
-  live gauges are dropped (`mark_process_dead`) when it exits;
+  (a private directory unless the operator set one: then its *.db files of an earlier run are
+  deleted first) and the parent sums them; each worker's live gauges are dropped
+  (`mark_process_dead`) when it exits;
 - forwards SIGTERM and SIGINT to every worker at once, so they drain together: health and
   /readyz flip to NOT_SERVING on all, `server.drain_delay_s` later all refuse new calls, and
   in-flight calls finish within `server.shutdown_grace_s`; the parent exits 0 when every worker
@@ -45,6 +46,7 @@ from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from sagewire.cli.startup import Ports, listening_lines, run, warn_if_unusable
@@ -112,6 +114,28 @@ def _with_ports(settings: Settings, held: list[socket.socket]) -> Settings:
             "rest": rest.model_copy(update={"listen": rest_listen}),
         }
     )
+
+
+def empty_metrics_dir(path: str) -> None:
+    """Delete the value files (*.db) an earlier run left in PROMETHEUS_MULTIPROC_DIR `path`.
+
+    prometheus-client sums every file there, a dead process's counters included, so "this
+    directory must be wiped between process/Gunicorn runs (before startup is recommended)"
+    (prometheus-client's multiprocess documentation). The parent owns the directory for the
+    whole run and no worker runs yet. Other files are left alone. ConfigError: not a directory.
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        raise ConfigError(
+            "the environment", [f"PROMETHEUS_MULTIPROC_DIR {path!r} is not a directory"]
+        )
+    stale = list(directory.glob("*.db"))
+    for file in stale:
+        file.unlink(missing_ok=True)
+    if stale:
+        log.info(
+            "PROMETHEUS_MULTIPROC_DIR %s: removed %d files of an earlier run", path, len(stale)
+        )
 
 
 # -- the worker process -------------------------------------------------------------------
@@ -245,10 +269,13 @@ class Supervisor:
 
     async def _open_metrics(self) -> tuple[AdminListener | None, int]:
         """The one /metrics listener, summing every worker's values."""
+        operators = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if operators:
+            empty_metrics_dir(operators)  # before any worker writes to it
         listen = self.settings.telemetry.metrics_listen
         if listen is None:
             return None, 0
-        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if not operators:
             # Workers read the variable at import time: set before they are spawned.
             self._metrics_dir = tempfile.mkdtemp(prefix="sagewire-metrics-")
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_dir

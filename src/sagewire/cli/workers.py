@@ -28,6 +28,9 @@ The parent serves no calls. It
   MAX_DEATHS unexpected deaths within DEATH_WINDOW_S, drain the others and exit non-zero, for
   Kubernetes (or systemd) to restart the whole process and count it.
 A worker whose parent dies (SIGKILL) sees its pipe close and drains itself.
+
+The worker's side is sagewire.cli.worker_process; the ports and the metrics directory prepared
+before any worker spawns, sagewire.cli.worker_setup.
 """
 
 from __future__ import annotations
@@ -46,15 +49,15 @@ from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import Any
 
 from sagewire.cli.startup import Ports, listening_lines, run, warn_if_unusable
-from sagewire.config import ConfigError, Settings
-from sagewire.observability import logs
+from sagewire.cli.worker_process import worker_main
+from sagewire.cli.worker_setup import empty_metrics_dir, with_ports
+from sagewire.config import Settings
 from sagewire.observability.admin import AdminListener
-from sagewire.transports.grpc.server import SagewireServer, check_listeners
-from sagewire.transports.listen import ListenError, split_listen
+from sagewire.transports.grpc.server import check_listeners
+from sagewire.transports.listen import split_listen
 
 log = logging.getLogger("sagewire.workers")
 
@@ -66,128 +69,6 @@ BACKOFF_S = (1.0, 30.0)  # first restart delay, cap (doubling per recent death)
 EXIT_MARGIN_S = 15.0
 
 _SPAWN = multiprocessing.get_context("spawn")
-
-
-def reserve(listen: str) -> tuple[str, list[socket.socket]]:
-    """Bind `listen` (host:port) with SO_REUSEPORT without listening; return the address with
-    its concrete port (port 0 picks one) and the sockets, to hold while workers join the port.
-    A bound socket that does not listen takes no connections."""
-    host, port = split_listen(listen)
-    held: list[socket.socket] = []
-    try:
-        infos = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-        for family, kind, proto, _, address in infos:
-            sock = socket.socket(family, kind, proto)
-            held.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((address[0], port, *address[2:]))
-            port = sock.getsockname()[1]
-    except OSError as exc:
-        for sock in held:
-            sock.close()
-        reason = (exc.strerror or str(exc)).lower()
-        raise ListenError(f"cannot listen on {listen}: {reason}") from None
-    return f"{listen.rpartition(':')[0]}:{port}", held
-
-
-def _with_ports(settings: Settings, held: list[socket.socket]) -> Settings:
-    """`settings` with every shared listener's port reserved and made concrete."""
-    server, rest = settings.server, settings.rest
-    grpc_listen, sockets = reserve(server.listen)
-    held += sockets
-    maintenance = server.maintenance_listen
-    if maintenance is not None:
-        maintenance, sockets = reserve(maintenance)
-        held += sockets
-    rest_listen = rest.listen
-    if rest_listen:
-        rest_listen, sockets = reserve(rest_listen)
-        held += sockets
-    return settings.model_copy(
-        update={
-            "server": server.model_copy(
-                update={"listen": grpc_listen, "maintenance_listen": maintenance}
-            ),
-            "rest": rest.model_copy(update={"listen": rest_listen}),
-        }
-    )
-
-
-def empty_metrics_dir(path: str) -> None:
-    """Delete the value files (*.db) an earlier run left in PROMETHEUS_MULTIPROC_DIR `path`.
-
-    prometheus-client sums every file there, a dead process's counters included, so "this
-    directory must be wiped between process/Gunicorn runs (before startup is recommended)"
-    (prometheus-client's multiprocess documentation). The parent owns the directory for the
-    whole run and no worker runs yet. Other files are left alone. ConfigError: not a directory.
-    """
-    directory = Path(path)
-    if not directory.is_dir():
-        raise ConfigError(
-            "the environment", [f"PROMETHEUS_MULTIPROC_DIR {path!r} is not a directory"]
-        )
-    stale = list(directory.glob("*.db"))
-    for file in stale:
-        file.unlink(missing_ok=True)
-    if stale:
-        log.info(
-            "PROMETHEUS_MULTIPROC_DIR %s: removed %d files of an earlier run", path, len(stale)
-        )
-
-
-# -- the worker process -------------------------------------------------------------------
-
-
-def worker_main(settings: Settings, pipe: Connection) -> None:
-    """A worker's entry point (spawned): serve until SIGTERM/SIGINT or the parent's end of
-    `pipe` closes; send ("ready", pid) on `pipe` once listening."""
-    logs.configure(settings.server.log_level, settings.server.log_format, pid=True)
-    try:
-        run(_worker(settings, pipe))
-    finally:
-        logs.flush()  # multiprocessing ends a child with os._exit: no logging.shutdown
-
-
-async def _worker(settings: Settings, pipe: Connection) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    this = asyncio.current_task()
-    ready = False
-
-    def stopping() -> None:
-        stop.set()
-        if not ready and this is not None:
-            this.cancel()  # still starting (e.g. a hung credential process): do not wait for it
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping)
-
-    def orphaned() -> None:  # the parent never writes: readable means it is gone
-        loop.remove_reader(pipe.fileno())
-        stopping()
-
-    loop.add_reader(pipe.fileno(), orphaned)
-    try:
-        async with SagewireServer(settings, worker=True):
-            ready = True
-            pipe.send(("ready", os.getpid()))
-            await stop.wait()
-            log.info("worker stopping")
-    except asyncio.CancelledError:
-        if not stop.is_set():
-            raise
-        log.info("worker stopped during start-up")
-    except ConfigError as exc:  # found only at start-up (e.g. aws.ca_bundle): as `serve` does
-        print(f"sagewire: {exc}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    except OSError as exc:
-        print(f"sagewire: {exc}", file=sys.stderr, flush=True)
-        sys.exit(1)
-    finally:
-        loop.remove_reader(pipe.fileno())
 
 
 # -- the parent ---------------------------------------------------------------------------
@@ -236,7 +117,7 @@ class Supervisor:
         check_listeners(self.settings)  # ListenError: nothing started yet
         held: list[socket.socket] = []
         try:
-            self.settings = _with_ports(self.settings, held)
+            self.settings = with_ports(self.settings, held)
             return await self._run()
         finally:
             for sock in held:

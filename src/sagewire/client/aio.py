@@ -19,6 +19,7 @@ from typing import Any, Final
 import grpc
 
 from sagewire.client import errors
+from sagewire.client.call_status import CallStatus
 from sagewire.client.channel import ChannelOptions
 from sagewire.client.converse import ConverseSession
 from sagewire.client.results import (
@@ -56,6 +57,11 @@ JSON_TYPE = "application/json"
 # sagewire for the bytes alone: no parse on the server, a JSON answer is not sent twice.
 BODY_ONLY = common_pb2.RESPONSE_VIEW_BODY
 UPLOAD_CHUNK_BYTES = 1024 * 1024
+# The error when grpc.aio's local INTERNAL is all an ended upload ever reports.
+_UPLOAD_LOCAL_ONLY = (
+    "the upload ended while this client was still sending it, and grpc.aio reported its own "
+    "INTERNAL in place of the server's status (docs/errors.md)"
+)
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -286,14 +292,18 @@ class AsyncClient:
                 if progress is not None:
                     progress(sent, total)
 
+        call = self._inference.UploadAsync(
+            requests(),
+            timeout=self._deadline(timeout, long=True),
+            metadata=await self._metadata(),
+        )
+        # sagewire may end the call while chunks are still going out (an over-size upload is
+        # refused at once): recover its status, not grpc.aio's local INTERNAL.
+        status = CallStatus(call)
         try:
-            answer = await self._inference.UploadAsync(
-                requests(),
-                timeout=self._deadline(timeout, long=True),
-                metadata=await self._metadata(),
-            )
+            answer = await call
         except grpc.RpcError as exc:
-            raise errors.from_rpc_error(exc) from None
+            raise await status.server_error(exc, _UPLOAD_LOCAL_ONLY) from None
         return Job.of(answer.job, answer.input_size)
 
     async def get(self, job_id: str, *, timeout: Timeout = DEFAULT) -> JobResult:

@@ -10,9 +10,9 @@ Requests reach grpc.aio through a request iterator (a bounded queue, so a sender
 when the stream cannot take more), not `call.write()`. The status a user sees is the server's,
 even when a send races the server ending the call: grpc.aio then sets a local INTERNAL
 "Internal error from Core" on the call, before or after the server's status arrives
-(docs/errors.md). The session keeps the first status the call was given (a done callback) and,
-when that was the local one, waits briefly for the server's to replace it; only when neither
-shows does the user get that INTERNAL, with a message saying what happened.
+(docs/errors.md). sagewire.client.call_status recovers the server's: it keeps the first status
+the call was given and, when that was the local one, waits briefly for the server's to replace
+it; only when neither shows does the user get that INTERNAL, with a message saying what happened.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import asyncio
 import contextlib
 import itertools
 import json as jsonlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import grpc
 
 from sagewire.client import errors
+from sagewire.client.call_status import CallStatus
 from sagewire.client.results import Chunk, TurnEnd
 from sagewire.v1 import common_pb2, converse_pb2, inference_service_pb2_grpc
 
@@ -35,10 +36,11 @@ Metadata = Callable[[], Awaitable[tuple[tuple[str, str], ...]]]
 _Item = Chunk | TurnEnd | errors.SagewireError
 # Requests queued for the stream: a sender waits beyond this many (the stream's flow control).
 _OUTBOX = 16
-# grpc.aio's own status when a send fails in gRPC core (the call was ending meanwhile).
-_LOCAL_SEND_FAILURE = "Internal error from Core"
-# How long to wait for the server's status to replace that local one.
-_STATUS_WAIT_S = 1.0
+# The error when grpc.aio's local INTERNAL is all the call ever reports.
+_LOCAL_ONLY = (
+    "the Converse session ended while this client was sending to it, and grpc.aio reported its "
+    "own INTERNAL in place of the server's status (docs/errors.md); open a new session"
+)
 
 
 class Turn:
@@ -112,7 +114,7 @@ class ConverseSession:
         self._reader: asyncio.Task[None] | None = None
         self._failure: errors.SagewireError | None = None
         self._outbox: asyncio.Queue[converse_pb2.ConverseRequest | None] = asyncio.Queue(_OUTBOX)
-        self._first_status: grpc.aio.AioRpcError | None = None
+        self._status: CallStatus | None = None
         self._closing = False
 
     async def __aenter__(self) -> ConverseSession:
@@ -134,7 +136,7 @@ class ConverseSession:
             timeout=self._timeout,
             metadata=await self._metadata(),
         )
-        self._call.add_done_callback(self._ended_with)
+        self._status = CallStatus(self._call)
         self._outbox.put_nowait(converse_pb2.ConverseRequest(open=self._open))
         try:
             first = await self._call.read()
@@ -271,64 +273,11 @@ class ConverseSession:
         """The error that ends every unfinished turn once the call is over."""
         code = await self._call.code()
         if code != grpc.StatusCode.OK:
-            return await self._server_error(await self._status_now())
+            assert self._status is not None
+            return await self._server_error(await self._status.now())
         return errors.Cancelled(grpc.StatusCode.CANCELLED, "the Converse session was closed")
-
-    def _ended_with(self, call: Any) -> None:
-        """Done callback: keep the call's first status before grpc.aio may replace it. Runs as
-        the status is set, so its accessors answer at once (stepped, not awaited)."""
-        code = _at_once(call.code())
-        if self._first_status is None and code is not None:
-            self._first_status = grpc.aio.AioRpcError(
-                code,
-                _at_once(call.initial_metadata()),
-                _at_once(call.trailing_metadata()),
-                _at_once(call.details()),
-                _at_once(call.debug_error_string()),
-            )
-
-    async def _status_now(self) -> grpc.aio.AioRpcError:
-        call = self._call
-        return grpc.aio.AioRpcError(
-            await call.code(),
-            await call.initial_metadata(),
-            await call.trailing_metadata(),
-            await call.details(),
-            await call.debug_error_string(),
-        )
 
     async def _server_error(self, exc: grpc.RpcError) -> errors.SagewireError:
         """The server's status for a failed call, not grpc.aio's local send failure."""
-        if not _local(exc):
-            return errors.from_rpc_error(exc)
-        if self._first_status is not None and not _local(self._first_status):
-            return errors.from_rpc_error(self._first_status)  # the local one came second
-        deadline = asyncio.get_running_loop().time() + _STATUS_WAIT_S
-        while asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.02)
-            status = await self._status_now()
-            if not _local(status):  # the server's status arrived and replaced it
-                return errors.from_rpc_error(status)
-        return errors.SagewireError(
-            grpc.StatusCode.INTERNAL,
-            "the Converse session ended while this client was sending to it, and grpc.aio "
-            "reported its own INTERNAL in place of the server's status (docs/errors.md); "
-            "open a new session",
-        )
-
-
-def _local(error: grpc.RpcError) -> bool:
-    call = cast("Any", error)
-    return bool(call.code() == grpc.StatusCode.INTERNAL and call.details() == _LOCAL_SEND_FAILURE)
-
-
-def _at_once(step: Awaitable[Any]) -> Any:
-    """The value of an awaitable that completes without suspending (a finished call's
-    status accessors); None when it would have to wait."""
-    coroutine = cast("Coroutine[Any, Any, Any]", step)
-    try:
-        coroutine.send(None)
-    except StopIteration as done:
-        return done.value
-    coroutine.close()
-    return None
+        assert self._status is not None
+        return await self._status.server_error(exc, _LOCAL_ONLY)

@@ -162,7 +162,7 @@ async def client(session_emulator: RunningEmulator) -> AsyncIterator[Any]:
         yield sagemaker
 
 
-async def _eventually(check: Callable[[], bool], within_s: float = 2.0) -> None:
+async def _eventually(check: Callable[[], bool], within_s: float = 10.0) -> None:
     # Polling: the counters are plain ints with nothing to wait on.
     for _ in range(int(within_s / 0.01)):
         if check():
@@ -174,5 +174,5 @@ async def _eventually(check: Callable[[], bool], within_s: float = 2.0) -> None:
 
 @pytest.fixture
 def eventually() -> Eventually:
-    """``await eventually(check, within_s=2.0)``: wait for a server-side effect to land."""
+    """``await eventually(check, within_s=10.0)``: wait for a server-side effect to land."""
     return _eventually

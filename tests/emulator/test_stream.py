@@ -180,8 +180,10 @@ async def test_drop_after_parts_cuts_the_connection(
 async def test_client_disconnect_stops_the_model(
     client: Any, emulator: RunningEmulator, eventually: Eventually
 ) -> None:
+    # 500 words 100 ms apart (50 s): the model is still far from done whenever the disconnect
+    # is noticed, on a loaded machine too.
     words = " ".join(f"w{i}" for i in range(500))
-    response = await stream(client, "tokens", json.dumps({"text": words, "delay_ms": 10}))
+    response = await stream(client, "tokens", json.dumps({"text": words, "delay_ms": 100}))
     events = aiter(response["Body"])
     for _ in range(4):
         await anext(events)
@@ -191,7 +193,7 @@ async def test_client_disconnect_stops_the_model(
     await eventually(lambda: stats.streams_aborted == 1)
     assert stats.active_streams == 0
     sent = stats.stream_parts_sent
-    await asyncio.sleep(0.2)  # 20 word delays: a live model would have sent more parts
+    await asyncio.sleep(0.5)  # 5 word delays: a live model would have sent more parts
     assert stats.stream_parts_sent == sent
     assert sent < 100
     assert (stats.streams_completed, stats.streams_failed) == (0, 0)

@@ -214,7 +214,7 @@ def expected(turn_no: int, previous: str | None, text: str) -> list[Any]:
     ]
 
 
-async def _eventually(check: Callable[[], bool], within: float = 3.0) -> None:
+async def _eventually(check: Callable[[], bool], within: float = 10.0) -> None:
     deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
@@ -283,7 +283,7 @@ async def test_cancel_mid_turn_stops_the_model_and_the_session_goes_on(
 ) -> None:
     conversation, _ = await start(stub, "chat")
     long_text = " ".join(f"w{i}" for i in range(200))
-    await conversation.send(turn("long", {"text": long_text, "delay_ms": 20}))
+    await conversation.send(turn("long", {"text": long_text, "delay_ms": 100}))  # 20 s
     await conversation.until(lambda m: m.HasField("chunk") and m.chunk.turn_id == "long")
     await conversation.until(lambda m: m.HasField("chunk"))
     await conversation.send(cancel("long"))
@@ -552,7 +552,8 @@ async def test_slow_reader_throttles_the_model_instead_of_buffering(
 async def test_cancelling_the_call_cancels_every_turn(stub: Any, emulator: RunningEmulator) -> None:
     conversation, _ = await start(stub, "tokens")
     words = " ".join(f"w{i}" for i in range(100))
-    await conversation.send(*(turn(f"t{i}", {"text": words, "delay_ms": 20}) for i in range(3)))
+    # 10 s a turn: all three are still running once the last has started, however slowly.
+    await conversation.send(*(turn(f"t{i}", {"text": words, "delay_ms": 100}) for i in range(3)))
     stats = emulator.stats("tokens")
     await _eventually(lambda: stats.active_streams == 3)
     conversation.call.cancel()

@@ -137,7 +137,7 @@ def error_reason(status: Any) -> str:
     return ""
 
 
-async def eventually(check: Callable[[], bool], within_s: float = 3.0) -> None:
+async def eventually(check: Callable[[], bool], within_s: float = 10.0) -> None:
     deadline = time.monotonic() + within_s
     while not check():
         if time.monotonic() > deadline:

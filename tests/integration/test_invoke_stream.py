@@ -244,7 +244,7 @@ async def _wait_until(predicate: Any, within: float = 10.0) -> None:
 
 async def test_caller_cancel_stops_the_model(sagewire: Sagewire, emulator: RunningEmulator) -> None:
     words = " ".join(f"w{i}" for i in range(200))
-    call = sagewire.inference.InvokeStream(_request("tokens", words, delay_ms=20))
+    call = sagewire.inference.InvokeStream(_request("tokens", words, delay_ms=100))  # 20 s
     for _ in range(3):
         await call.read()
     call.cancel()

@@ -295,7 +295,7 @@ async def test_disconnect_cancels_the_upstream_stream(
     async with aiohttp.ClientSession() as session:
         response = await session.post(
             sagewire.rest_url + "/v1/models/tokens:invokeStream",
-            json={"json": {"text": words, "delay_ms": 20}},
+            json={"json": {"text": words, "delay_ms": 100}},  # 20 s: still running at the hang-up
         )
         assert response.status == 200
         for _ in range(3):

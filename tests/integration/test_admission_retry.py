@@ -6,7 +6,9 @@ and succeeds. REST callers get 503 and Retry-After."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import cast
@@ -20,14 +22,16 @@ from google.rpc import error_details_pb2
 from sagewire.client import RETRY_SERVICE_CONFIG
 from sagewire.emulator.faults import Fault
 from sagewire.emulator.server import RunningEmulator
+from sagewire.observability import calls
 from sagewire.v1 import inference_service_pb2_grpc, invoke_pb2, model_service_pb2
 from support import Sagewire, failure, start_sagewire
 
-# How long the emulator holds each call: long enough that the second call of a test reaches
-# sagewire while the first still holds the slot, even on a busy machine.
-HOLD_MS = 1000
+# The emulator holds the first call of a test far longer than any test runs: the test ends it
+# (cancels it) once the second call has been shed, so however slowly the second call arrives on
+# a busy machine, the slot is still held (a 1 s hold was not always long enough).
+HOLD = Fault(latency_ms=60_000)
 ROUTES = {
-    # One call at a time, shed at once, asked to come back after 1-3 s (after HOLD_MS).
+    # One call at a time, shed at once, asked to come back after 1-3 s.
     "one-slot": {
         "endpoint": "faulty",
         "max_concurrency": 1,
@@ -53,7 +57,7 @@ def _invoke(model: str) -> invoke_pb2.InvokeRequest:
 
 
 async def _hold_the_slot(sw: Sagewire, emulator: RunningEmulator, model: str) -> asyncio.Task[None]:
-    """A call that holds the route's one slot for HOLD_MS; returns once the emulator has it."""
+    """A call that holds the route's one slot (until released); returns once the emulator has it."""
 
     async def call() -> None:
         await sw.inference.Invoke(_invoke(model), timeout=30)
@@ -66,6 +70,13 @@ async def _hold_the_slot(sw: Sagewire, emulator: RunningEmulator, model: str) ->
     raise AssertionError("the first call never reached the emulator")
 
 
+async def _release(first: asyncio.Task[None]) -> None:
+    """End the call holding the slot (the caller cancels it; sagewire frees the slot)."""
+    first.cancel()
+    with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+        await first
+
+
 def _pushback(error: grpc.aio.AioRpcError) -> str:
     trailers = cast("list[tuple[str, str | bytes]]", list(error.trailing_metadata() or ()))
     return next(str(value) for key, value in trailers if key == "grpc-retry-pushback-ms")
@@ -74,11 +85,11 @@ def _pushback(error: grpc.aio.AioRpcError) -> str:
 async def test_a_shed_call_is_unavailable_with_retry_info_and_pushback(
     shedding: Sagewire, emulator: RunningEmulator
 ) -> None:
-    emulator.set_fault("faulty", Fault(latency_ms=HOLD_MS))
+    emulator.set_fault("faulty", HOLD)
     first = await _hold_the_slot(shedding, emulator, "one-slot")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await shedding.inference.Invoke(_invoke("one-slot"), timeout=30)
-    await first
+    await _release(first)
     f = failure(caught.value)
     assert (f.code, f.reason) == (grpc.StatusCode.UNAVAILABLE, "ROUTE_CONCURRENCY_LIMIT")
     delay_ms = f.detail(error_details_pb2.RetryInfo).retry_delay.ToMilliseconds()
@@ -88,17 +99,36 @@ async def test_a_shed_call_is_unavailable_with_retry_info_and_pushback(
 
 
 async def test_the_documented_retry_policy_retries_a_shed_call_after_the_pushback(
-    shedding: Sagewire, emulator: RunningEmulator
+    shedding: Sagewire, emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    emulator.set_fault("faulty", Fault(latency_ms=HOLD_MS))
+    caplog.set_level(logging.INFO, logger="sagewire.access")
+    emulator.set_fault("faulty", HOLD)
     options = [("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG))]
     async with grpc.aio.insecure_channel(shedding.target, options=options) as channel:
         stub = inference_service_pb2_grpc.InferenceServiceStub(channel)
         first = await _hold_the_slot(shedding, emulator, "one-slot")
+        emulator.set_fault("faulty", None)  # the retried call is answered at once
+        calls.write_waiting()
+        caplog.clear()
         started = time.monotonic()
-        answer = await stub.Invoke(_invoke("one-slot"), timeout=30)
+        second = asyncio.ensure_future(stub.Invoke(_invoke("one-slot"), timeout=30))
+
+        def shed() -> bool:
+            calls.write_waiting()  # access records are logged in batches (observability.calls)
+            return any(
+                r.name == "sagewire.access" and "ROUTE_CONCURRENCY_LIMIT" in r.getMessage()
+                for r in caplog.records
+            )
+
+        # The slot is freed once the second call has been shed, within the 1-3 s pushback (a
+        # release that comes later only costs the policy one more attempt).
+        for _ in range(3000):
+            if shed() or second.done():
+                break
+            await asyncio.sleep(0.01)
+        await _release(first)
+        answer = await second
         waited = time.monotonic() - started
-        await first
     assert json.loads(answer.body) == {"n": 1}
     # Shed first (the slot was held), then retried: gRPC's own backoff would be at most
     # initialBackoff (0.2 s); sagewire's pushback of at least 1 s is what it waited.
@@ -109,11 +139,11 @@ async def test_the_documented_retry_policy_retries_a_shed_call_after_the_pushbac
 async def test_the_adaptive_limit_sheds_as_route_overloaded(
     shedding: Sagewire, emulator: RunningEmulator
 ) -> None:
-    emulator.set_fault("faulty", Fault(latency_ms=HOLD_MS))
+    emulator.set_fault("faulty", HOLD)
     first = await _hold_the_slot(shedding, emulator, "adaptive")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await shedding.inference.Invoke(_invoke("adaptive"), timeout=30)
-    await first
+    await _release(first)
     f = failure(caught.value)
     assert (f.code, f.reason) == (grpc.StatusCode.UNAVAILABLE, "ROUTE_OVERLOADED")
     info = f.detail(error_details_pb2.ErrorInfo)
@@ -124,7 +154,7 @@ async def test_the_adaptive_limit_sheds_as_route_overloaded(
 async def test_rest_callers_get_503_and_retry_after(
     shedding: Sagewire, emulator: RunningEmulator
 ) -> None:
-    emulator.set_fault("faulty", Fault(latency_ms=HOLD_MS))
+    emulator.set_fault("faulty", HOLD)
     first = await _hold_the_slot(shedding, emulator, "one-slot")
     async with (
         aiohttp.ClientSession() as http,
@@ -133,7 +163,7 @@ async def test_rest_callers_get_503_and_retry_after(
         status = await response.json()
         assert response.status == 503
         assert response.headers["Retry-After"] in ("1", "2", "3")  # 1-3 s, rounded up
-    await first
+    await _release(first)
     assert status["code"] == grpc.StatusCode.UNAVAILABLE.value[0]
     assert status["details"][0]["reason"] == "ROUTE_CONCURRENCY_LIMIT"
 
@@ -141,10 +171,10 @@ async def test_rest_callers_get_503_and_retry_after(
 async def test_model_service_shows_the_routes_admission(
     shedding: Sagewire, emulator: RunningEmulator
 ) -> None:
-    emulator.set_fault("faulty", Fault(latency_ms=HOLD_MS))
+    emulator.set_fault("faulty", HOLD)
     first = await _hold_the_slot(shedding, emulator, "adaptive")
     answer = await shedding.models.GetModel(model_service_pb2.GetModelRequest(name="adaptive"))
-    await first
+    await _release(first)
     admission = answer.model.admission
     # Adaptive, still measuring the unloaded latency: its limit is min_limit (1).
     assert (admission.max_concurrency, admission.concurrency_limit) == (8, 1)

@@ -59,11 +59,13 @@ async def _handle(
             )
         telemetry.record_failure(span, code, exc.reason)
         observe.failed(call, code, exc.reason)
+        observe.finish(call)  # before the status goes out (observe.finish)
         await abort_with(context, exc)
     incident = uuid.uuid4().hex[:12]
     telemetry.record_failure(span, "INTERNAL", "INTERNAL")
     observe.failed(call, "INTERNAL", "INTERNAL")
     log.error("%s -> INTERNAL, incident %s", method, incident, exc_info=exc)
+    observe.finish(call)
     await context.abort(
         grpc.StatusCode.INTERNAL, f"internal error in sagewire (incident {incident})"
     )

@@ -82,5 +82,8 @@ def interrupted(call: Call | None, context: Ctx, exc: BaseException) -> None:
 
 
 def finish(call: Call | None) -> None:
-    if call is not None:
+    """The call ended; once only (an error finishes it before its status goes out, so a scrape
+    made as soon as the client sees that status counts it; the edge's `finally` then does
+    nothing). A finished call has a duration above zero."""
+    if call is not None and not call.duration:
         call.observer.finish(call)

@@ -16,9 +16,9 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from sagewire.aws.instrumented import report_upstream
-from sagewire.observability import calls, logs, signals
-from sagewire.observability.batches import Batch
-from sagewire.observability.metrics import LATENCY_BUCKETS, Metrics, PendingHistogram
+from sagewire.observability import access, calls, logs, signals
+from sagewire.observability.batches import Batch, PendingHistogram
+from sagewire.observability.metrics import LATENCY_BUCKETS, Metrics
 
 SERVICE = "sagewire.v1.InferenceService"
 
@@ -228,14 +228,14 @@ async def test_json_access_lines_written_directly_are_what_the_logging_path_writ
     try:
         # pytest's capture handlers set aside: sagewire's JSON handler is the only one.
         root.handlers[:] = [h for h in handlers if isinstance(h, logs.BatchedStreamHandler)]
-        assert logs.json_access_handler(calls.access_log) is not None
+        assert logs.json_access_handler(access.access_log) is not None
         one_call()
         calls.write_waiting()  # written as lines directly
         direct = "".join(json_lines.writes)
         json_lines.writes.clear()
         # With a second handler, records take the logging module's path.
         root.handlers[:] = handlers
-        assert logs.json_access_handler(calls.access_log) is None
+        assert logs.json_access_handler(access.access_log) is None
         one_call()
         calls.write_waiting()
         logs.flush()

@@ -29,19 +29,10 @@ from google.protobuf import descriptor_pool
 from opentelemetry import context as otel_context
 
 from sagewire import telemetry
+from sagewire.observability.access import access_log, write_records
 from sagewire.observability.batches import Batch
-from sagewire.observability.logs import (
-    BatchedStreamHandler,
-    JsonFormatter,
-    access_record,
-    add_flush_hook,
-    current_ids,
-    json_access_handler,
-    write_batched,
-)
+from sagewire.observability.logs import add_flush_hook, current_ids
 from sagewire.observability.metrics import NO_ROUTE, MethodMetrics, Metrics
-
-access_log = logging.getLogger("sagewire.access")
 
 HTTP = "http"  # Call.kind of HTTP requests (the REST bridge)
 
@@ -276,20 +267,7 @@ class Observer:
             except Exception:  # nor must the OTel meter
                 logging.getLogger("sagewire").exception("an OTel measurement failed")
         if self.access:
-            direct = json_access_handler(access_log)
-            if direct is not None:
-                _write_access_lines(finished, *direct)
-                return
-            for call in finished:
-                if not call.ended:  # not logged when the call ended
-                    continue
-                try:
-                    _access_record(call)
-                except Exception:  # one bad record must not lose the rest of the batch
-                    logging.getLogger("sagewire").exception(
-                        "an access record failed: %s", call.method
-                    )
-            write_batched()
+            write_records(finished)
 
 
 # Finished calls wait at most this long, or until this many wait (Observer.finish).
@@ -396,67 +374,3 @@ def upstream_series(
         metrics.pending(metrics.upstream_retries, model, operation).inc(retries)
     if quota is not None:  # the quota left now
         metrics.child(metrics.retry_quota, service).set(quota.available_capacity)
-
-
-def _write_access_lines(
-    finished: list[Call], handler: BatchedStreamHandler, formatter: JsonFormatter
-) -> None:
-    """The access records of `finished` as JSON lines, straight to the one handler that would
-    write them (logs.json_access_handler): the same lines, without a LogRecord and the logging
-    module's dispatch per call."""
-    lines = []
-    for call in finished:
-        if not call.ended:
-            continue
-        try:
-            access, args = _access_fields(call)
-            message = (  # _ACCESS_MESSAGE % args, as an f-string (faster)
-                f"{args[0]} model={args[1]} -> {args[2]}{args[3]} in {args[4]:.1f} ms "
-                f"({args[5]:d} B in, {args[6]:d} B out)"
-            )
-            line = formatter.access_line(message, call.ended, access, call.trace_id, call.span_id)
-        except Exception:
-            logging.getLogger("sagewire").exception("an access record failed: %s", call.method)
-            continue
-        lines.append(line + handler.terminator)
-    if lines:
-        handler.write_lines(lines)
-
-
-def _access_fields(call: Call) -> tuple[dict[str, object], tuple[object, ...]]:
-    """The access object and message arguments of one call's record."""
-    duration = call.duration
-    access: dict[str, object] = {
-        "method": call.method,
-        "model": call.model,
-        "status": call.code,
-        "reason": call.reason,
-        "duration_ms": round(duration * 1e3, 3),
-        "bytes_in": call.bytes_in,
-        "bytes_out": call.bytes_out,
-    }
-    if call.http_status:
-        access["http_status"] = call.http_status
-    if call.principal:
-        access["principal"] = call.principal
-    args = (
-        call.method or "-",  # "-": a request no route matched
-        call.model or "-",
-        call.code,
-        f" ({call.reason})" if call.reason else "",
-        duration * 1e3,
-        call.bytes_in,
-        call.bytes_out,
-    )
-    return access, args
-
-
-def _access_record(call: Call) -> None:
-    """One line per call: never payloads, metadata values or tokens (only sizes and names)."""
-    access, args = _access_fields(call)
-    access_log.handle(
-        access_record(_ACCESS_MESSAGE, args, call.ended, access, call.trace_id, call.span_id)
-    )
-
-
-_ACCESS_MESSAGE = "%s model=%s -> %s%s in %.1f ms (%d B in, %d B out)"

@@ -56,67 +56,7 @@ def current_ids() -> tuple[str, str]:
     return "", ""
 
 
-_ACCESS_LOGGER = "sagewire.access"
-# What logging.LogRecord.__init__ sets that is the same for every access record.
-_ACCESS_CONSTANT = {
-    "name": _ACCESS_LOGGER,
-    "levelname": "INFO",
-    "levelno": logging.INFO,
-    "pathname": "(unknown file)",
-    "filename": "(unknown file)",
-    "module": "Unknown module",
-    "exc_info": None,
-    "exc_text": None,
-    "stack_info": None,
-    "lineno": 0,
-    "funcName": None,
-    "taskName": None,
-}
-
-
-class AccessRecord(logging.LogRecord):
-    """A LogRecord of logger `sagewire.access` at INFO with an `access` object, made directly.
-
-    Built in a batch after the call ended (sagewire.observability.calls), with the call's end
-    as its time and its trace ids. LogRecord.__init__ would spend most of its time on what is
-    the same for every access record (the file name split, the level name lookup), so the
-    constant attributes are copied in one step; the rest are set as LogRecord sets them
-    (threads, processes per the logging module's flags). A factory installed with
-    logging.setLogRecordFactory is not used for these records."""
-
-    def __init__(
-        self,
-        msg: str,
-        args: tuple[object, ...],
-        created: float,
-        access: dict[str, object],
-        trace_id: str,
-        span_id: str,
-    ) -> None:
-        self.__dict__.update(_ACCESS_CONSTANT)
-        self.msg = msg
-        self.args = args
-        self.created = created
-        self.msecs = int((created - int(created)) * 1000) + 0.0
-        self.relativeCreated = (created - logging._startTime) * 1000  # type: ignore[attr-defined]
-        if logging.logThreads:
-            self.thread: int | None = threading.get_ident()
-            self.threadName: str | None = threading.current_thread().name
-        else:
-            self.thread = self.threadName = None
-        self.processName = _process_name() if logging.logMultiprocessing else None
-        self.process = os.getpid() if logging.logProcesses else None
-        self.access = access
-        self.trace_id = trace_id
-        self.span_id = span_id
-
-
-access_record = AccessRecord
-
-
-def _process_name() -> str:
-    found = sys.modules.get("multiprocessing")  # as LogRecord names it
-    return found.current_process().name if found is not None else "MainProcess"
+ACCESS_LOGGER = "sagewire.access"
 
 
 class TextFormatter(logging.Formatter):
@@ -173,7 +113,7 @@ class JsonFormatter(OrjsonFormatter):
         """The line `format` gives an AccessRecord with these attributes, made directly."""
         line = {
             "level": "INFO",
-            "logger": _ACCESS_LOGGER,
+            "logger": ACCESS_LOGGER,
             "message": message,
             "trace_id": trace_id,
             "span_id": span_id,

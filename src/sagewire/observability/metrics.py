@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +34,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 
-from sagewire.observability.batches import Batch
+from sagewire.observability.batches import Batch, Pending, PendingHistogram
 
 _log = logging.getLogger("sagewire.metrics")
 
@@ -53,64 +52,6 @@ PASSTHROUGH = "(passthrough)"
 def multiprocess_dir() -> str | None:
     """PROMETHEUS_MULTIPROC_DIR (prometheus-client's own variable), when set."""
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
-
-
-class Pending:
-    """A counter's or gauge's changes, summed until the next batch is applied (the module doc):
-    `inc`/`dec` cost an addition, not a lock. In multiprocess mode `Metrics.pending` gives the
-    instrument's child itself, which has the same methods."""
-
-    __slots__ = ("amount", "child")
-
-    def __init__(self, child: Any) -> None:
-        self.child = child
-        self.amount: float = 0
-
-    def inc(self, amount: float = 1) -> None:
-        self.amount += amount
-
-    def dec(self, amount: float = 1) -> None:
-        self.amount -= amount
-
-    def apply(self) -> None:
-        amount = self.amount
-        if amount:
-            self.amount = 0
-            self.child.inc(amount)
-
-
-class PendingHistogram:
-    """A histogram child's observations, counted per bucket until the next batch is applied.
-
-    Applied through the child's own per-bucket values (`_buckets`, `_sum`: prometheus-client
-    keeps non-cumulative counts there and sums them when collected; pinned in
-    requirements/runtime.txt, and tests/unit/test_metrics_batches.py checks the exposition
-    against `observe`), since its public API adds one observation at a time."""
-
-    __slots__ = ("_bounds", "_counts", "_sum", "child")
-
-    def __init__(self, child: Any) -> None:
-        self.child = child
-        self._bounds: list[float] = list(child._upper_bounds)
-        self._counts = [0] * len(self._bounds)
-        self._sum = 0.0
-
-    def observe(self, value: float) -> None:
-        # The first bucket whose upper bound is >= value, as Histogram.observe picks it.
-        self._counts[bisect_left(self._bounds, value)] += 1
-        self._sum += value
-
-    def apply(self) -> None:
-        counts = self._counts
-        if not any(counts):
-            return
-        buckets = self.child._buckets
-        for index, count in enumerate(counts):
-            if count:
-                buckets[index].inc(count)
-                counts[index] = 0
-        self.child._sum.inc(self._sum)
-        self._sum = 0.0
 
 
 @dataclass

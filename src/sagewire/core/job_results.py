@@ -159,10 +159,20 @@ class JobResults:
     async def open_output(self, job_id: str) -> AsyncIterator[ObjectStream]:
         """The job's output streamed straight from S3; FAILED_PRECONDITION when there is none."""
         token = self.token(job_id)
+        location = _location(token.output_location)
         with self._stream_slot():
-            async with self._store.open(_location(token.output_location)) as stream:
+            async with self._store.open(location) as stream:
+                if stream is not None:
+                    yield stream
+                    return
+            error = await self._no_output(token)
+            if error.reason != "OUTPUT_NOT_READY":
+                raise error
+            # It appeared while being opened (a read just after the write, seen in CI against
+            # moto): open it once more before asking the caller to retry.
+            async with self._store.open(location) as stream:
                 if stream is None:
-                    raise await self._no_output(token)
+                    raise error
                 yield stream
 
     async def _no_output(self, token: JobToken) -> SagewireError:

@@ -341,20 +341,15 @@ class Metrics:
         """The child `metric.labels(*labels)` of a counter or gauge, as a `Pending` whose
         changes are summed until applied (the instrument's child itself in multiprocess mode).
         Remembered: bounded like the label values themselves."""
-        key = (id(metric), labels)
-        found = self._pending_by_labels.get(key)
-        if found is None:
-            child = metric.labels(*labels)
-            if self.multiprocess:
-                found = child
-            else:
-                found = Pending(child)
-                self._pending.append(found)
-            self._pending_by_labels[key] = found
-        return found
+        return self._pending_child(Pending, metric, labels)
 
     def pending_histogram(self, metric: Any, *labels: str) -> Any:
         """`pending` for a histogram: a `PendingHistogram` (the child in multiprocess mode)."""
+        return self._pending_child(PendingHistogram, metric, labels)
+
+    def _pending_child(
+        self, wrap: Callable[[Any], Any], metric: Any, labels: tuple[str, ...]
+    ) -> Any:
         key = (id(metric), labels)
         found = self._pending_by_labels.get(key)
         if found is None:
@@ -362,7 +357,7 @@ class Metrics:
             if self.multiprocess:
                 found = child
             else:
-                found = PendingHistogram(child)
+                found = wrap(child)
                 self._pending.append(found)
             self._pending_by_labels[key] = found
         return found

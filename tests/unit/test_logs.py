@@ -6,9 +6,9 @@ import io
 import json
 import logging
 import select
-import threading
 
 import pytest
+from write_capture import Writes
 
 from sagewire.observability import logs
 
@@ -63,24 +63,10 @@ def test_a_json_access_record_is_one_object_with_every_field() -> None:
     )
 
 
-class _Writes(io.StringIO):
-    """A stream that keeps each write apart (what reaches the pipe in one write(2))."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[str] = []
-        self.written = threading.Event()
-
-    def write(self, text: str) -> int:
-        self.writes.append(text)
-        self.written.set()
-        return len(text)
-
-
 def _batched(
     interval_s: float = 3600.0,
-) -> tuple[logging.Logger, _Writes, logs.BatchedStreamHandler]:
-    stream = _Writes()
+) -> tuple[logging.Logger, Writes, logs.BatchedStreamHandler]:
+    stream = Writes()
     handler = logs.BatchedStreamHandler(stream, interval_s)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logger = logging.getLogger(f"sagewire.test.batched.{id(handler)}")

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import io
 import json
 import logging
-import threading
 from collections.abc import Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from write_capture import Writes
 
 from sagewire.aws.instrumented import report_upstream
 from sagewire.observability import access, calls, logs, signals
@@ -102,21 +101,9 @@ def test_a_batched_histogram_is_what_observe_gives() -> None:
     assert 'h_seconds_bucket{a="x",le="0.005"} 4.0' in exposition[1]
 
 
-class _Writes(io.StringIO):
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[str] = []
-        self.written = threading.Event()
-
-    def write(self, text: str) -> int:
-        self.writes.append(text)
-        self.written.set()
-        return len(text)
-
-
 @pytest.fixture
-def json_lines() -> Iterator[_Writes]:
-    stream = _Writes()
+def json_lines() -> Iterator[Writes]:
+    stream = Writes()
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     logs.configure("INFO", "json", stream, batched=True)
@@ -126,7 +113,7 @@ def json_lines() -> Iterator[_Writes]:
 
 
 async def test_a_warning_comes_after_the_access_records_of_calls_that_ended_before_it(
-    json_lines: _Writes,
+    json_lines: Writes,
 ) -> None:
     observer = calls.Observer(access=True)
     for _ in range(3):
@@ -142,7 +129,7 @@ async def test_a_warning_comes_after_the_access_records_of_calls_that_ended_befo
 
 
 def test_lines_waiting_when_their_event_loop_closed_go_out_with_the_next_loop() -> None:
-    stream = _Writes()
+    stream = Writes()
     handler = logs.BatchedStreamHandler(stream, interval_s=0.05)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger(f"sagewire.test.loops.{id(handler)}")
@@ -211,7 +198,7 @@ def test_off_an_event_loop_a_batch_says_nothing_is_due() -> None:
 
 
 async def test_json_access_lines_written_directly_are_what_the_logging_path_writes(
-    json_lines: _Writes,
+    json_lines: Writes,
 ) -> None:
     observer = calls.Observer(access=True)
 

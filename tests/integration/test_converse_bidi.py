@@ -495,11 +495,11 @@ async def read_only_opened(call: Any) -> None:
         assert message.WhichOneof("kind") == "opened", message
 
 
-async def test_the_routes_timeout_bounds_the_whole_stream(
-    emulator: RunningEmulator, stub: Stub
-) -> None:
-    # The route's 0.5 s covers opening the upstream stream too, so `opened` is not awaited
-    # first: on a loaded machine the open alone can take that long (CI once did).
+async def ended_by_short_route(stub: Stub) -> float:
+    """Open a Converse on `bidi-short` (timeout_s 0.5) and read it to its end, which must be
+    the route's DEADLINE_EXCEEDED; the seconds it took. `opened` is not awaited first: the
+    route's 0.5 s covers opening the upstream stream too, and on a loaded machine the open alone
+    can take that long (CI once did)."""
     started = time.monotonic()
     call = stub.Converse(timeout=10)  # type: ignore[call-arg]
     await call.write(
@@ -507,10 +507,17 @@ async def test_the_routes_timeout_bounds_the_whole_stream(
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await read_only_opened(call)
-    assert time.monotonic() - started >= 0.5  # the route's bound ended it, not something else
+    elapsed = time.monotonic() - started
     got = failure(caught.value)
     assert (got.code, got.reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED")
     assert "bidi-short" in got.message
+    return elapsed
+
+
+async def test_the_routes_timeout_bounds_the_whole_stream(
+    emulator: RunningEmulator, stub: Stub
+) -> None:
+    assert await ended_by_short_route(stub) >= 0.5  # the route's bound ended it
     # Whatever was opened upstream by then is reset, none is left open.
     await eventually(lambda: emulator.stats("bidi-echo").active_bidi_streams == 0)
     stats = emulator.stats("bidi-echo")
@@ -521,17 +528,7 @@ async def test_an_upstream_open_slower_than_the_routes_timeout_is_deadline_excee
     emulator: RunningEmulator, stub: Stub
 ) -> None:
     emulator.set_fault("bidi-echo", Fault(latency_ms=3000))  # the model answers the open late
-    started = time.monotonic()
-    call = stub.Converse(timeout=10)  # type: ignore[call-arg]
-    await call.write(
-        converse_pb2.ConverseRequest(open=converse_pb2.ConverseOpen(model="bidi-short"))
-    )
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await read_only_opened(call)
-    assert 0.5 <= time.monotonic() - started < 2.5  # the route's 0.5 s, not the model's 3 s
-    got = failure(caught.value)
-    assert (got.code, got.reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED")
-    assert "bidi-short" in got.message
+    assert 0.5 <= await ended_by_short_route(stub) < 2.5  # the route's 0.5 s, not the model's 3 s
 
 
 async def test_an_idle_session_ends(emulator: RunningEmulator, stub: Stub) -> None:

@@ -165,36 +165,20 @@ class JobResults:
                 if stream is not None:
                     yield stream
                     return
-            error = await self._no_output(token)
-            if error.reason != "OUTPUT_NOT_READY":
-                raise error
+            status = await self._probe(token)
+            if status.state is not JobState.COMPLETED:
+                raise _not_completed(status.state)
             # It appeared while being opened (a read just after the write, seen in CI against
             # moto): open it once more before asking the caller to retry.
             async with self._store.open(location) as stream:
                 if stream is None:
-                    raise error
+                    raise SagewireError(
+                        message="the job's output appeared while being opened; retry",
+                        kind=ErrorKind.UNAVAILABLE,
+                        reason="OUTPUT_NOT_READY",
+                        retry_after_s=0.1,
+                    )
                 yield stream
-
-    async def _no_output(self, token: JobToken) -> SagewireError:
-        status = await self._probe(token)
-        if status.state is JobState.COMPLETED:  # appeared just now
-            return SagewireError(
-                message="the job's output appeared while being opened; retry",
-                kind=ErrorKind.UNAVAILABLE,
-                reason="OUTPUT_NOT_READY",
-                retry_after_s=0.1,
-            )
-        hint = {
-            JobState.PENDING: "it is still pending; WatchAsync tells when it completes",
-            JobState.FAILED: "it failed; GetAsyncResult gives the failure reason",
-            JobState.EXPIRED: "it expired without a result",
-        }[status.state]
-        return SagewireError(
-            message=f"the job has no output to read: {hint}",
-            kind=ErrorKind.FAILED_PRECONDITION,
-            reason="JOB_NOT_COMPLETED",
-            metadata={"state": status.state.value},
-        )
 
     async def _probe(self, token: JobToken) -> JobStatus:
         """The job's state from S3: output object → COMPLETED, failure object → FAILED, neither
@@ -252,3 +236,18 @@ class JobResults:
             yield
         finally:
             self._open_streams -= 1
+
+
+def _not_completed(state: JobState) -> SagewireError:
+    """FAILED_PRECONDITION for reading the output of a job in `state` (not COMPLETED)."""
+    hint = {
+        JobState.PENDING: "it is still pending; WatchAsync tells when it completes",
+        JobState.FAILED: "it failed; GetAsyncResult gives the failure reason",
+        JobState.EXPIRED: "it expired without a result",
+    }[state]
+    return SagewireError(
+        message=f"the job has no output to read: {hint}",
+        kind=ErrorKind.FAILED_PRECONDITION,
+        reason="JOB_NOT_COMPLETED",
+        metadata={"state": state.value},
+    )

@@ -20,7 +20,7 @@ from sagewire.core.errors import (
     model_not_found,
     unimplemented,
 )
-from sagewire.transports.grpc.status import to_grpc_status
+from sagewire.transports.grpc.status import PUSHBACK_KEY, to_grpc_status
 from sagewire.v1 import common_pb2
 from support import wire_metadata_bytes
 
@@ -203,3 +203,17 @@ def test_model_error_trailers_fit_the_default_metadata_limit() -> None:
         "InvokeEndpoint",
     )
     assert wire_metadata_bytes(map_aws_error(exc, "ep")) < 8 * 1024
+
+
+@pytest.mark.parametrize("retry_after_s", [1.0105, 1.011, 0.0999999, 2.0, 0.0004])
+def test_the_pushback_trailer_equals_retry_infos_delay(retry_after_s: float) -> None:
+    # A jittered 1.0105 s once gave RetryInfo 1010 ms and grpc-retry-pushback-ms 1011.
+    error = SagewireError(
+        message="busy", kind=ErrorKind.UNAVAILABLE, reason="X", retry_after_s=retry_after_s
+    )
+    status = to_grpc_status(error)
+    trailers = dict(status.trailing_metadata)
+    details = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+    info = error_details_pb2.RetryInfo()
+    assert any(d.Unpack(info) for d in details.details)
+    assert trailers[PUSHBACK_KEY] == str(info.retry_delay.ToMilliseconds())

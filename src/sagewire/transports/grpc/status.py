@@ -115,7 +115,9 @@ def pushback_ms(error: SagewireError) -> str:
     client whose policy retries this code (UNAVAILABLE in the recommended config) does not."""
     if error.retry_after_s is None:
         return NO_RETRY_PUSHBACK
-    return str(round(error.retry_after_s * 1000))
+    # The same whole milliseconds as RetryInfo's delay reads (`to_grpc_status`: nanoseconds,
+    # truncated to ms by Duration.ToMilliseconds), so the two never differ by one.
+    return str(int(error.retry_after_s * 1e9) // 1_000_000)
 
 
 def to_grpc_status(error: SagewireError) -> grpc.Status:

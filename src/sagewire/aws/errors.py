@@ -24,6 +24,7 @@ from sagewire.aws.error_table import (
     s3_row,
     transport_row,
 )
+from sagewire.aws.lean_http1 import ConnectFailed
 from sagewire.core.async_types import S3Location
 from sagewire.core.error_text import clip_utf8
 from sagewire.core.errors import SESSION_REJECTED, ErrorKind, ModelFailure, SagewireError
@@ -148,9 +149,11 @@ def _cut(exc: BaseException) -> Cut | None:
     if isinstance(exc, bx.EndpointConnectionError):
         # aiobotocore raises it for any aiohttp ClientConnectionError (a reset too); only a
         # connect that failed (refused, DNS, TLS) proves nothing was sent. botocore keeps the
-        # original exception in kwargs["error"].
+        # original exception in kwargs["error"] (the lean path's own: ConnectFailed).
         original = exc.kwargs.get("error")
-        if original is None or isinstance(original, aiohttp.ClientConnectorError | gaierror):
+        if original is None or isinstance(
+            original, aiohttp.ClientConnectorError | gaierror | ConnectFailed
+        ):
             return Cut.UNREACHABLE
         return Cut.LOST
     if isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError | gaierror):

@@ -14,8 +14,9 @@ decides what goes on the wire, and what an answer means, stays botocore's own:
   botocore's, with its refresh), frozen per attempt;
 - the endpoint: resolved once at start-up by the aiobotocore client kept for the other
   operations (aws.runtime_endpoint_url, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, else the region's);
-- HTTP: one pooled aiohttp session set up as aiobotocore sets up its own, raising the same
-  botocore exceptions (sagewire.aws.lean_http);
+- HTTP: InvokeEndpoint on a keep-alive HTTP/1.1 pool of our own (sagewire.aws.lean_http1),
+  response streams on one pooled aiohttp session set up as aiobotocore sets up its own, both
+  raising the same botocore exceptions (sagewire.aws.lean_http);
 - errors: botocore's rest-json parser and the modelled error fields → ClientError, mapped by
   sagewire.aws.errors like every other call;
 - retries: botocore's standard RetryHandler with sagewire's ResendChecker and a standard retry
@@ -104,8 +105,8 @@ def _operation(service: ServiceModel, name: str) -> _Operation:
 
 @dataclass
 class Answer:
-    """A 2xx answer: the aiohttp response (body not read yet), its headers (case-insensitive),
-    and how many sends it took."""
+    """A 2xx answer: the HTTP response (body not read yet: a lean_http1 Reply, or for a stream
+    an aiohttp ClientResponse), its headers (case-insensitive), and how many sends it took."""
 
     raw: Any
     headers: Mapping[str, str]
@@ -266,6 +267,7 @@ class LeanSender:
                     request_dict["url"],
                     await self._signed(request_dict, body_hash),
                     request_dict["body"],
+                    stream=operation == INVOKE_STREAM,
                 )
                 if raw.status < 300:
                     self._quota.release_retry_quota(context, _Status(raw.status))

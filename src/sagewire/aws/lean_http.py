@@ -1,4 +1,6 @@
-"""The lean path's HTTP: one pooled aiohttp session, failures raised as aiobotocore raises them.
+"""The lean path's HTTP: InvokeEndpoint on sagewire.aws.lean_http1's keep-alive pool, response
+streams (and everything, behind a proxy) on one pooled aiohttp session; failures raised as
+aiobotocore raises them.
 
 Why not aiobotocore's AIOHTTPSession itself (the first version did use it): per call it re-reads
 the proxy environment, rebuilds every header into a new CIMultiDict and every response header
@@ -44,6 +46,8 @@ from botocore.exceptions import (
 )
 from botocore.httpsession import ProxyConfiguration, create_urllib3_context, get_cert_path
 from yarl import URL
+
+from sagewire.aws.lean_http1 import Http1Pool
 
 
 def _ssl_context() -> Any:
@@ -117,13 +121,22 @@ class LeanHttp:
         self._max_connections = max_connections
         self._timeout = aiohttp.ClientTimeout(sock_connect=connect_s, sock_read=read_s)
         self._tls = endpoint_url.startswith("https:")
+        self._endpoint_url = endpoint_url
+        self._connect_s = connect_s
+        self._read_s = read_s
         self._session: aiohttp.ClientSession | None = None
+        self._whole: Http1Pool | None = None
 
     async def __aenter__(self) -> Self:
+        tls = _ssl_context() if self._tls else None
+        if self._proxy is None:
+            self._whole = Http1Pool(
+                self._endpoint_url, self._max_connections, self._connect_s, self._read_s, tls
+            )
         connector = _with_read_timeout(
             aiohttp.TCPConnector(
                 limit=self._max_connections,
-                ssl=_ssl_context() if self._tls else False,
+                ssl=tls or False,
                 keepalive_timeout=DEFAULT_KEEPALIVE_TIMEOUT,
             )
         )
@@ -141,13 +154,23 @@ class LeanHttp:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._whole is not None:
+            self._whole.close()
         if self._session is not None:
             await self._session.close()
 
-    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> Any:
-        """Send; returns the aiohttp ClientResponse with its body unread. Raises botocore's
-        exceptions exactly where aiobotocore's AIOHTTPSession.send raises them."""
+    async def post(
+        self, url: str, headers: Mapping[str, str], body: bytes, *, stream: bool = False
+    ) -> Any:
+        """Send; returns the answer once its headers are in, its body unread (`await
+        answer.read()`; with `stream`, aiohttp's ClientResponse, to read as it comes). Raises
+        botocore's exceptions exactly where aiobotocore's AIOHTTPSession.send raises them."""
         assert self._session is not None, "LeanHttp used outside `async with`"
+        if self._whole is not None and not stream:
+            try:
+                return await self._whole.post(url, headers, body)
+            except ValueError as e:  # a CR or LF in a header, refused as aiohttp refuses it
+                raise HTTPClientError(error=e) from e
         try:
             return await self._session.request(
                 "POST",

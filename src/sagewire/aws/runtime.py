@@ -19,7 +19,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Self
 
-from aiobotocore.response import StreamingBody
 from botocore.exceptions import ClientError
 from botocore.retries.quota import RetryQuota
 
@@ -233,12 +232,12 @@ class SageMakerRuntime(SharedClient):
         assert self._lean is not None
         params = _params(request)
         answer = await self._lean_send(INVOKE, params, request.endpoint)
-        body = StreamingBody(answer.raw, answer.headers.get("content-length"))
         try:
-            async with body:
-                data = await body.read()
+            data = await answer.raw.read()
         except AWS_FAILURES as exc:
             raise map_aws_error(exc, request.endpoint, Phase.RECEIVING) from exc
+        finally:
+            answer.raw.close()
         return _result(self._lean.outputs(INVOKE, answer.headers), data, request.endpoint)
 
     @asynccontextmanager

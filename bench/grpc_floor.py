@@ -6,10 +6,11 @@ Python grpc.aio gateway pays (issue 15's "added latency p50 over direct aioboto3
 Four contenders, the same 1 KB JSON body and emulator, measured in turns (each round runs them
 in a rotated order, so a busy neighbour hits all alike): direct aioboto3 (the target's
 reference), the bare grpc.aio echo server (no upstream), the same echo server forwarding each
-Invoke to the emulator on one aiohttp session (`grpc_echo --upstream`: the floor, a gateway
-doing nothing but the hop), and sagewire. Printed: each one's p50 and the paired differences
-per round: sagewire − direct (the target's measure), floor − direct (what grpc.aio and one
-aiohttp request cost whatever the gateway does), sagewire − floor (sagewire's own share).
+Invoke to the emulator on sagewire's own HTTP/1.1 pool, unsigned (`grpc_echo --upstream`: the
+floor, a gateway doing nothing but the hop), and sagewire. Printed: each one's p50 and the
+paired differences per round: sagewire − direct (the target's measure), floor − direct (what
+grpc.aio and one HTTP/1.1 exchange cost whatever the gateway does), sagewire − floor
+(sagewire's own share).
 `--baseline DIR` adds a fifth, the `sagewire` package in DIR (as `bench.ab --baseline`), and
 the paired difference sagewire − baseline.
 """
@@ -94,7 +95,7 @@ def report(p50: dict[str, list[float]]) -> None:
         return f"{med(diffs):+.3f} ms ({diffs[0]:+.3f}…{diffs[-1]:+.3f})"
 
     print(f"  sagewire − direct: {paired('sagewire', 'direct')}  (issue 15 target: ≤ 0.3 ms)")
-    print(f"  floor − direct:    {paired('floor', 'direct')}  (grpc.aio + one aiohttp request)")
+    print(f"  floor − direct:    {paired('floor', 'direct')}  (grpc.aio + one HTTP/1.1 exchange)")
     print(f"  sagewire − floor:  {paired('sagewire', 'floor')}  (sagewire's own share)")
     if "baseline" in p50:
         print(f"  sagewire − baseline: {paired('sagewire', 'baseline')}")

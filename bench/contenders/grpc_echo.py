@@ -8,10 +8,10 @@ sagewire (or its upstream call).
 
     python -m bench.contenders.grpc_echo --listen 127.0.0.1:0 [--upstream EMULATOR_URL]
 
-With `--upstream`, Invoke instead forwards the body to the emulator's `echo` endpoint (one
-pooled aiohttp session, unsigned) and answers with its reply: the least a Python grpc.aio
-gateway in front of an HTTP model does per call, the floor under sagewire's added latency
-(`python -m bench.grpc_floor`).
+With `--upstream`, Invoke instead forwards the body to the emulator's `echo` endpoint and
+answers with its reply, over the same keep-alive HTTP/1.1 pool sagewire's lean path uses
+(sagewire.aws.lean_http1, unsigned): the least a Python grpc.aio gateway in front of an HTTP
+model does per call, the floor under sagewire's added latency (`python -m bench.grpc_floor`).
 """
 
 from __future__ import annotations
@@ -24,31 +24,36 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import grpc
 import uvloop
 
+from sagewire.aws.lean_http1 import Http1Pool
 from sagewire.v1 import inference_service_pb2_grpc, invoke_pb2
 
 MAX_MESSAGE = 8 * 1024 * 1024
 
 
 class EchoServicer(inference_service_pb2_grpc.InferenceServiceServicer):
-    def __init__(self, upstream: aiohttp.ClientSession | None = None, url: str = "") -> None:
+    def __init__(self, upstream: Http1Pool | None = None, url: str = "") -> None:
         self._upstream = upstream
         self._url = url
+        self._host = url.split("://", 1)[-1].split("/", 1)[0]
 
     async def Invoke(
         self, request: invoke_pb2.InvokeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> invoke_pb2.InvokeResponse:
         if self._upstream is not None:
-            headers = {"Content-Type": request.content_type or "application/json"}
-            async with self._upstream.post(self._url, data=request.body, headers=headers) as reply:
-                return invoke_pb2.InvokeResponse(
-                    body=await reply.read(),
-                    content_type=reply.headers.get("Content-Type", ""),
-                    invoked_production_variant="AllTraffic",
-                )
+            headers = {
+                "host": self._host,
+                "Content-Type": request.content_type or "application/json",
+                "Content-Length": str(len(request.body)),
+            }
+            reply = await self._upstream.post(self._url, headers, request.body)
+            return invoke_pb2.InvokeResponse(
+                body=await reply.read(),
+                content_type=reply.headers.get("Content-Type", ""),
+                invoked_production_variant="AllTraffic",
+            )
         return invoke_pb2.InvokeResponse(
             body=request.body,
             content_type=request.content_type,
@@ -79,7 +84,7 @@ async def serve(listen: str, upstream: str = "") -> None:
             ("grpc.so_reuseport", 0),
         ]
     )
-    session = aiohttp.ClientSession() if upstream else None
+    session = Http1Pool(upstream, 1024, 60.0, 60.0, None) if upstream else None
     url = f"{upstream.rstrip('/')}/endpoints/echo/invocations"
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
         EchoServicer(session, url),  # type: ignore[abstract]  # the rest: UNIMPLEMENTED
@@ -95,7 +100,7 @@ async def serve(listen: str, upstream: str = "") -> None:
     await stop.wait()
     await server.stop(1)
     if session is not None:
-        await session.close()
+        session.close()
 
 
 def main() -> None:

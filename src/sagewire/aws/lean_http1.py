@@ -66,15 +66,15 @@ def request_head(path: str, host: str, headers: Mapping[str, str]) -> bytes:
     lines.append(given_host or f"Host: {host}")
     accept = False
     for name, value in headers.items():
-        lower = name.lower()
-        if lower == "host":
-            continue
-        accept = accept or lower == "accept"
-        if _unsafe(name) or _unsafe(value):
+        if _unsafe(name) or _unsafe(value):  # Host too: aiohttp checks every line it writes
             raise ValueError(
                 "Newline or carriage return character detected in HTTP status message or "
                 "header. This is a potential security issue."
             )
+        lower = name.lower()
+        if lower == "host":
+            continue
+        accept = accept or lower == "accept"
         lines.append(f"{name}: {value}")
     if not accept:
         lines.append("Accept: */*")
@@ -112,7 +112,9 @@ class Reply:
     def close(self) -> None:
         """Drop the connection unless the answer is complete (then it is already back in the
         pool or closed)."""
-        if not self._done.done():
+        # Not `self._done.done()`: a read() cancelled while awaiting it cancels `_done` itself,
+        # and the connection, still carrying this answer, would stay busy for good.
+        if self._connection._answer is self:
             self._connection.abort()
 
 
@@ -147,7 +149,11 @@ class _Connection(asyncio.Protocol):
         try:
             return await self._head
         except asyncio.CancelledError:
-            self.abort()
+            # Only while it still carries this exchange: once the answer was whole (cancelled
+            # after it came, before this task resumed) the connection went back to the pool,
+            # and another caller may be using it already.
+            if self._answer is answer:
+                self.abort()
             raise
 
     def _fail(self, before_head: BaseException, after_head: BaseException) -> None:
@@ -209,6 +215,10 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self._answer is None:  # more after the answer, in the same read: nobody asked
+            raise ValueError("data after the answer that nobody asked for")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._answer is not None:
             self._answer.raw_headers.append((name, value))
@@ -220,6 +230,10 @@ class _Connection(asyncio.Protocol):
             if answer is not None:
                 answer.raw_headers.clear()
             return
+        # The count in data_received bounds a head spread over reads; this one, a head that
+        # came whole in one read (up to the transport's read size).
+        if sum(len(name) + len(value) + 4 for name, value in answer.raw_headers) > MAX_HEAD_BYTES:
+            raise ValueError("the answer's status line and headers exceed 64 KiB")
         answer.status = status
         headers: CIMultiDict[str] = CIMultiDict()
         for name, value in answer.raw_headers:
@@ -250,7 +264,8 @@ class _Connection(asyncio.Protocol):
             self._pool.release(self)
         else:
             self.abort()
-        answer._done.set_result(None)
+        if not answer._done.done():
+            answer._done.set_result(None)
 
     # -- the read timeout: one timer per connection, moved forward as a number -------------------
 
@@ -273,6 +288,11 @@ class _Connection(asyncio.Protocol):
             self.abort()
         else:
             self._read_timer = self.loop.call_at(by, self._read_check, by)
+
+    def usable(self) -> bool:
+        """Open, and not closing: a transport closes itself on the server's FIN (the default
+        eof_received) a loop turn before connection_lost; aiohttp's pool checks the same."""
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
 
     def abort(self) -> None:
         """Close now (an unfinished exchange fails), and give the pool its place back."""
@@ -316,6 +336,7 @@ class Http1Pool:
         self._open = 0  # connections counted against the limit: busy, idle and connecting
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._sweep: asyncio.TimerHandle | None = None
+        self._closed = False
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> Reply:
         """Send POST `url` (on this pool's endpoint); the answer once its headers are complete.
@@ -332,7 +353,7 @@ class Http1Pool:
             now = self.loop.time()
             while self._idle:
                 connection = self._idle.pop()
-                if not connection.closed and now - connection.idle_since < KEEPALIVE_S:
+                if connection.usable() and now - connection.idle_since < KEEPALIVE_S:
                     return connection
                 connection.abort()
             if self._open < self._limit:
@@ -375,7 +396,10 @@ class Http1Pool:
         return connection
 
     def release(self, connection: _Connection) -> None:
-        """Back to the idle set after a clean keep-alive answer."""
+        """Back to the idle set after a clean keep-alive answer (closed, once the pool is)."""
+        if self._closed:
+            connection.abort()
+            return
         connection.idle_since = self.loop.time()
         self._idle.append(connection)
         if self._sweep is None:
@@ -405,7 +429,8 @@ class Http1Pool:
             self._sweep = self.loop.call_later(KEEPALIVE_S, self._sweep_idle)
 
     def close(self) -> None:
-        """Close every idle connection; busy ones close as their exchanges fail."""
+        """Close every idle connection; busy ones close as their exchanges end."""
+        self._closed = True
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None

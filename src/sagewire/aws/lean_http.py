@@ -16,7 +16,7 @@ see the same botocore exceptions on both clients.
 
 The one change to aiohttp's behaviour is in how, not when: its `sock_read` timeout (the read
 timeout) cancels and schedules a loop timer on every chunk received and at the start and end
-of every response, two timers per InvokeEndpoint (~5 µs each under uvloop). `_ReadTimeout`
+of every response, two timers per call (~5 µs each under uvloop). `_ReadTimeout`
 keeps the same deadline as a number moved forward on each chunk, checked by one timer per
 connection that re-arms for the moved deadline when it fires early; silence for the read
 timeout raises exactly what aiohttp raises (tests/integration/test_upstream_phases.py).

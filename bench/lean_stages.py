@@ -6,8 +6,8 @@ Builds a SageMakerRuntime (aws.client = "lean", dummy credentials, an endpoint n
 on: nothing is sent) and times, per call, in process CPU time: botocore's parameters
 (`_params`), the request dict (`LeanSender.request`, botocore's `prepare_request_dict`), the
 signed headers of one attempt (`LeanSender._signed`: credentials, SigV4, amz-sdk-* headers) and
-the CLIENT span/metrics wrapper without a tracer. The HTTP part (aiohttp, the event loop) is
-what `python -m bench.profile --load unary` shows on top.
+the CLIENT span/metrics wrapper without a tracer. The HTTP part (sagewire.aws.lean_http1, the
+event loop) is what `python -m bench.profile --load unary` shows on top.
 """
 
 from __future__ import annotations

@@ -129,6 +129,29 @@ def test_headers_equal_botocores(case: str, token: str | None, hashed: bool) -> 
     assert canonical_uri(url) == canonical.split("\n")[1]
 
 
+def test_one_signer_signing_call_after_call_signs_each_as_botocore() -> None:
+    """The canonical requests a Signer keeps never stand in for another request's: the cases
+    in turn with an inference ID changing, more header sets than are kept, then the first ones
+    again, with tokens and bodies changing (botocore signs first; its time is handed over)."""
+    signer = Signer("sagemaker", "eu-west-1")
+    calls = [
+        ({**headers, "X-Amzn-SageMaker-Inference-Id": f"id-{n}"}, url, token, body)
+        for n in range(5)
+        for headers, url, _ in CASES.values()
+        for token, body in ((None, b"{}"), ("session", b"[1]"))
+    ]
+    assert len(calls) > 64
+    for headers, url, token, body in calls + calls[:20]:
+        credentials = ReadOnlyCredentials("AKIDEXAMPLE", "secret", token)
+        expected, _ = _botocore(headers, url, body, credentials)
+        ours = dict(headers)
+        signer.sign(
+            ours, url, body, "AKIDEXAMPLE", "secret", token, timestamp=expected["X-Amz-Date"]
+        )
+        assert list(ours.items()) == list(expected.items())
+    assert len(signer._canonical) <= 64  # bounded: the oldest went
+
+
 @pytest.mark.parametrize("body", [b"", b"{}", b"\x00\xff" * 700])
 def test_the_payload_hash_is_sigv4auths(body: bytes) -> None:
     credentials = ReadOnlyCredentials("AKID", "secret", None)

@@ -552,8 +552,9 @@ def test_connect_timeout_on_a_full_listen_backlog(run: Runner) -> None:
         {"X-Amzn-SageMaker-Custom-Attributes": "a\rb"},
         {"X-Evil\r\nX": "1"},
         {"host": "example.com\r\nX-Evil: 1"},
+        {"HOST": "example.com\r\nX-Evil: 1"},  # a second Host: not written, still refused
     ],
-    ids=["crlf-value", "lf-value", "cr-value", "crlf-name", "crlf-host"],
+    ids=["crlf-value", "lf-value", "cr-value", "crlf-name", "crlf-host", "crlf-second-host"],
 )
 def test_a_cr_or_lf_in_a_header_is_refused_before_sending(run: Runner, bad: dict[str, str]) -> None:
     async def main() -> None:

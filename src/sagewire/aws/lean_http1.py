@@ -58,28 +58,41 @@ def _unsafe(text: str) -> bool:
     return "\r" in text or "\n" in text
 
 
+_UNSAFE = (
+    "Newline or carriage return character detected in HTTP status message or header. This is a "
+    "potential security issue."
+)
+
+
 def request_head(path: str, host: str, headers: Mapping[str, str]) -> bytes:
     """The request line and headers aiohttp writes for POST `path` with `headers` (UTF-8).
-    Raises ValueError, as aiohttp does, for a CR or LF in a name or value."""
-    lines = [f"POST {path} HTTP/1.1"]
-    given_host = next((f"{k}: {v}" for k, v in headers.items() if k.lower() == "host"), None)
-    lines.append(given_host or f"Host: {host}")
+    Raises ValueError, as aiohttp does, for a CR or LF in a name or value (or the path)."""
+    lines = [f"POST {path} HTTP/1.1", ""]  # [1]: the Host line, first as aiohttp writes it
+    given_host = False
     accept = False
     for name, value in headers.items():
-        if _unsafe(name) or _unsafe(value):  # Host too: aiohttp checks every line it writes
-            raise ValueError(
-                "Newline or carriage return character detected in HTTP status message or "
-                "header. This is a potential security issue."
-            )
         lower = name.lower()
         if lower == "host":
+            if given_host:  # not written (the first one is), but checked as aiohttp checks it
+                if _unsafe(name) or _unsafe(value):
+                    raise ValueError(_UNSAFE)
+                continue
+            given_host = True
+            lines[1] = f"{name}: {value}"
             continue
         accept = accept or lower == "accept"
         lines.append(f"{name}: {value}")
+    if not given_host:
+        lines[1] = f"Host: {host}"
     if not accept:
         lines.append("Accept: */*")
     lines.append("\r\n")
-    return "\r\n".join(lines).encode("utf-8")
+    head = "\r\n".join(lines)
+    # Each line ends with the one CRLF written here: any other CR or LF came in a name or value
+    # (one scan of the whole head rather than two per header).
+    if head.count("\n") != len(lines) or head.count("\r") != len(lines):
+        raise ValueError(_UNSAFE)
+    return head.encode("utf-8")
 
 
 class Reply:

@@ -16,10 +16,11 @@ see the same botocore exceptions on both clients.
 
 The one change to aiohttp's behaviour is in how, not when: its `sock_read` timeout (the read
 timeout) cancels and schedules a loop timer on every chunk received and at the start and end
-of every response, two timers per call (~5 µs each under uvloop). `_ReadTimeout`
-keeps the same deadline as a number moved forward on each chunk, checked by one timer per
-connection that re-arms for the moved deadline when it fires early; silence for the read
-timeout raises exactly what aiohttp raises (tests/integration/test_upstream_phases.py).
+of every response, two timers per call (~5 µs each under uvloop). `_ReadTimeout` keeps the
+same deadline as a number moved forward on each chunk, checked by one timer per connection that
+re-arms for the moved deadline when it fires early (sagewire.aws.read_deadline, shared with the
+InvokeEndpoint pool); silence for the read timeout raises exactly what aiohttp raises
+(tests/integration/test_upstream_phases.py).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from botocore.httpsession import ProxyConfiguration, create_urllib3_context, get
 from yarl import URL
 
 from sagewire.aws.lean_http1 import Http1Pool
+from sagewire.aws.read_deadline import ReadDeadline
 
 
 def _ssl_context() -> Any:
@@ -61,40 +63,26 @@ def _ssl_context() -> Any:
 
 
 class _ReadTimeout(ResponseHandler):
-    """aiohttp's ResponseHandler with its read timeout on one timer per connection (see the
-    module doc). aiohttp calls `_reschedule_timeout` when a response starts and on each chunk,
-    `_drop_timeout` when reading stops (end, pause, failure, connection lost)."""
+    """aiohttp's ResponseHandler with its read timeout on one timer per connection
+    (sagewire.aws.read_deadline). aiohttp calls `_reschedule_timeout` when a response starts and
+    on each chunk, `_drop_timeout` when reading stops (end, pause, failure, connection lost)."""
 
-    _read_by: float | None = None  # the loop time by which data must come; None: not reading
-    _read_timer: asyncio.TimerHandle | None = None
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read = ReadDeadline(self._loop, self._on_read_timeout)
 
     def _reschedule_timeout(self) -> None:
         timeout = self._read_timeout
-        if not timeout:
-            self._read_by = None
-            return
-        self._read_by = by = self._loop.time() + timeout
-        if self._read_timer is None:
-            self._read_timer = self._loop.call_at(by, self._read_check, by)
+        if timeout:
+            self._read.arm(timeout)
+        else:
+            self._read.stop()
 
     def _drop_timeout(self) -> None:
-        self._read_by = None
-
-    def _read_check(self, armed_for: float) -> None:
-        self._read_timer = None
-        by = self._read_by
-        if by is None:
-            return
-        if by <= armed_for or by <= self._loop.time():  # no data since: the deadline came
-            self._read_by = None
-            self._on_read_timeout()
-        else:
-            self._read_timer = self._loop.call_at(by, self._read_check, by)
+        self._read.stop()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
+        self._read.close()
         super().connection_lost(exc)
 
 

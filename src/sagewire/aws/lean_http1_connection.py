@@ -20,6 +20,8 @@ from botocore.exceptions import (
 )
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from sagewire.aws.read_deadline import ReadDeadline
+
 MAX_HEAD_BYTES = 64 * 1024  # status line and headers of one answer
 
 
@@ -128,8 +130,7 @@ class Connection(asyncio.Protocol):
         self._head: asyncio.Future[Reply] | None = None  # until the headers are complete
         self._head_bytes = 0
         self._framed = False  # Content-Length or chunked: the end is known without a close
-        self._read_by: float | None = None
-        self._read_timer: asyncio.TimerHandle | None = None
+        self._read = ReadDeadline(self.loop, self._read_timed_out)
 
     # -- the exchange ------------------------------------------------------------------------
 
@@ -141,7 +142,8 @@ class Connection(asyncio.Protocol):
         self._head_bytes = 0
         self._framed = False
         self.transport.writelines((head, body))
-        self._arm_read_timeout()
+        if self._pool.read_s:  # 0: no read timeout, as aiohttp's sock_read=0
+            self._read.arm(self._pool.read_s)
         try:
             return await self._head
         except asyncio.CancelledError:
@@ -154,7 +156,7 @@ class Connection(asyncio.Protocol):
 
     def _fail(self, before_head: BaseException, after_head: BaseException) -> None:
         """End the exchange in flight with the error for where it stands."""
-        self._read_by = None
+        self._read.stop()
         if self._head is not None and not self._head.done():
             self._head.set_exception(before_head)
         elif self._answer is not None and not self._answer._done.done():
@@ -173,8 +175,8 @@ class Connection(asyncio.Protocol):
         if self._answer is None:  # nothing asked for: the connection cannot be trusted
             self.abort()
             return
-        if self._read_by is not None:
-            self._read_by = self.loop.time() + self._pool.read_s
+        if self._read.reading:
+            self._read.arm(self._pool.read_s)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -194,7 +196,7 @@ class Connection(asyncio.Protocol):
             and not self._framed
             and not answer._done.done()
         ):  # an answer delimited by the close itself (neither Content-Length nor chunked)
-            self._read_by = None
+            self._read.stop()
             answer._done.set_result(None)
             self._answer = None
         self._lost(exc)
@@ -255,7 +257,7 @@ class Connection(asyncio.Protocol):
         if answer is None or self._head is not None:  # informational: keep waiting
             return
         self._answer = None
-        self._read_by = None
+        self._read.stop()
         if self._parser.should_keep_alive() and not self.closed:
             self._pool.release(self)
         else:
@@ -263,27 +265,10 @@ class Connection(asyncio.Protocol):
         if not answer._done.done():
             answer._done.set_result(None)
 
-    # -- the read timeout: one timer per connection, moved forward as a number -------------------
-
-    def _arm_read_timeout(self) -> None:
-        if not self._pool.read_s:  # 0: no read timeout, as aiohttp's sock_read=0
-            return
-        self._read_by = by = self.loop.time() + self._pool.read_s
-        if self._read_timer is None:
-            self._read_timer = self.loop.call_at(by, self._read_check, by)
-
-    def _read_check(self, armed_for: float) -> None:
-        self._read_timer = None
-        by = self._read_by
-        if by is None:
-            return
-        if by <= armed_for or by <= self.loop.time():  # no data since: the deadline came
-            url = self._answer.url if self._answer is not None else self._pool.endpoint_url
-            error = ReadTimeoutError(endpoint_url=url)
-            self._fail(error, ReadTimeoutError(endpoint_url=url))
-            self.abort()
-        else:
-            self._read_timer = self.loop.call_at(by, self._read_check, by)
+    def _read_timed_out(self) -> None:
+        url = self._answer.url if self._answer is not None else self._pool.endpoint_url
+        self._fail(ReadTimeoutError(endpoint_url=url), ReadTimeoutError(endpoint_url=url))
+        self.abort()
 
     def usable(self) -> bool:
         """Open, and not closing: a transport closes itself on the server's FIN (the default
@@ -295,9 +280,7 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
+        self._read.close()
         if self._answer is not None:
             self._lost(None)
         if self.transport is not None:

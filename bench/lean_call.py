@@ -113,8 +113,10 @@ def _run(tree: Path | None, calls: int) -> float:
         capture_output=True,
         text=True,
         timeout=300,
-        check=True,
+        check=False,
     )
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.lean_call --child failed:\n{done.stderr[-2000:]}")
     return float(done.stdout.strip().splitlines()[-1])
 
 

@@ -23,6 +23,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from sagewire.aws.read_deadline import ReadDeadline
 
 MAX_HEAD_BYTES = 64 * 1024  # status line and headers of one answer
+_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())  # read-only: one for all
 
 
 class Owner(Protocol):
@@ -91,7 +92,7 @@ class Reply:
         self.url = url
         self.status = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []
-        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+        self.headers: CIMultiDictProxy[str] = _NO_HEADERS  # until the headers are complete
         self._body: list[bytes] = []
         self._done: asyncio.Future[None] = connection.loop.create_future()
 
